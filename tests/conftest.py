@@ -1,0 +1,57 @@
+"""Shared fixtures: one tiny engine per test session (importing torch + diffusers costs ~4 s).
+
+Tiers: the default run is the fast tier. `-m slow` selects real-size runs (skipped unless
+selected or RUN_SLOW=1); `-m browser` selects headless-Chromium tests (skipped without chromium).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wan_demo.settings import Settings
+
+TEST_AREA = 64 * 64  # tiny model output budget in tests: 81 frames at 64x64 take ~2 s
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real-size runs (minutes); select with -m slow or RUN_SLOW=1")
+    config.addinivalue_line("markers", "browser: headless Chromium tests; need Debian chromium")
+
+
+def pytest_collection_modifyitems(config, items):
+    selected = config.getoption("-m") or ""
+    if "slow" in selected and "not slow" not in selected or os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: select with -m slow or RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        model="tiny", device="cpu", tiny_max_area=TEST_AREA, steps=2, output_dir=tmp_path / "outputs",
+        data_dir=tmp_path / "data", prompt_extender="rules",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from wan_demo.pipeline import load_engine
+
+    return load_engine(Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA))
+
+
+@pytest.fixture
+def image() -> Image.Image:
+    return make_image()

@@ -1,0 +1,112 @@
+"""Frames -> browser-playable H.264 MP4 with the generation settings inside, a JPEG thumbnail and a
+JSON sidecar. Files appear atomically (written to a temp name, then renamed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+
+METADATA_KEY = "comment"  # MP4 udta tag that ffmpeg writes and reads back
+THUMBNAIL_QUALITY = 90  # JPEG quality, 0-100
+VIDEO_QUALITY = 5  # imageio-ffmpeg VBR scale 0-10, as diffusers' export_to_video
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int, metadata: dict[str, Any]) -> Path:
+    """Encode uint8 frames (F, H, W, 3) as H.264 yuv420p with `metadata` as JSON in the MP4."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    tmp = path.with_name(path.name + ".part")
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp),
+        (width, height),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",  # the only pixel format every browser plays
+        quality=VIDEO_QUALITY,
+        macro_block_size=16,
+        output_params=[
+            "-f", "mp4",
+            "-movflags", "+faststart",  # index first: playback starts before the download ends
+            "-metadata", f"{METADATA_KEY}={json.dumps(metadata, ensure_ascii=False)}",
+        ],
+    )  # fmt: skip
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def read_mp4_metadata(path: Path) -> dict[str, Any]:
+    """The JSON stored by write_mp4, read back with the bundled ffmpeg."""
+    out = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for line in _unescape_ffmetadata(out):
+        key, _, value = line.partition("=")
+        if key == METADATA_KEY:
+            return json.loads(value)
+    raise KeyError(f"no {METADATA_KEY!r} metadata in {path}")
+
+
+def _unescape_ffmetadata(text: str) -> list[str]:
+    """ffmetadata escapes '=', ';', '#', '\\' and newlines with a backslash."""
+    lines, current, escaped = [], [], False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "\n":
+            lines.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    lines.append("".join(current))
+    return lines
+
+
+def write_thumbnail(frame: np.ndarray, path: Path) -> Path:
+    tmp = path.with_name(path.name + ".part")
+    Image.fromarray(frame).save(tmp, format="JPEG", quality=THUMBNAIL_QUALITY)
+    os.replace(tmp, path)
+    return path
+
+
+def write_sidecar(metadata: dict[str, Any], path: Path) -> Path:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+    return path
+
+
+def count_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of an MP4, by decoding it (test and bench helper)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return sum(1 for _ in reader), *meta["size"]
+
+
+def remove_old_outputs(folder: Path, max_age_h: float, now: float | None = None) -> int:
+    """Delete generated files older than `max_age_h` hours; returns how many were removed."""
+    if max_age_h <= 0 or not folder.is_dir():
+        return 0
+    cutoff = (now or time.time()) - max_age_h * 3600
+    removed = 0
+    for path in folder.iterdir():
+        if path.suffix in (".mp4", ".jpg", ".json", ".part") and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
