@@ -132,7 +132,7 @@ def generate(
         height=image.height,
         num_frames=len(video),
         fps=settings.fps,
-        duration_s=round(len(video) / settings.fps, 3),
+        duration_s=round(len(video) / settings.fps, 4),
         model=engine.model_name,
         is_tiny_model=engine.is_tiny,
         settings=dict(

@@ -105,7 +105,7 @@ def load_real_pipeline(model: str, settings: Settings):
     try:
         return WanImageToVideoPipeline.from_pretrained(
             model,
-            torch_dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},
+            dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},
             local_files_only=settings.offline or local,
         )
     except (OSError, ValueError) as e:

@@ -1,0 +1,52 @@
+"""MP4 / thumbnail / sidecar writing, without a model."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wan_demo.video import count_frames, read_mp4_metadata, remove_old_outputs, write_mp4, write_thumbnail
+
+
+def _frames(n=9, h=48, w=64):
+    rng = np.random.default_rng(0)
+    return (rng.random((n, h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_mp4_is_h264_yuv420p_with_metadata(tmp_path):
+    meta = {"prompt": 'a "cat" = 1; #2 \\ back\nslash', "final_prompt": "一只猫在走路", "seed": 5}
+    path = write_mp4(_frames(), tmp_path / "a.mp4", fps=16, metadata=meta)
+    assert count_frames(path) == (9, 64, 48)
+    assert read_mp4_metadata(path) == meta
+    assert not list(tmp_path.glob("*.part"))  # written atomically
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    info = next(reader)
+    reader.close()
+    assert info["codec"] == "h264" and "yuv420p" in info["pix_fmt"] and info["fps"] == 16
+
+
+def test_mp4_rejects_float_frames(tmp_path):
+    with pytest.raises(ValueError, match="expected uint8 frames"):
+        write_mp4(_frames().astype(np.float32), tmp_path / "b.mp4", 16, {})
+
+
+def test_thumbnail_is_the_first_frame_as_jpeg(tmp_path):
+    frames = _frames()
+    path = write_thumbnail(frames[0], tmp_path / "t.jpg")
+    with Image.open(path) as thumb:
+        assert thumb.format == "JPEG" and thumb.size == (64, 48)
+
+
+def test_old_outputs_are_removed(tmp_path):
+    old, new = tmp_path / "old.mp4", tmp_path / "new.mp4"
+    for p in (old, new):
+        p.write_bytes(b"x")
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert remove_old_outputs(tmp_path, max_age_h=24) == 1
+    assert not old.exists() and new.exists()
+    assert remove_old_outputs(tmp_path, max_age_h=0) == 0
