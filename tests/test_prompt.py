@@ -89,7 +89,7 @@ def test_toggle_changes_final_prompt_with_offline_fallback(image, monkeypatch):
     final, info = extend_prompt("a red kite in the sky", image, Settings())  # auto on a CPU machine
     assert final != "a red kite in the sky" and final.startswith("a red kite in the sky.")
     assert info["backend"] == "rules" and "fallback" in info["note"]
-    assert info["reason"].startswith("fallback after openai: openai_base_url")
+    assert info["reason"].startswith("auto: skipped openai: openai_base_url / openai_model not set; local: ")
     final, info = extend_prompt("a red kite", image, Settings(prompt_extender="off"))
     assert final == "a red kite" and info["backend"] == "off"
 
@@ -105,7 +105,7 @@ def test_never_fails_even_when_every_backend_raises(image, monkeypatch):
     monkeypatch.setattr(prompt, "plan", boom)
     monkeypatch.setitem(prompt.RUNNERS, "rules", prompt._run_rules)
     final, info = extend_prompt("a cat", image, Settings())
-    assert info["backend"] == "rules" and info["attempts"][0]["backend"] == "plan"
+    assert info["backend"] == "rules" and info["skipped"][0]["backend"] == "plan"
 
 
 def test_local_backend_falls_back_to_rules_when_model_missing(image, tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from wan_demo import prompt_openai, prompt_rules, prompt_vlm
+from wan_demo.prompt_text import BackendFailed
 from wan_demo.settings import Settings
 
 # Our own list of failure modes to steer away from (used when the user gives no negative prompt):
@@ -77,28 +78,41 @@ RUNNERS: dict[str, Callable[[str, Image.Image, Settings], tuple[str, dict]]] = {
 def extend_prompt(prompt: str, image: Image.Image, settings: Settings) -> tuple[str, dict[str, Any]]:
     """Rewrite `prompt` into a detailed video prompt. Never raises; falls back to `prompt`.
 
-    info: backend ("openai" | "local" | "rules" | "none" | "off"), reason, attempts
-    ([{backend, error}] of the backends that failed or were skipped), seconds, plus backend facts.
+    info: backend ("openai" | "local" | "rules" | "none" | "off"), reason, attempts ([{backend,
+    error}] of backends that ran and failed), skipped (auto mode: backends not tried, and why),
+    seconds, plus facts from the backend that answered.
     """
     started = time.monotonic()
     try:
-        order, attempts = plan(settings)
+        order, skipped = plan(settings)
     except Exception as e:  # e.g. a broken huggingface_hub install: still never fail
-        order, attempts = ["rules"], [{"backend": "plan", "error": f"{type(e).__name__}: {e}"}]
+        order, skipped = ["rules"], [{"backend": "plan", "error": f"{type(e).__name__}: {e}"}]
     if not order:
-        return prompt, {"backend": "off", "reason": "prompt_extender is off", "attempts": []}
+        return prompt, {"backend": "off", "reason": "prompt_extender is off", "attempts": [], "skipped": []}
+    attempts: list[dict[str, str]] = []
     for name in order:
         try:
             text, facts = RUNNERS[name](prompt, image, settings)
         except Exception as e:  # timeouts, HTTP errors, OOM, bad output: try the next backend
-            error = str(e) if isinstance(e, prompt_vlm.BackendFailed) else f"{type(e).__name__}: {e}"
+            error = str(e) if isinstance(e, BackendFailed) else f"{type(e).__name__}: {e}"
             attempts.append({"backend": name, "error": error[:300]})
             continue
-        reason = "first choice" if not attempts else "fallback after " + _summary(attempts)
         seconds = round(time.monotonic() - started, 3)
-        return text, {"backend": name, "reason": reason, "attempts": attempts, "seconds": seconds, **facts}
+        info = {
+            "backend": name,
+            "reason": _reason(attempts, skipped),
+            "attempts": attempts,
+            "skipped": skipped,
+        }
+        return text, {**info, "seconds": seconds, **facts}
     reason = "every backend failed; using the prompt as written: " + _summary(attempts)
-    return prompt, {"backend": "none", "reason": reason, "attempts": attempts}
+    return prompt, {"backend": "none", "reason": reason, "attempts": attempts, "skipped": skipped}
+
+
+def _reason(attempts: list[dict[str, str]], skipped: list[dict[str, str]]) -> str:
+    if attempts:
+        return "fallback after " + _summary(attempts)
+    return "auto: skipped " + _summary(skipped) if skipped else "first choice"
 
 
 def _summary(attempts: list[dict[str, str]]) -> str:
