@@ -1,10 +1,193 @@
-"""REST job API with the hosted provider's contract (placeholder until the REST issue lands)."""
+"""REST job API with the hosted provider's contract, mounted at /api/v1 on the Gradio server.
+
+HTTP <-> store records only: inputs are checked by validate.py / inputs.py (InvalidRequest, mapped
+here to 4xx), rules live in api_service.py, the store (store.py) is the source of truth and the
+dispatcher (dispatch.py) feeds the one Worker shared with the UI. Outcome files need the same
+Bearer key as the request.
+OpenAPI: /api/v1/openapi.json, docs at /api/v1/docs.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
+
+from wan_demo.api_schema import (
+    ErrorBody,
+    ModelIds,
+    ModelInfo,
+    RequestList,
+    RequestView,
+    SubmitBody,
+    Submitted,
+    model_info,
+)
+from wan_demo.api_service import ApiError, RestService
 from wan_demo.jobs import Worker
-from wan_demo.settings import Settings
+from wan_demo.keys import SETUP_HINT, KeyRing
+from wan_demo.request import InvalidRequest
+from wan_demo.settings import API_MODEL_ID, Settings
+from wan_demo.store import PROCESSING, QUEUED, STATUSES
+
+log = logging.getLogger(__name__)
+
+MOUNT = "/api/v1"
+ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429, 503)}
 
 
-def attach(app, worker: Worker, settings: Settings) -> None:
-    """Add the /api/v1/apikey/* routes to the running FastAPI app."""
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers=None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies over the limit, counted as they stream in."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"0")
+        seen, started = 0, False
+        too_large = error_response(
+            413, "body_too_large", f"request body is over {self.max_bytes} bytes", "body"
+        )
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await too_large(scope, receive, send)
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyLimit.TooLarge
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyLimit.TooLarge:
+            if not started:
+                await too_large(scope, receive, send)
+
+
+def build_app(service: RestService) -> FastAPI:
+    app = FastAPI(title="Wan2.1 I2V REST API", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    limit = service.settings.max_file_size_mb * 1024 * 1024 * 4 // 3 + 64 * 1024  # base64 + JSON overhead
+    app.add_middleware(BodyLimit, max_bytes=limit)
+    _add_handlers(app)
+    caller = Depends(service.caller)
+    kw = {"responses": ERRORS}
+
+    @app.post("/apikey/requests", response_model=Submitted, **kw)
+    def submit_request(body: SubmitBody, request: Request, owner: str = caller):
+        rec = service.submit(body, owner)
+        location = request.url_for("get_request", request_id=rec.request_id).path
+        data = Submitted(
+            request_id=rec.request_id,
+            model=rec.model,
+            status=rec.status,
+            created_at=int(rec.created_at),
+            updated_at=int(rec.updated_at),
+            queued_at=int(rec.queued_at),
+        )
+        return JSONResponse(data.model_dump(), headers={"Location": location})
+
+    @app.get("/apikey/requests", response_model=RequestList, **kw)
+    def list_requests(
+        request: Request,
+        model_id: str | None = None,
+        status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+        limit: int = Query(20, ge=1, le=100),
+        offset: int = Query(0, ge=0),
+        owner: str = caller,
+    ):
+        recs, total = service.store.list_requests(owner, model_id, status, limit, offset)
+        nxt = offset + len(recs) if offset + len(recs) < total else None
+        views = [service.view(r, request) for r in recs]
+        return RequestList(requests=views, total=total, limit=limit, offset=offset, next_offset=nxt)
+
+    @app.get("/apikey/requests/{request_id}", response_model=RequestView, name="get_request", **kw)
+    def get_request(request_id: str, request: Request, owner: str = caller):
+        return service.view(service.own(request_id, owner), request)
+
+    @app.post("/apikey/requests/{request_id}/cancel", response_model=RequestView, **kw)
+    def cancel_request(request_id: str, request: Request, owner: str = caller):
+        rec = service.own(request_id, owner)
+        before = service.store.cancel(rec.request_id)
+        if before not in (QUEUED, PROCESSING):
+            raise ApiError(409, "not_cancellable", f"request is already {before}")
+        service.dispatcher.cancel(rec.request_id)  # processing: stops at the next denoising step
+        return service.view(service.own(request_id, owner), request)
+
+    @app.get("/apikey/requests/{request_id}/video", name="video", response_class=FileResponse, **kw)
+    def video(request_id: str, owner: str = caller):
+        return service.file(service.own(request_id, owner), "video")
+
+    @app.get("/apikey/requests/{request_id}/thumbnail", name="thumbnail", response_class=FileResponse, **kw)
+    def thumbnail(request_id: str, owner: str = caller):
+        return service.file(service.own(request_id, owner), "thumbnail")
+
+    @app.get("/apikey/models", response_model=ModelIds, **kw)
+    def list_models(owner: str = caller):
+        return ModelIds(model_ids=[API_MODEL_ID])
+
+    @app.get("/apikey/models/{model_id}", response_model=ModelInfo, **kw)
+    def get_model(model_id: str, owner: str = caller):
+        if model_id != API_MODEL_ID:
+            raise ApiError(
+                404, "unknown_model", f"{model_id[:80]!r} is not served here; use {API_MODEL_ID!r}"
+            )
+        return model_info()
+
+    return app
+
+
+def _add_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request, e: ApiError):
+        return error_response(e.status, e.code, e.message, e.field, e.headers)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid(_request, e: InvalidRequest):
+        return error_response(422, "invalid_input", str(e), e.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request, e: RequestValidationError):
+        first = e.errors()[0]
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_input"
+        return error_response(400 if code == "invalid_json" else 422, code, f"{field}: {first['msg']}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, e: StarletteHTTPException):
+        return error_response(e.status_code, "http_error", str(e.detail), headers=getattr(e, "headers", None))
+
+
+def attach(app, worker: Worker, settings: Settings) -> RestService:
+    """Add the /api/v1/apikey/* routes to the running FastAPI app (before Gradio's own routes)."""
+    keys = KeyRing.from_settings(settings)
+    if not keys.enabled:
+        log.warning(SETUP_HINT)
+    service = RestService(worker, settings, keys)
+    app.router.routes.insert(0, Mount(MOUNT, app=build_app(service)))
+    return service

@@ -1,0 +1,116 @@
+"""Helpers for the REST API tests: a real HTTP server on 127.0.0.1 and request builders."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from wan_demo import api
+from wan_demo.jobs import Worker
+from wan_demo.settings import API_MODEL_ID, Settings
+
+KEY_A, KEY_B = "key-alpha-123", "key-beta-456"
+
+
+def b64_image(image: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def body(image_b64: str, prompt: str = "a cat walks on grass", **payload) -> dict:
+    return {"model": API_MODEL_ID, "payload": {"prompt": prompt, "path_input_image": image_b64, **payload}}
+
+
+def auth(key: str = KEY_A) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def serve(settings: Settings, engine) -> Iterator[tuple[str, api.RestService, Worker]]:
+    """Worker + REST routes on a plain FastAPI app behind uvicorn on a free 127.0.0.1 port."""
+    worker = Worker(engine, settings).start()
+    app = FastAPI()
+    service = api.attach(app, worker, settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", service, worker
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        service.dispatcher.stop()
+        worker.shutdown()
+        service.store.close()
+
+
+def wait_status(
+    client: httpx.Client, url: str, statuses: tuple[str, ...], key: str = KEY_A, timeout: float = 60
+):
+    """Poll until the request reaches one of `statuses` (bounded); returns the last JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = client.get(url, headers=auth(key)).json()
+        if data["status"] in statuses or time.monotonic() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+def api_settings(tmp, **changes) -> Settings:
+    """Tiny-model settings for API tests; KEY_B is configured hashed (sha256:...) to cover both forms."""
+    from wan_demo.keys import digest
+
+    base = Settings(
+        model="tiny",
+        device="cpu",
+        tiny_max_area=64 * 64,
+        steps=2,
+        prompt_extender="rules",
+        output_dir=tmp / "outputs",
+        data_dir=tmp / "data",
+        api_keys=f"{KEY_A}, sha256:{digest(KEY_B)}",
+        max_file_size_mb=1,
+        queue_max_size=16,
+        max_active_per_key=4,
+    )
+    return base.replace(**changes)
+
+
+@contextmanager
+def paused_generation(monkeypatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Hold the real tiny generation after its first denoising step until `release` is set, so a
+    test can observe `processing` or cancel mid-run. Yields (reached, release)."""
+    import wan_demo.generate as gen
+
+    real = gen.run_segment
+    reached, release = threading.Event(), threading.Event()
+
+    def run_segment(engine, *, on_step, **kwargs):
+        def step(i: int) -> None:
+            on_step(i)
+            if i == 0 and not release.is_set():
+                reached.set()
+                release.wait(30)
+
+        return real(engine, on_step=step, **kwargs)
+
+    monkeypatch.setattr(gen, "run_segment", run_segment)
+    try:
+        yield reached, release
+    finally:
+        release.set()

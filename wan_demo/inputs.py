@@ -1,0 +1,178 @@
+"""REST input images: base64 / data URI, or (opt-in) an https URL fetched once behind an SSRF guard.
+
+`path_input_image` is NEVER read as a server path (Gradio's CVE-2024-47868 class of bug). Decoding
+goes through image.decode_image (JPEG/PNG/WEBP only, pixel cap before decoding).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from PIL import Image
+
+from wan_demo.image import decode_image
+from wan_demo.request import InvalidRequest
+from wan_demo.settings import Settings
+
+FIELD = "payload.path_input_image"
+DATA_URI_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp")
+URL_TIMEOUT_S = 10.0  # whole fetch: connect + headers + body
+ECHO_CHARS = 200  # inputs up to this length are echoed back as given
+SHARED_NET = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
+BASE64_RE = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
+
+Resolver = Callable[[str, int], list[str]]
+
+
+@dataclass(frozen=True)
+class InputImage:
+    data: bytes  # the bytes as received (stored at submit, decoded again by the dispatcher)
+    image: Image.Image
+    format: str  # "JPEG" | "PNG" | "WEBP"
+    echo: str  # what GET shows as path_input_image: as given if short, else a summary
+
+
+def load_input_image(value: object, settings: Settings, field: str = FIELD) -> InputImage:
+    """Turn `path_input_image` into checked image bytes. Raises InvalidRequest naming the rule."""
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            field, f"must be a string (base64, data URI or https URL), got {type(value).__name__}"
+        )
+    text = value.strip()
+    if not text:
+        raise InvalidRequest(field, "is required")
+    max_bytes = settings.max_file_size_mb * 1024 * 1024
+    if text.lower().startswith(("https://", "http://")):
+        data = fetch_url(text, settings, field, max_bytes)
+    else:
+        data = decode_base64(text, field, max_bytes)
+    image = decode_image(data, field)
+    echo = (
+        text if len(text) <= ECHO_CHARS else f"<{image.format} image, {len(data)} bytes, {len(text)} chars>"
+    )
+    return InputImage(data, image, image.format, echo)
+
+
+def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        media = header[5:].split(";")[0].lower()
+        if not sep or ";base64" not in header.lower():
+            raise InvalidRequest(field, "data URI must be base64-encoded (data:image/png;base64,...)")
+        if media not in DATA_URI_TYPES:
+            raise InvalidRequest(
+                field, f"data URI type {media!r} is not allowed; use image/jpeg, image/png or image/webp"
+            )
+    text = "".join(text.split())  # line breaks are common in pasted base64
+    if not BASE64_RE.match(text):
+        raise InvalidRequest(
+            field, "is not valid base64, a data URI or an https URL (server file paths are never read)"
+        )
+    if len(text) * 3 // 4 > max_bytes:
+        raise InvalidRequest(field, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
+    try:
+        decode = base64.urlsafe_b64decode if re.search(r"[-_]", text) else base64.b64decode
+        return decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(field, "is not valid base64") from None
+
+
+def check_address(ip_text: str) -> bool:
+    """True when the address is publicly routable (IPv4-mapped IPv6 is judged as its IPv4)."""
+    ip = ipaddress.ip_address(ip_text.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.version == 4 and ip in SHARED_NET:
+        return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
+
+
+def resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InvalidRequest(FIELD, f"host {host!r} does not resolve ({e.strerror})") from None
+    return [info[4][0] for info in infos]
+
+
+def fetch_url(
+    url: str,
+    settings: Settings,
+    field: str = FIELD,
+    max_bytes: int = 20 * 1024 * 1024,
+    resolver: Resolver = resolve,
+    allow: Callable[[str], bool] = check_address,
+    context: ssl.SSLContext | None = None,
+) -> bytes:
+    """GET an https URL once: every resolved address must be global, the connection goes to a checked
+    address (no DNS rebinding), no redirects, a whole-fetch time cap and a byte cap."""
+    if not settings.allow_url_inputs:
+        raise InvalidRequest(field, "URL inputs are disabled on this server; send base64 or a data URI")
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https":
+        raise InvalidRequest(field, "only https URLs are accepted")
+    if not parts.hostname or parts.username or parts.password:
+        raise InvalidRequest(field, "URL must have a host and no user:password part")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise InvalidRequest(field, "URL has an invalid port") from None
+    addresses = resolver(parts.hostname, port)
+    if not addresses or not all(allow(a) for a in addresses):
+        raise InvalidRequest(field, f"host {parts.hostname!r} is not a public address; URL refused")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        return _get(
+            parts.hostname, addresses[0], port, path, max_bytes, context or ssl.create_default_context()
+        )
+    except InvalidRequest:
+        raise
+    except (OSError, http.client.HTTPException) as e:
+        raise InvalidRequest(field, f"could not fetch the URL ({type(e).__name__})") from None
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a fixed, already-checked IP while verifying the certificate for the host name."""
+
+    def __init__(self, host: str, ip: str, port: int, timeout: float, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._ip, self._ctx = ip, context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+
+
+def _get(host: str, ip: str, port: int, path: str, max_bytes: int, context: ssl.SSLContext) -> bytes:
+    deadline = time.monotonic() + URL_TIMEOUT_S
+    conn = _PinnedHTTPS(host, ip, port, URL_TIMEOUT_S, context)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "wan-demo/1", "Accept": "image/*"})
+        resp = conn.getresponse()
+        if 300 <= resp.status < 400:
+            raise InvalidRequest(
+                FIELD, f"URL answered {resp.status} (a redirect); redirects are not followed"
+            )
+        if resp.status != 200:
+            raise InvalidRequest(FIELD, f"URL answered HTTP {resp.status}")
+        chunks, size = [], 0
+        while chunk := resp.read(64 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise InvalidRequest(FIELD, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
+            if time.monotonic() > deadline:
+                raise InvalidRequest(FIELD, f"URL took longer than {URL_TIMEOUT_S:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        conn.close()

@@ -1,0 +1,65 @@
+"""API keys for the REST API: `Authorization: Bearer <key>`, compared in constant time.
+
+Keys come from Settings.api_keys (comma-separated) and Settings.api_key_file (one per line, `#`
+comments). An entry is either the key itself or `sha256:<hex>` of it, so keys can be kept hashed at
+rest: `python -c "import hashlib,sys; print('sha256:'+hashlib.sha256(sys.argv[1].encode()).hexdigest())" KEY`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from wan_demo.settings import Settings
+
+SETUP_HINT = (
+    "the REST API is disabled: no API keys are configured. Set WAN_DEMO_API_KEYS=<key>[,<key>...] "
+    "(or sha256:<hex> entries) or WAN_DEMO_API_KEY_FILE=<file> and restart"
+)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def parse_entry(entry: str) -> str:
+    """Hex SHA-256 of one configured key (plain keys are hashed here and not kept)."""
+    entry = entry.strip()
+    if entry.lower().startswith("sha256:"):
+        hexpart = entry[7:].strip().lower()
+        if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise ValueError("an api key entry 'sha256:...' must hold 64 hex digits")
+        return hexpart
+    return digest(entry)
+
+
+class KeyRing:
+    def __init__(self, hashes: list[str]):
+        self._hashes = [bytes.fromhex(h) for h in hashes]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        entries = [e for e in settings.api_keys.split(",") if e.strip()]
+        if settings.api_key_file:
+            lines = Path(settings.api_key_file).read_text(encoding="utf-8").splitlines()
+            entries += [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return cls([parse_entry(e) for e in entries])
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._hashes)
+
+    def owner_of(self, authorization: str | None) -> str | None:
+        """The caller's key id (first 16 hex digits of the key's SHA-256), or None if not a valid key.
+        Every configured hash is compared, so timing does not reveal which one matched."""
+        if not authorization:
+            return None
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        presented = hashlib.sha256(key.strip().encode("utf-8")).digest()
+        match = False
+        for known in self._hashes:
+            match |= hmac.compare_digest(presented, known)
+        return presented.hex()[:16] if match else None
