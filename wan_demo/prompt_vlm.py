@@ -61,17 +61,17 @@ def cuda_available() -> bool:
 
 
 def is_available(settings: Settings) -> tuple[bool, str]:
-    """Can `local` be tried without a surprise? (A GPU, transformers, and weights we may fetch.)"""
+    """May auto mode try `local`? Needs a GPU and weights already on disk: auto never starts a
+    multi-GB download inside a generation (prompt_extender=local does download on first use)."""
     if not cuda_available():
         return False, "no CUDA device (a VLM on CPU is too slow for the default)"
     if Path(settings.prompt_model).is_dir() or settings.prompt_model in _cache:
         return True, "local folder or already loaded"
-    if settings.offline:
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(settings.prompt_model, "config.json"), str):
-            return False, f"offline and {settings.prompt_model} is not in the Hugging Face cache"
-    return True, "hub model (downloaded on first use)"
+    if isinstance(try_to_load_from_cache(settings.prompt_model, "config.json"), str):
+        return True, "in the Hugging Face cache"
+    return False, f"{settings.prompt_model} not downloaded (hf download it, or set prompt_extender=local)"
 
 
 def load_vlm(source: str, offline: bool = False) -> LocalVLM:
