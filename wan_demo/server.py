@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
+from pathlib import Path
 
-from wan_demo import api, ui
+from wan_demo import api, ui, zerogpu
 from wan_demo.jobs import Worker
 from wan_demo.pipeline import ModelUnavailable, load_engine
 from wan_demo.settings import Settings, from_env
@@ -16,7 +18,10 @@ log = logging.getLogger(__name__)
 def build(settings: Settings):
     """Load the model once, start the one worker, build the UI. Returns (demo, worker)."""
     engine = load_engine(settings)
-    worker = Worker(engine, settings).start()
+    if zerogpu.enabled():  # on ZeroGPU the GPU exists only inside a spaces.GPU call (see zerogpu.py)
+        worker = Worker(engine, settings, run=zerogpu.GpuBridge(engine).run).start()
+    else:
+        worker = Worker(engine, settings).start()
     demo = ui.build_ui(worker, settings)
     return demo, worker
 
@@ -24,18 +29,30 @@ def build(settings: Settings):
 def launch(demo, worker: Worker, settings: Settings, block: bool = True):
     """Start Gradio (the Space must start through demo.launch) and add the REST routes to its app."""
     demo.queue(api_open=False, max_size=settings.queue_max_size, default_concurrency_limit=1)
+    output_dir = Path(settings.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
     demo.launch(
         server_name=settings.host,
         server_port=settings.port,
         prevent_thread_lock=True,
-        show_error=False,
+        show_error=False,  # gr.Error text still reaches users; tracebacks stay in the log
         enable_monitoring=False,
         max_file_size=f"{settings.max_file_size_mb}mb",
+        allowed_paths=[str(output_dir)],  # results are copied from here into Gradio's cache
+        mcp_server=mcp_available(),
+        css=ui.CSS,
+        footer_links=["api", "gradio"],
+        quiet=True,
     )
     api.attach(demo.app, worker, settings)
     if block:
         demo.block_thread()
     return demo
+
+
+def mcp_available() -> bool:
+    """`gradio[mcp]` installed: /generate is then also an MCP tool at /gradio_api/mcp/."""
+    return importlib.util.find_spec("mcp") is not None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,14 +1,116 @@
-"""Gradio Blocks UI: layout and event wiring only (placeholder until the Gradio issue lands)."""
+"""Gradio Blocks UI: layout and event wiring only. Handlers live in ui_handlers.py.
+
+One public API endpoint, `/generate`; every other event is private. All generations go through the
+shared Worker, so the UI, the Gradio API and the REST API never run two at once.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import gradio as gr
 
 from wan_demo.jobs import Worker
-from wan_demo.settings import Settings
+from wan_demo.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
+from wan_demo.ui_handlers import AUTO, check_inputs, make_generate
+from wan_demo.validate import MAX_GUIDANCE, MAX_STEPS
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
+CSS = """
+#banner.tiny { border-left: 4px solid #d97706; padding-left: 10px; }
+#banner p { margin: 4px 0; }
+"""
+TITLE = "Wan2.1 image-to-video (14B, 480P)"
+INTRO = (
+    "Upload a picture, describe the motion, press **Generate**. A 5 s clip is 81 frames at 16 fps "
+    "(480P, aspect ratio kept); 10 s chains two 5 s passes. Use the API link at the bottom to call "
+    "`/generate` from code or as an MCP tool."
+)
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> list[list]:
+    """Rows for gr.Examples from examples/examples.json: image, prompt, extend, seed, length."""
+    index = folder / "examples.json"
+    if not index.is_file():
+        return []
+    rows = []
+    for item in json.loads(index.read_text()):
+        image = folder / item["image"]
+        if image.is_file():
+            length = str(item.get("length_s", 5))
+            rows.append([str(image), item["prompt"], False, item.get("seed", 42), length])
+    return rows
+
+
+def banner_markdown(worker: Worker) -> tuple[str, list[str]]:
+    engine = worker.engine
+    if engine.is_tiny:
+        return f"⚠️ {engine.banner}", ["tiny"]
+    return engine.banner, []
+
+
+def _inputs(engine) -> list[gr.components.Component]:
+    """The /generate parameters, in API order (see ui_handlers.INPUT_FIELDS)."""
+    image = gr.Image(
+        label="Input image (JPEG, PNG or WEBP)", type="filepath", sources=["upload", "clipboard"],
+        elem_id="input-image", height=320,
+    )  # fmt: skip
+    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="What should happen?")
+    with gr.Row():
+        extend = gr.Checkbox(label="Prompt extend", value=False, elem_id="prompt-extend")
+        lengths = [str(s) for s in VIDEO_LENGTHS_S]  # strings: the API rejects ints for Radio
+        length = gr.Radio(lengths, value="5", label="Video length (seconds)", elem_id="video-length")
+    seed = gr.Number(label=f"Seed (-1 = random, 0..{SEED_MAX})", value=-1, precision=0, elem_id="seed")
+    with gr.Accordion("Advanced", open=False):
+        negative = gr.Textbox(label="Negative prompt (empty = the model's default list)", lines=2)
+        steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Steps (0 = speed mode default)")
+        guidance = gr.Slider(0, MAX_GUIDANCE, value=0, step=0.5, label="Guidance (0 = speed mode default)")
+        modes = [AUTO, "quality", "fast"] if engine.fast_available else [AUTO, "quality"]
+        speed_mode = gr.Radio(
+            modes, value=AUTO, label="Speed mode (fast = step-distilled LoRA, 4 steps)",
+            visible=engine.fast_available,
+        )  # fmt: skip
+    return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode]
+
+
+def _outputs() -> list[gr.components.Component]:
+    """Video, thumbnail, final prompt, seed used: the /generate outputs, in API order."""
+    video = gr.Video(label="Video", elem_id="output-video", interactive=False, autoplay=True, loop=True)
+    with gr.Row():
+        thumbnail = gr.Image(label="Thumbnail", type="filepath", interactive=False, elem_id="thumbnail")
+        seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
+    final_prompt = gr.Textbox(label="Final prompt", interactive=False, lines=3, elem_id="final-prompt")
+    return [video, thumbnail, final_prompt, seed_used]
 
 
 def build_ui(worker: Worker, settings: Settings) -> gr.Blocks:
-    with gr.Blocks(title="Wan2.1 image-to-video") as demo:
-        gr.Markdown(f"**{worker.engine.banner}**")
+    engine = worker.engine
+    ttl_s = int(settings.output_ttl_h * 3600)
+    with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, ttl_s) if ttl_s > 0 else None) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        text, classes = banner_markdown(worker)
+        gr.Markdown(text, elem_id="banner", elem_classes=classes)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                inputs = _inputs(engine)
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Column(scale=1):
+                outputs = _outputs()
+        generate = make_generate(worker, settings)
+        event = generate_btn.click(
+            generate, inputs, outputs, api_name="generate", api_visibility="public", validator=check_inputs,
+            concurrency_id="generation", concurrency_limit=1,
+        )  # fmt: skip
+        cancel_btn.click(None, cancels=[event], api_visibility="private", queue=False)
+        rows = load_examples()
+        if rows:
+            gr.Examples(
+                rows, inputs[:5], outputs, fn=generate, label="Examples (click to load)",
+                # Cached tiny-model noise would outlive a switch to real weights: cache real runs only.
+                cache_examples=not engine.is_tiny, cache_mode="lazy", api_visibility="private",
+            )  # fmt: skip
     return demo

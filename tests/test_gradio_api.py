@@ -1,0 +1,174 @@
+"""The Gradio API end to end: a launched app (tiny model) on 127.0.0.1, called with gradio_client
+and curl exactly as the README shows, plus the API listing, validation, MCP and Cancel."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_image
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import ValidationError
+from ui_server import running_app
+
+from wan_demo.settings import SEED_MAX
+from wan_demo.video import count_frames
+
+ROOT = Path(__file__).resolve().parent.parent
+README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
+PARAMETERS = [
+    "image", "prompt", "prompt_extend", "seed", "video_length",
+    "negative_prompt", "steps", "guidance", "speed_mode",
+]  # fmt: skip
+
+# Until the README carries these between the markers, the tests run these constants.
+GRADIO_CLIENT_EXAMPLE = """\
+from gradio_client import Client, handle_file
+
+client = Client("http://127.0.0.1:7860/")
+video, thumbnail, final_prompt, seed_used = client.predict(
+    image=handle_file("examples/sunset_sea.jpg"),
+    prompt="The sun slowly sinks into a calm sea, golden light on gentle waves",
+    prompt_extend=False,
+    seed=42,              # -1 = random
+    video_length="5",     # "5" or "10" (seconds), as a string
+    api_name="/generate",
+)
+print(video, thumbnail, final_prompt, seed_used)  # local copies of the MP4 and the JPEG
+"""
+
+CURL_EXAMPLE = """\
+URL=http://127.0.0.1:7860
+# 1. upload the image; the answer is a JSON list with its server-side path
+FILE=$(curl -s -F "files=@examples/sunset_sea.jpg" $URL/gradio_api/upload | jq -r '.[0]')
+# 2. start a generation. All 9 values, in order: image, prompt, prompt_extend, seed (-1 = random),
+#    video_length ("5"|"10"), negative_prompt ("" = default), steps, guidance (0 = default), speed_mode
+EVENT_ID=$(curl -s -X POST $URL/gradio_api/call/generate -H "Content-Type: application/json" \\
+  -d '{"data": [{"path": "'"$FILE"'", "meta": {"_type": "gradio.FileData"}},
+                "The sun slowly sinks into a calm sea", false, 42, "5", "", 0, 0, "auto"]}' \\
+  | jq -r .event_id)
+# 3. stream progress; the final "event: complete" line holds [video, thumbnail, final_prompt, seed_used]
+curl -sN $URL/gradio_api/call/generate/$EVENT_ID
+"""
+
+
+def readme_snippet(marker: str, fallback: str) -> str:
+    """The fenced code block after `<!-- marker -->` in README.md, else the fallback constant."""
+    readme = ROOT / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    found = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.S)
+    return found.group(1) if found else fallback
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("gradio_api")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("inputs") / "input.png"
+    make_image(96, 64).save(path)
+    return str(path)
+
+
+def mp4_count(app) -> int:
+    return len(list(Path(app.settings.output_dir).glob("*.mp4")))
+
+
+def test_api_lists_exactly_the_generate_endpoint(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/generate"]
+    assert info["unnamed_endpoints"] == {}
+    endpoint = info["named_endpoints"]["/generate"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == PARAMETERS
+    assert [r["label"] for r in endpoint["returns"]] == ["Video", "Thumbnail", "Final prompt", "Seed used"]
+    length = endpoint["parameters"][4]
+    assert length["type"]["enum"] == ["5", "10"] and length["parameter_default"] == "5"
+    assert "image-to-video" in endpoint["description"]
+
+
+def test_generate_returns_a_5s_mp4_and_echoes_the_seed(client, picture, app):
+    video, thumbnail, final_prompt, seed_used = client.predict(
+        handle_file(picture), "a cat walks", False, 1234, "5", api_name="/generate"
+    )
+    frames, width, height = count_frames(Path(video))
+    assert (frames, width * height <= app.settings.tiny_max_area) == (81, True)
+    assert Path(thumbnail).read_bytes()[:2] == b"\xff\xd8"  # JPEG
+    assert (final_prompt, seed_used) == ("a cat walks", 1234)
+
+
+def test_random_seed_is_reported(client, picture):
+    *_, seed_used = client.predict(handle_file(picture), "waves", seed=-1, api_name="/generate")
+    assert 0 <= seed_used <= SEED_MAX
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"image": None}, "image", "is required"),
+        ({"prompt": "   "}, "prompt", "must not be empty"),
+        ({"seed": SEED_MAX + 1}, "seed", "out of range"),
+    ],
+)
+def test_bad_input_is_named_on_its_field(client, picture, changes, field, words):
+    args = {"image": handle_file(picture), "prompt": "a cat", "seed": 1, **changes}
+    with pytest.raises(ValidationError) as caught:
+        client.predict(**args, api_name="/generate")
+    assert f"- {field}:" in str(caught.value) and words in str(caught.value)
+
+
+def test_unsupported_file_gets_a_clear_message(client, tmp_path):
+    gif = tmp_path / "anim.gif"
+    make_image(64, 64).save(gif, format="GIF")
+    with pytest.raises(ValidationError, match="GIF is not allowed; use JPEG, PNG or WEBP"):
+        client.predict(handle_file(str(gif)), "a cat", api_name="/generate")
+
+
+def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):
+    code = readme_snippet("gradio-client-example", GRADIO_CLIENT_EXAMPLE)
+    monkeypatch.chdir(ROOT)
+    exec(code.replace(README_URL, app.url), {})
+    printed = capsys.readouterr().out
+    assert ".mp4" in printed and printed.rstrip().endswith(" 42")
+
+
+def test_readme_curl_example_runs(app):
+    script = readme_snippet("curl-example", CURL_EXAMPLE).replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "event: complete" in out.stdout, out.stdout + out.stderr
+    data = json.loads(out.stdout.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert data[0]["path"].endswith(".mp4") and data[3] == 42
+
+
+def test_mcp_lists_generate_as_a_tool(app):
+    schema = httpx.get(app.url + "gradio_api/mcp/schema", timeout=10).json()
+    tools = {tool["name"]: tool for tool in schema}
+    assert list(tools) == ["generate"]
+    assert "video_length" in tools["generate"]["inputSchema"]["properties"]
+
+
+def test_cancel_stops_the_running_job_and_the_next_one_completes(client, picture, app):
+    before = mp4_count(app)
+    # 2 segments x 100 steps: long enough on CPU that Cancel lands mid-run.
+    long_job = client.submit(handle_file(picture), "slow", False, 1, "10", None, 100, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while not app.worker.busy and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.worker.busy, "the long job never started"
+    long_job.cancel()
+    *_, seed_used = client.predict(handle_file(picture), "next", seed=5, api_name="/generate")
+    assert seed_used == 5
+    # The worker runs one task at a time, so the cancelled one has ended: it wrote no video.
+    assert mp4_count(app) == before + 1

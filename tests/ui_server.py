@@ -1,0 +1,49 @@
+"""Launch the real app (tiny model, in-process) on a free 127.0.0.1 port for UI/API tests."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from wan_demo.jobs import Worker
+from wan_demo.settings import Settings
+
+APP_AREA = 64 * 64  # tiny model output budget: a 5 s clip (81 frames) takes ~1 s on CPU
+
+
+@dataclass
+class RunningApp:
+    url: str
+    worker: Worker
+    settings: Settings
+    demo: object
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_settings(root: Path, **changes) -> Settings:
+    return Settings(
+        model="tiny", device="cpu", tiny_max_area=APP_AREA, steps=2, output_dir=root / "outputs",
+        data_dir=root / "data", prompt_extender="rules", host="127.0.0.1", port=free_port(),
+    ).replace(**changes)  # fmt: skip
+
+
+@contextmanager
+def running_app(root: Path, **changes) -> Iterator[RunningApp]:
+    from wan_demo.server import build, launch
+
+    settings = app_settings(root, **changes)
+    demo, worker = build(settings)
+    try:
+        launch(demo, worker, settings, block=False)
+        yield RunningApp(f"http://127.0.0.1:{settings.port}/", worker, settings, demo)
+    finally:
+        demo.close()
+        worker.shutdown()
