@@ -49,10 +49,8 @@ def error_response(
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for request bodies over the limit, counted as they stream in."""
-
-    class TooLarge(Exception):
-        pass
+    """ASGI middleware: 413 for request bodies over the limit, counted as they stream in (a body
+    without Content-Length is cut off at the limit; the app's own answer is then replaced)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -60,33 +58,29 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"0")
-        seen, started = 0, False
-        too_large = error_response(
-            413, "body_too_large", f"request body is over {self.max_bytes} bytes", "body"
-        )
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        message = f"request body is over {self.max_bytes} bytes"
+        too_large = error_response(413, "body_too_large", message, "body")
         if length.isdigit() and int(length) > self.max_bytes:
             return await too_large(scope, receive, send)
+        seen, over = 0, False
 
         async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
+            nonlocal seen, over
+            event = await receive()
+            seen += len(event.get("body", b""))
             if seen > self.max_bytes:
-                raise BodyLimit.TooLarge
-            return message
+                over = True
+                return {"type": "http.request", "body": b"", "more_body": False}  # stop reading here
+            return event
 
-        async def tracked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded(event):
+            if not over:  # once over, the app's (parse error) answer is dropped
+                await send(event)
 
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyLimit.TooLarge:
-            if not started:
-                await too_large(scope, receive, send)
+        await self.app(scope, counted, guarded)
+        if over:
+            await too_large(scope, receive, send)
 
 
 def build_app(service: RestService) -> FastAPI:
