@@ -73,6 +73,7 @@ def generate(
     # 1. Check inputs and resolve defaults
     request = validate(request)
     mode = speed.resolve(settings, request.speed_mode, engine.fast_available)
+    speed.activate(engine.pipe, mode, settings)  # fuse/unfuse the fast LoRA, cache on/off
     steps = request.steps or mode.steps
     guidance = mode.guidance if request.guidance is None else request.guidance
     seed = draw_seed(request.seed)

@@ -73,7 +73,7 @@ def load_engine(settings: Settings) -> Engine:
     import torch
     import transformers
 
-    from wan_demo import memory, speed
+    from wan_demo import memory, speed_setup
 
     device = choose_device(settings)
     if wants_tiny(settings, device):
@@ -87,8 +87,10 @@ def load_engine(settings: Settings) -> Engine:
         pipe = load_real_pipeline(model, settings)
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
-    engine.memory_plan = memory.apply(pipe, settings, device, is_tiny=engine.is_tiny)
-    engine.fast_available = speed.apply(pipe, settings)
+    plan = memory.apply_plan(pipe, settings, device)  # see wan_demo/memory.py
+    engine.memory_plan, engine.info["memory"] = plan.summary, plan.info()
+    fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
+    engine.fast_available, engine.info["speed"] = fast.fast_available, fast.info()
     engine.info.update(
         torch=torch.__version__, diffusers=diffusers.__version__, transformers=transformers.__version__
     )

@@ -1,0 +1,140 @@
+"""Memory planner: real-config sizes on the meta device, plan choice per card, wiring on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wan_demo import memory
+from wan_demo.memory import BY_NAME, Budget, choose, estimate
+from wan_demo.memory_estimate import Shape, real_sizes
+from wan_demo.settings import Settings
+from wan_demo.tiny import build_tiny_pipeline
+
+REAL_DIMS = (5120, 13824, 96)
+
+# (card GB, host RAM GB) -> strategy the planner must pick for one 81x480x832 segment; None = too small
+EXPECTED = {
+    (80, 64): "resident",
+    (80, 32): "resident",
+    (48, 64): "resident_te_cpu",
+    (48, 32): "resident_te_cpu",
+    (24, 64): "group_block",
+    (24, 32): "fp8_group_block_te_gpu",
+    (16, 64): "group_block",
+    (16, 32): None,  # host RAM: fp8 weights + pinned copies need ~30 GB
+    (12, 64): "group_block",
+    (12, 32): None,
+    (8, 64): None,
+    (8, 32): None,
+}
+
+
+@pytest.fixture(scope="module")
+def sizes():
+    return real_sizes()
+
+
+def test_real_configs_on_meta_device_have_the_published_sizes(sizes):
+    billions = {name: s.params / 1e9 for name, s in sizes.items()}
+    assert billions["transformer"] == pytest.approx(16.39, abs=0.02)
+    assert billions["text_encoder"] == pytest.approx(5.68, abs=0.01)
+    assert billions["image_encoder"] == pytest.approx(0.632, abs=0.01)
+    assert billions["vae"] == pytest.approx(0.127, abs=0.005)
+    assert sizes["transformer"].weights_gb() / 1.073741824 == pytest.approx(30.5, abs=0.1)  # GiB bf16
+    assert sizes["transformer"].n_blocks == 40
+
+
+def test_tokens_for_one_480p_segment():
+    assert Shape(81, 480, 832).tokens == 21 * 30 * 52
+
+
+@pytest.mark.parametrize(("vram", "ram"), list(EXPECTED))
+def test_plan_choice_per_card(sizes, vram, ram):
+    plan = choose(Budget(vram, ram, "test"), sizes, Shape(), REAL_DIMS)
+    expected = EXPECTED[(vram, ram)]
+    if expected is None:
+        assert not plan.fits
+        assert "DOES NOT FIT" in plan.summary
+        assert plan.limit and plan.limit in plan.summary
+    else:
+        assert plan.fits and plan.strategy.name == expected
+        assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE
+        assert plan.host_ram_gb <= ram * memory.RAM_USABLE
+        assert set(plan.per_component) == {"transformer", "text_encoder", "image_encoder", "vae"}
+
+
+def test_every_faster_strategy_was_rejected_for_a_reason(sizes):
+    budget = Budget(24, 64, "test")
+    chosen = choose(budget, sizes, Shape(), REAL_DIMS)
+    for s in memory.STRATEGIES[: memory.STRATEGIES.index(chosen.strategy)]:
+        assert not estimate(s, sizes, Shape(), budget, REAL_DIMS, vae_tiling=True).fits
+
+
+def test_model_offload_needs_more_than_a_24_gb_card(sizes):
+    """FIELD-NOTES: enable_model_cpu_offload keeps the transformer resident while sampling (>= 35 GB)."""
+    plan = estimate(BY_NAME["model_offload"], sizes, Shape(), Budget(80, 64, "t"), REAL_DIMS)
+    assert plan.peak_vram_gb >= 35
+    assert plan.host_ram_gb >= 44
+
+
+def test_forced_strategy_and_unknown_name(sizes):
+    plan = choose(Budget(80, 64, "t"), sizes, Shape(), REAL_DIMS, forced="group_leaf")
+    assert plan.strategy.name == "group_leaf"
+    with pytest.raises(ValueError, match="memory_mode 'tiny_gpu'"):
+        choose(Budget(80, 64, "t"), sizes, Shape(), REAL_DIMS, forced="tiny_gpu")
+
+
+def test_budget_comes_from_settings_or_psutil():
+    b = memory.read_budget(Settings(vram_gb=12, ram_gb=64), "cuda")
+    assert (b.vram_gb, b.ram_gb, b.source) == (12, 64, "settings")
+    b = memory.read_budget(Settings(), "cpu")
+    assert b.ram_gb > 0 and b.source == "psutil"
+
+
+def test_tiny_engine_on_cpu_is_resident(engine):
+    assert engine.memory_plan.startswith("resident:")
+    assert engine.info["memory"]["strategy"] == "resident"
+    assert engine.info["memory"]["fits"] is True
+
+
+def _run(pipe) -> torch.Tensor:
+    from PIL import Image
+
+    return pipe(
+        image=Image.new("RGB", (32, 32), (200, 80, 40)), prompt="a cat", height=32, width=32,
+        num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="latent",
+        generator=torch.Generator("cpu").manual_seed(0),
+    ).frames  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_latents():
+    return _run(build_tiny_pipeline().to("cpu"))
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "model_offload",
+        "group_block",
+        "group_leaf",
+        "resident_te_cpu",
+        "fp8_resident",
+        "fp8_group_block_te_gpu",
+    ],
+)
+def test_strategy_wiring_on_cpu(mode, reference_latents):
+    """Each strategy's real diffusers wiring runs on CPU (onload device cpu, no CUDA streams)."""
+    pipe = build_tiny_pipeline()
+    plan = memory.apply_plan(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
+    assert plan.strategy.name == mode
+    latents = _run(pipe)
+    assert latents.shape == reference_latents.shape and torch.isfinite(latents).all()
+    if plan.strategy.fp8:
+        assert pipe.transformer.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
+        assert not torch.equal(latents, reference_latents)  # fp8 storage rounds the weights
+    else:
+        torch.testing.assert_close(latents, reference_latents)  # placement never changes results
+    if mode == "resident_te_cpu":
+        assert pipe.text_encoder._wan_demo_runs_on_cpu

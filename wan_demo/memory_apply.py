@@ -1,0 +1,90 @@
+"""Put a memory plan onto a loaded pipeline: placement hooks, fp8 storage, VAE tiling.
+
+Every strategy maps to diffusers' own mechanisms (model / group / sequential offload, layerwise
+casting); nothing here moves tensors by hand except the small I/O hooks that let a text encoder
+run on the CPU while the rest of the pipeline computes on the GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wan_demo.memory import Plan
+from wan_demo.memory_estimate import FP8_SKIP_PATTERNS
+
+
+def apply_plan(pipe, plan: Plan, device: str) -> None:
+    s = plan.strategy
+    if s.fp8:
+        _store_fp8(pipe)
+    if s.transformer == "offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif s.transformer.startswith("group_"):
+        _group_offload(pipe, s.transformer.removeprefix("group_") + "_level", device)
+    elif s.transformer == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:  # resident transformer; the text encoder may stay on the CPU
+        pipe.to(device)
+        if s.text_encoder == "cpu":
+            run_on_cpu(pipe.text_encoder, device)
+    if plan.vae_tiling:
+        pipe.vae.enable_tiling()
+
+
+def _store_fp8(pipe) -> None:
+    """Weights of the transformer and the text encoder stored in float8_e4m3fn, upcast per layer."""
+    from diffusers.hooks import apply_layerwise_casting
+
+    compute = next(pipe.transformer.parameters()).dtype
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+    compute = next(pipe.text_encoder.parameters()).dtype
+    apply_layerwise_casting(
+        pipe.text_encoder,
+        torch.float8_e4m3fn,
+        compute,
+        skip_modules_pattern=FP8_SKIP_PATTERNS["text_encoder"],
+    )
+
+
+def _group_offload(pipe, transformer_level: str, device: str) -> None:
+    """The transformer by block or leaf; the other models leaf by leaf (diffusers' Wan recipe)."""
+    stream = device.startswith("cuda")  # CUDA streams prefetch the next group; they raise on CPU
+    common = dict(onload_device=torch.device(device), offload_device=torch.device("cpu"), use_stream=stream)
+    pipe.enable_group_offload(offload_type="leaf_level", exclude_modules=["transformer"], **common)
+    blocks = 1 if transformer_level == "block_level" else None
+    pipe.transformer.enable_group_offload(
+        offload_type=transformer_level, num_blocks_per_group=blocks, **common
+    )
+
+
+def run_on_cpu(module: torch.nn.Module, out_device: str) -> None:
+    """Keep `module` on the CPU: move its inputs there and its outputs back to `out_device`.
+
+    The pipeline creates token ids on its execution device (the GPU); these torch hooks bridge
+    that without accelerate hooks, which would change the pipeline's execution device.
+    """
+    module.to("cpu")
+
+    def inputs_to_cpu(_m, args, kwargs):
+        return _to(args, "cpu"), _to(kwargs, "cpu")
+
+    def outputs_to_device(_m, _args, _kwargs, output):
+        return _to(output, out_device)
+
+    module.register_forward_pre_hook(inputs_to_cpu, with_kwargs=True)
+    module.register_forward_hook(outputs_to_device, with_kwargs=True)
+    module._wan_demo_runs_on_cpu = True  # marker for tests and model info
+
+
+def _to(value, device: str):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and not hasattr(value, "keys"):
+        return tuple(_to(v, device) for v in value)
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    if isinstance(value, dict):  # also transformers' ModelOutput (an OrderedDict)
+        for k in list(value.keys()):
+            value[k] = _to(value[k], device)
+        return value
+    return value

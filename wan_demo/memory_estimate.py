@@ -1,0 +1,190 @@
+"""Sizes for the memory planner: weights counted from the REAL component configs on the meta device
+(no weights, no hub access) and activation estimates for a given frame count and output size.
+
+Configs are those of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers. Counting them takes ~1.5 s (imports
+excluded) and is cached. All sizes are in GB (1e9 bytes) unless a name says GiB.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+GB = 1e9
+
+# --- real configs (Wan-AI/Wan2.1-I2V-14B-480P-Diffusers, per component folder) -----------------
+TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=40,
+    attention_head_dim=128,  # dim 5120 = 40 heads x 128
+    in_channels=36,  # 16 noise + 16 image-condition latents + 4 mask
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=13824,
+    num_layers=40,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    image_dim=1280,
+    added_kv_proj_dim=5120,
+    rope_max_seq_len=1024,
+)
+UMT5_CONFIG = dict(
+    d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64, vocab_size=256384,
+    feed_forward_proj="gated-gelu",
+)  # fmt: skip
+CLIP_CONFIG = dict(
+    hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120,
+    image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
+)  # fmt: skip
+VAE_CONFIG = dict(
+    base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True]
+)
+
+# bytes per weight in each component's load dtype (diffusers recipe: VAE and CLIP stay fp32)
+LOAD_BYTES = {"transformer": 2, "text_encoder": 2, "image_encoder": 4, "vae": 4}
+FP8_BYTES = 1  # float8_e4m3fn storage with layerwise casting (skipped layers keep their dtype)
+# Layers kept out of fp8. Transformer: diffusers' defaults + WanTransformer3DModel's own list.
+# Text encoder: embeddings, norms, and T5's `wo`, whose input transformers casts to wo's dtype.
+FP8_SKIP_PATTERNS = {
+    "transformer": ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$", "patch_embedding",
+                    "condition_embedder"),
+    "text_encoder": ("shared", "embed_tokens", "layer_norm", "relative_attention_bias", r"\.wo$"),
+}  # fmt: skip
+
+# --- activation model (inference, batch 1: diffusers' Wan pipeline runs cond and uncond apart) --
+VAE_TIME_STRIDE, VAE_SPACE_STRIDE = 4, 8  # latent frames = (F - 1) / 4 + 1, latent side = px / 8
+PATCH_AREA = 4  # (1, 2, 2) patches: one token per 2x2 latent pixels
+ACT_HIDDEN_COPIES = (
+    14  # live (tokens x dim) bf16 tensors in one block: q, k, v, fp32 rope copies of q, k, norm
+)
+ACT_FFN_COPIES = 2  # live (tokens x ffn_dim) bf16 tensors: GELU input and output
+VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames at a time
+VAE_FULLRES_COPIES = 6  # live fp32 (base_dim x H x W) maps per frame at full resolution
+VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) when tiling is on
+
+
+@dataclass(frozen=True)
+class ComponentSize:
+    name: str
+    params: int
+    load_bytes: int  # bytes per weight as loaded (2 = bf16, 4 = fp32)
+    block_params: int = 0  # params of one repeated block (0 = no block list)
+    n_blocks: int = 0
+    largest_leaf_params: int = 0  # biggest single module with its own weights (leaf-level group)
+    fp8_params: int = 0  # params that layerwise casting stores in fp8 (the rest keep load dtype)
+
+    def _bytes(self, params: int, fp8: bool) -> float:
+        """Bytes per weight averaged over the module: fp8 only touches the castable share."""
+        share = self.fp8_params / self.params if fp8 and self.params else 0.0
+        return params * (share * FP8_BYTES + (1 - share) * self.load_bytes) / GB
+
+    def weights_gb(self, fp8: bool = False) -> float:
+        return self._bytes(self.params, fp8)
+
+    def block_gb(self, fp8: bool = False) -> float:
+        return self._bytes(self.block_params, fp8)
+
+    def leaf_gb(self, fp8: bool = False) -> float:
+        return self._bytes(self.largest_leaf_params, fp8)
+
+    def non_block_gb(self, fp8: bool = False) -> float:
+        return self._bytes(self.params - self.block_params * self.n_blocks, fp8)
+
+
+def size_of(name: str, module, load_bytes: int | None = None) -> ComponentSize:
+    """Count one module's parameters (shared ones once), its repeated blocks and its biggest leaf."""
+    import torch
+
+    params = sum(p.numel() for p in module.parameters())
+    blocks = _block_list(module)
+    block_params = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
+    leaves = [
+        sum(p.numel() for p in m.parameters(recurse=False))
+        for m in module.modules()
+        if isinstance(m, torch.nn.Module)
+    ]
+    if load_bytes is None:
+        first = next(module.parameters(), None)
+        load_bytes = first.element_size() if first is not None else 2
+    fp8 = fp8_castable_params(module, FP8_SKIP_PATTERNS.get(name, ()))
+    return ComponentSize(name, params, load_bytes, block_params, len(blocks), max(leaves, default=0), fp8)
+
+
+def fp8_castable_params(module, skip_patterns: tuple[str, ...]) -> int:
+    """Params diffusers' layerwise casting would store in fp8: Linear/Conv layers whose name
+    matches no skip pattern (same rule as diffusers.hooks.apply_layerwise_casting)."""
+    import re
+
+    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS as CASTABLE
+
+    skipped: list[str] = []
+    total = 0
+    for name, m in module.named_modules():
+        if any(name.startswith(p + ".") for p in skipped):
+            continue
+        if name and any(re.search(pat, name) for pat in skip_patterns):
+            skipped.append(name)
+        elif isinstance(m, CASTABLE):
+            total += sum(p.numel() for p in m.parameters())
+    return total
+
+
+def _block_list(module) -> list:
+    """The longest ModuleList inside `module`: transformer blocks, T5 blocks, CLIP layers."""
+    import torch
+
+    lists = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
+@functools.lru_cache(maxsize=1)
+def real_sizes() -> dict[str, ComponentSize]:
+    """Instantiate the four real components on the meta device (no memory) and count them."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+    with init_empty_weights():
+        modules = {
+            "transformer": WanTransformer3DModel(**TRANSFORMER_CONFIG),
+            "text_encoder": UMT5EncoderModel(UMT5Config(**UMT5_CONFIG)),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG)),
+            "vae": AutoencoderKLWan(**VAE_CONFIG),
+        }
+    modules["text_encoder"].tie_weights()  # the checkpoint ties encoder.embed_tokens to shared
+    return {name: size_of(name, m, LOAD_BYTES[name]) for name, m in modules.items()}
+
+
+def sizes_of_pipe(pipe) -> dict[str, ComponentSize]:
+    """Sizes of a loaded pipeline's components (exact; same numbers as real_sizes for the real model)."""
+    names = ("transformer", "text_encoder", "image_encoder", "vae")
+    return {n: size_of(n, getattr(pipe, n)) for n in names if getattr(pipe, n, None) is not None}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one pipeline pass computes: frames per segment and output size in pixels."""
+
+    num_frames: int = 81
+    height: int = 480
+    width: int = 832
+
+    @property
+    def tokens(self) -> int:
+        latent_frames = (self.num_frames - 1) // VAE_TIME_STRIDE + 1
+        latent_area = (self.height // VAE_SPACE_STRIDE) * (self.width // VAE_SPACE_STRIDE)
+        return latent_frames * latent_area // PATCH_AREA
+
+
+def transformer_activations_gb(shape: Shape, dim: int, ffn_dim: int) -> float:
+    """Peak live activations inside one transformer block (blocks run one after another)."""
+    per_token = ACT_HIDDEN_COPIES * dim + ACT_FFN_COPIES * ffn_dim
+    return shape.tokens * per_token * 2 / GB
+
+
+def vae_activations_gb(shape: Shape, base_dim: int, tiling: bool) -> float:
+    """Peak of the VAE encode (conditioning video) or decode: one 4-frame chunk at full resolution."""
+    area = min(shape.height * shape.width, VAE_TILE_PX) if tiling else shape.height * shape.width
+    return VAE_CHUNK_FRAMES * area * base_dim * VAE_FULLRES_COPIES * 4 / GB
