@@ -29,6 +29,7 @@ DATA_URI_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp")
 URL_TIMEOUT_S = 10.0  # whole fetch: connect + headers + body
 ECHO_CHARS = 200  # inputs up to this length are echoed back as given
 SHARED_NET = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
+FORMS_HINT = "send base64, a data URI or an https URL; server file paths are never read"
 BASE64_RE = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 
 Resolver = Callable[[str, int], list[str]]
@@ -75,16 +76,14 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
             )
     text = "".join(text.split())  # line breaks are common in pasted base64
     if not BASE64_RE.match(text):
-        raise InvalidRequest(
-            field, "is not valid base64, a data URI or an https URL (server file paths are never read)"
-        )
+        raise InvalidRequest(field, f"is not valid base64 ({FORMS_HINT})")
     if len(text) * 3 // 4 > max_bytes:
         raise InvalidRequest(field, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
     try:
         decode = base64.urlsafe_b64decode if re.search(r"[-_]", text) else base64.b64decode
         return decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidRequest(field, "is not valid base64") from None
+        raise InvalidRequest(field, f"is not valid base64 ({FORMS_HINT})") from None
 
 
 def check_address(ip_text: str) -> bool:
