@@ -116,18 +116,18 @@ def test_content_as_list_of_parts(stub, image):
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"),
+    ("mode", "timeout_s", "error"),
     [
-        ("500", 'HTTP 500: {"error": "model crashed"}'),
-        ("badjson", "bad JSON response: JSONDecodeError"),
-        ("nochoices", "bad JSON response: IndexError"),
-        ("slow", "timeout after 0.5 s"),
-        ("trickle", "timeout after 0.5 s"),
+        ("500", 30, 'HTTP 500: {"error": "model crashed"}'),
+        ("badjson", 30, "bad JSON response: JSONDecodeError"),
+        ("nochoices", 30, "bad JSON response: IndexError"),
+        ("slow", 0.5, "timeout after 0.5 s"),  # answers after 1.5 s
+        ("trickle", 0.5, "timeout after 0.5 s"),  # 40 bytes at 0.3 s each: each read is quick
     ],
 )
-def test_failures_fall_back_to_rules(stub, image, mode, error):
+def test_failures_fall_back_to_rules(stub, image, mode, timeout_s, error):
     stub.mode = mode
-    final, info = extend_prompt("a red kite", image, openai_settings(stub, prompt_timeout_s=0.5))
+    final, info = extend_prompt("a red kite", image, openai_settings(stub, prompt_timeout_s=timeout_s))
     assert info["backend"] == "rules" and final.startswith("a red kite.")
     assert info["attempts"][0]["backend"] == "openai" and info["attempts"][0]["error"].startswith(error)
     assert info["reason"].startswith("fallback after openai: ")
