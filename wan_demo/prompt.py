@@ -28,8 +28,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 
 
-BACKENDS = ("openai", "local", "rules")
-CHOICES = ("auto", "off", *BACKENDS)
+CHOICES = ("auto", "openai", "local", "rules", "off")  # values of Settings.prompt_extender
 
 
 def plan(settings: Settings) -> tuple[list[str], list[dict[str, str]]]:
