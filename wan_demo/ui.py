@@ -13,7 +13,7 @@ import gradio as gr
 
 from wan_demo.jobs import Worker
 from wan_demo.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
-from wan_demo.ui_handlers import AUTO, check_inputs, make_generate
+from wan_demo.ui_handlers import AUTO, check_inputs, example_runner, make_generate
 from wan_demo.validate import MAX_GUIDANCE, MAX_STEPS
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -31,7 +31,7 @@ INTRO = (
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> list[list]:
-    """Rows for gr.Examples from examples/examples.json: image, prompt, extend, seed, length."""
+    """Rows for gr.Examples from examples/examples.json: image, prompt, seed, length."""
     index = folder / "examples.json"
     if not index.is_file():
         return []
@@ -40,7 +40,7 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[list]:
         image = folder / item["image"]
         if image.is_file():
             length = str(item.get("length_s", 5))
-            rows.append([str(image), item["prompt"], False, item.get("seed", 42), length])
+            rows.append([str(image), item["prompt"], item.get("seed", 42), length])
     return rows
 
 
@@ -65,8 +65,8 @@ def _inputs(engine) -> list[gr.components.Component]:
     seed = gr.Number(label=f"Seed (-1 = random, 0..{SEED_MAX})", value=-1, precision=0, elem_id="seed")
     with gr.Accordion("Advanced", open=False):
         negative = gr.Textbox(label="Negative prompt (empty = the model's default list)", lines=2)
-        steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Steps (0 = speed mode default)")
-        guidance = gr.Slider(0, MAX_GUIDANCE, value=0, step=0.5, label="Guidance (0 = speed mode default)")
+        steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Steps (0 = mode default)", elem_id="steps")
+        guidance = gr.Slider(0, MAX_GUIDANCE, value=0, step=0.5, label="Guidance (0 = mode default)")
         modes = [AUTO, "quality", "fast"] if engine.fast_available else [AUTO, "quality"]
         speed_mode = gr.Radio(
             modes, value=AUTO, label="Speed mode (fast = step-distilled LoRA, 4 steps)",
@@ -79,8 +79,12 @@ def _outputs() -> list[gr.components.Component]:
     """Video, thumbnail, final prompt, seed used: the /generate outputs, in API order."""
     video = gr.Video(label="Video", elem_id="output-video", interactive=False, autoplay=True, loop=True)
     with gr.Row():
-        thumbnail = gr.Image(label="Thumbnail", type="filepath", interactive=False, elem_id="thumbnail")
-        seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
+        thumbnail = gr.Image(
+            label="Thumbnail", type="filepath", interactive=False, elem_id="thumbnail", height=160
+        )
+        seed_used = gr.Number(
+            label="Seed used", placeholder="after a run", precision=0, interactive=False, elem_id="seed-used"
+        )
     final_prompt = gr.Textbox(label="Final prompt", interactive=False, lines=3, elem_id="final-prompt")
     return [video, thumbnail, final_prompt, seed_used]
 
@@ -103,13 +107,15 @@ def build_ui(worker: Worker, settings: Settings) -> gr.Blocks:
         generate = make_generate(worker, settings)
         event = generate_btn.click(
             generate, inputs, outputs, api_name="generate", api_visibility="public", validator=check_inputs,
-            concurrency_id="generation", concurrency_limit=1,
+            concurrency_id="generation", concurrency_limit=1, show_progress_on=outputs[0],
         )  # fmt: skip
         cancel_btn.click(None, cancels=[event], api_visibility="private", queue=False)
         rows = load_examples()
         if rows:
+            image, prompt, _, seed, length = inputs[:5]
             gr.Examples(
-                rows, inputs[:5], outputs, fn=generate, label="Examples (click to load)",
+                rows, [image, prompt, seed, length], outputs, fn=example_runner(generate),
+                label="Examples (click to load)",
                 # Cached tiny-model noise would outlive a switch to real weights: cache real runs only.
                 cache_examples=not engine.is_tiny, cache_mode="lazy", api_visibility="private",
             )  # fmt: skip

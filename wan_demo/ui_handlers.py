@@ -136,6 +136,21 @@ def make_generate(worker: Worker, settings: Settings) -> Callable[..., Iterator[
     return generate
 
 
+def example_runner(generate: Callable[..., Iterator[Outputs]]) -> Callable[..., Iterator[Outputs]]:
+    """gr.Examples fills image, prompt, seed and length; the rest take their defaults."""
+
+    def run_example(
+        image: str,
+        prompt: str,
+        seed: float,
+        video_length: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> Iterator[Outputs]:
+        yield from generate(image, prompt, False, seed, video_length, progress=progress)
+
+    return run_example
+
+
 def _live_progress(worker: Worker, task) -> Progress:
     """The task's own report, or its live place in the queue while it waits."""
     position = worker.position(task)

@@ -1,0 +1,84 @@
+"""Headless Chromium clicks through the page: upload, prompt, Generate, wait for the video.
+
+Uses Debian's /usr/bin/chromium through Python playwright (never `playwright install`). The
+screenshots land in tests/artifacts/ (gitignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_image
+from ui_server import running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sunset_sea.jpg"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]  # fmt: skip
+TIMEOUT_MS = 60_000  # page actions and the generation itself (tiny model: a few seconds)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with running_app(tmp_path_factory.mktemp("browser")) as app, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app.url)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def test_banner_says_the_tiny_model_is_active(page):
+    text = page.inner_text("#banner")
+    assert "TINY model" in text and "memory:" in text
+
+
+def test_missing_prompt_is_flagged_on_the_field(page, tmp_path):
+    picture = tmp_path / "input.png"
+    make_image(96, 64).save(picture)
+    page.set_input_files("#input-image input[type=file]", str(picture))
+    page.fill("#prompt textarea", "")
+    page.click("#generate")
+    page.wait_for_selector("text=must not be empty")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_validation.png"), full_page=True)
+
+
+def test_upload_prompt_generate_shows_the_video(page):
+    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
+    page.fill("#prompt textarea", "The sun slowly sinks into a calm sea")
+    page.fill("#seed input", "42")
+    page.click("#generate")
+    page.wait_for_selector("#output-video video[src]")
+    page.wait_for_function("document.querySelector('#seed-used input').value === '42'")
+    assert page.input_value("#final-prompt textarea") == "The sun slowly sinks into a calm sea"
+    page.wait_for_function("document.querySelector('#output-video video').readyState >= 2")  # frame decoded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_generated.png"), full_page=True)
+
+
+def test_progress_shows_steps_and_cancel_ends_the_run(page):
+    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
+    page.fill("#prompt textarea", "A long run to watch and cancel")
+    page.click("text=Advanced")
+    page.fill("#steps input[type=number]", "100")
+    page.press("#steps input[type=number]", "Enter")
+    page.click("#video-length >> text=10")
+    page.click("#generate")
+    page.wait_for_selector("text=/step \\d+\\/200/")  # progress from the worker's step callback
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_progress.png"), full_page=True)
+    page.click("#cancel")
+    page.wait_for_selector("text=/step \\d+\\/200/", state="detached")
