@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wan_demo.video import count_frames, read_mp4_metadata, remove_old_outputs, write_mp4, write_thumbnail
+from wan_demo.video import (
+    count_frames,
+    read_mp4_metadata,
+    remove_old_outputs,
+    to_uint8,
+    write_mp4,
+    write_thumbnail,
+)
 
 
 def _frames(n=9, h=48, w=64):
@@ -29,9 +36,19 @@ def test_mp4_is_h264_yuv420p_with_metadata(tmp_path):
     assert info["codec"] == "h264" and "yuv420p" in info["pix_fmt"] and info["fps"] == 16
 
 
-def test_mp4_rejects_float_frames(tmp_path):
-    with pytest.raises(ValueError, match="expected uint8 frames"):
-        write_mp4(_frames().astype(np.float32), tmp_path / "b.mp4", 16, {})
+def test_float_frames_are_rounded_per_frame(tmp_path):
+    floats = np.array([[[[0.0, 0.5, 1.0]]], [[[1.2, -0.1, 0.999]]]], dtype=np.float32)
+    assert to_uint8(floats[0]).tolist() == [[[0, 128, 255]]]  # rounded, not truncated (127)
+    assert to_uint8(floats[1]).tolist() == [[[255, 0, 255]]]  # clipped into range
+    path = write_mp4(list(_frames().astype(np.float32) / 255.0), tmp_path / "f.mp4", 16, {})
+    assert count_frames(path) == (9, 64, 48)
+
+
+def test_mp4_rejects_wrong_shapes(tmp_path):
+    with pytest.raises(ValueError, match="expected a sequence of \\(H, W, 3\\) frames"):
+        write_mp4([np.zeros((4, 4), np.uint8)], tmp_path / "b.mp4", 16, {})
+    with pytest.raises(ValueError, match="got 0 of nothing"):
+        write_mp4([], tmp_path / "b.mp4", 16, {})
 
 
 def test_thumbnail_is_the_first_frame_as_jpeg(tmp_path):

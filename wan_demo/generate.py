@@ -25,7 +25,7 @@ from wan_demo.prompt import DEFAULT_NEGATIVE_PROMPT, extend_prompt
 from wan_demo.request import GenerationRequest, GenerationResult, Progress
 from wan_demo.settings import SEED_MAX, SEGMENT_FRAMES, Settings
 from wan_demo.validate import validate
-from wan_demo.video import write_mp4, write_sidecar, write_thumbnail
+from wan_demo.video import to_uint8, write_mp4, write_sidecar, write_thumbnail
 
 SEGMENT_SECONDS = 5  # one 81-frame segment is 5.06 s at 16 fps
 
@@ -98,7 +98,7 @@ def generate(
     for k in range(n_segments):
         if stop is not None and stop.is_set():
             raise GenerationCancelled(f"cancelled before segment {k + 1}/{n_segments}")
-        start = segments[-1][-1] if segments else None
+        start = to_uint8(segments[-1][-1]) if segments else None
         frames = run_segment(
             engine,
             image=image if start is None else Image.fromarray(start),
@@ -114,7 +114,7 @@ def generate(
             on_step=lambda i, k=k: tick(k * steps + i + 1),
         )
         segments.append(frames if start is None else frames[1:])
-    video = np.concatenate(segments)
+    num_frames = sum(len(s) for s in segments)
     lap("pipeline")
     # 5. Write MP4 (settings inside), thumbnail and JSON sidecar under a unique id
     report(Progress("encode", steps * n_segments, steps * n_segments))
@@ -131,9 +131,9 @@ def generate(
         prompt_info=prompt_info,
         width=image.width,
         height=image.height,
-        num_frames=len(video),
+        num_frames=num_frames,
         fps=settings.fps,
-        duration_s=round(len(video) / settings.fps, 4),
+        duration_s=round(num_frames / settings.fps, 4),
         model=engine.model_name,
         is_tiny_model=engine.is_tiny,
         settings=dict(
@@ -149,8 +149,8 @@ def generate(
         ),  # fmt: skip
     )
     metadata = metadata_of(result)
-    write_mp4(video, result.video_path, settings.fps, metadata)
-    write_thumbnail(video[0], result.thumbnail_path)
+    write_mp4([f for s in segments for f in s], result.video_path, settings.fps, metadata)
+    write_thumbnail(to_uint8(segments[0][0]), result.thumbnail_path)
     lap("encode")
     result.timings_s.update(timings)
     write_sidecar(metadata_of(result), result.metadata_path)

@@ -141,7 +141,7 @@ def run_segment(
     generator,
     on_step: Callable[[int], None],
 ) -> np.ndarray:
-    """One pass of the pipeline; returns uint8 frames (F, H, W, 3).
+    """One pass of the pipeline; returns float32 frames (F, H, W, 3) in [0, 1] (diffusers' "np").
 
     `on_step(i)` runs after denoising step i (0-based) and may raise GenerationCancelled, which
     stops at once: the remaining steps and the VAE decode are skipped, the pipeline stays usable.
@@ -171,9 +171,4 @@ def run_segment(
     except GenerationCancelled:
         pipe.maybe_free_model_hooks()  # offload hooks stay consistent for the next run
         raise
-    return to_uint8(frames)
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] -> uint8, rounded (not truncated)."""
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return frames

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,24 @@ THUMBNAIL_QUALITY = 90  # JPEG quality, 0-100
 VIDEO_QUALITY = 5  # imageio-ffmpeg VBR scale 0-10, as diffusers' export_to_video
 
 
-def write_mp4(frames: np.ndarray, path: Path, fps: int, metadata: dict[str, Any]) -> Path:
-    """Encode uint8 frames (F, H, W, 3) as H.264 yuv420p with `metadata` as JSON in the MP4."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames (F, H, W, 3), got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1:3]
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Float pixels in [0, 1] -> uint8, rounded (not truncated). Call per frame: whole-clip
+    temporaries (81x480x832x3 float32 = 390 MB each) cost more than the arithmetic."""
+    if frame.dtype == np.uint8:
+        return frame
+    scaled = frame * 255.0
+    scaled += 0.5
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int, metadata: dict[str, Any]) -> Path:
+    """Encode frames (H, W, 3), float in [0, 1] or uint8, as H.264 yuv420p with `metadata` as JSON.
+
+    Frames are converted one at a time while streaming to ffmpeg (no whole-clip copy)."""
+    if not len(frames) or frames[0].ndim != 3 or frames[0].shape[-1] != 3:
+        raise ValueError(f"expected a sequence of (H, W, 3) frames, got {len(frames)} of {_shape(frames)}")
+    height, width = frames[0].shape[:2]
     tmp = path.with_name(path.name + ".part")
     writer = imageio_ffmpeg.write_frames(
         str(tmp),
@@ -41,10 +55,14 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int, metadata: dict[str, Any]
     )  # fmt: skip
     writer.send(None)
     for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
+        writer.send(np.ascontiguousarray(to_uint8(frame)))
     writer.close()
     os.replace(tmp, path)
     return path
+
+
+def _shape(frames: Sequence[np.ndarray]) -> str:
+    return str(getattr(frames[0], "shape", "?")) if len(frames) else "nothing"
 
 
 def read_mp4_metadata(path: Path) -> dict[str, Any]:

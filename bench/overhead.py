@@ -1,0 +1,93 @@
+"""How much of a generation is NOT the model? Tiny model at the real output size, one run.
+
+    python bench/overhead.py [--steps 2] [--repeats 3]
+
+Prints two tables:
+1. stage times of one 5 s clip at 832x480 (81 frames) through generate(): pipeline vs the rest
+   (validate, prompt, image prep, MP4 encode + thumbnail, JSON sidecar). Goal: rest <= 5 %.
+2. our MP4 writer vs a bare diffusers.utils.export_to_video of the same frames, alternated and
+   repeated in this one run (medians). Goal: ours <= 1.2x bare.
+The tiny model's transformer is small, so the pipeline share here is a LOWER bound: with the real
+14B model the pipeline takes minutes and the overhead share shrinks further.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wan_demo.generate import generate  # noqa: E402
+from wan_demo.pipeline import load_engine  # noqa: E402
+from wan_demo.request import GenerationRequest  # noqa: E402
+from wan_demo.settings import MAX_AREA, Settings  # noqa: E402
+from wan_demo.video import write_mp4  # noqa: E402
+
+
+def stage_table(settings: Settings) -> tuple[dict[str, float], Path]:
+    engine = load_engine(settings)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((480, 832, 3)) * 255).astype(np.uint8))
+    started = time.perf_counter()
+    result = generate(GenerationRequest(image, "a cat walks along the beach", seed=0), engine, settings)
+    total = time.perf_counter() - started
+    timings = dict(result.timings_s)
+    timings["sidecar + rest"] = max(total - sum(timings.values()), 0.0)
+    print(f"\n1. one 5 s clip, tiny model, {result.width}x{result.height}, {result.num_frames} frames, "
+          f"{settings.steps} steps")  # fmt: skip
+    print(f"{'stage':<16}{'seconds':>10}{'share':>9}")
+    for stage, seconds in timings.items():
+        print(f"{stage:<16}{seconds:>10.3f}{seconds / total:>8.1%}")
+    rest = total - timings["pipeline"]
+    print(f"{'TOTAL':<16}{total:>10.3f}")
+    print(f"non-model overhead: {rest:.3f} s = {rest / total:.2%} of total (goal <= 5 %)")
+    return timings, result.video_path
+
+
+def encoder_table(video_path: Path, repeats: int, out_dir: Path) -> None:
+    import imageio_ffmpeg
+    from diffusers.utils import export_to_video
+
+    reader = imageio_ffmpeg.read_frames(str(video_path))
+    width, height = next(reader)["size"]
+    frames = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
+    floats = frames.astype(np.float32) / 255.0  # what the pipeline hands over (output_type="np")
+    ours, bare = [], []
+    for i in range(repeats):  # alternate so machine noise hits both alike
+        t0 = time.perf_counter()
+        write_mp4(floats, out_dir / f"ours{i}.mp4", 16, {"prompt": "bench"})
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        export_to_video(list(floats), str(out_dir / f"bare{i}.mp4"), fps=16)
+        bare.append(time.perf_counter() - t0)
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"\n2. MP4 encode of the same {len(frames)} frames at {width}x{height}, median of {repeats}")
+    print(f"{'encoder':<34}{'seconds':>10}{'ratio':>8}")
+    print(f"{'bare diffusers export_to_video':<34}{b:>10.3f}{1.0:>8.2f}")
+    print(f"{'ours (H.264 + metadata)':<34}{o:>10.3f}{o / b:>8.2f}   (goal <= 1.2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        settings = Settings(
+            model="tiny", device="cpu", tiny_max_area=MAX_AREA, steps=args.steps, output_dir=out
+        )
+        _, video = stage_table(settings)
+        encoder_table(video, args.repeats, out)
+
+
+if __name__ == "__main__":
+    main()
