@@ -45,6 +45,7 @@ class Engine:
     memory_plan: str = "resident"  # human-readable strategy, shown in the UI banner
     fast_available: bool = False  # step-distilled LoRA loaded (fast mode possible)
     info: dict[str, Any] = field(default_factory=dict)  # versions, dtype, plan details
+    parallel: Any = None  # distributed.Group on rank 0 of a multi-GPU torchrun run, else None
 
     @property
     def banner(self) -> str:
@@ -146,6 +147,10 @@ def run_segment(
     `on_step(i)` runs after denoising step i (0-based) and may raise GenerationCancelled, which
     stops at once: the remaining steps and the VAE decode are skipped, the pipeline stays usable.
     """
+    if engine.parallel is not None:  # torchrun on several GPUs: every rank runs it (distributed.py)
+        args = dict(image=image, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
+                    num_frames=num_frames, steps=steps, guidance=guidance, shift=shift)  # fmt: skip
+        return engine.parallel.lead_segment(engine, args, generator, on_step)
     pipe = engine.pipe
     set_shift(pipe, shift)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wan_demo import api, ui, zerogpu
+from wan_demo import api, distributed, ui, zerogpu
 from wan_demo.jobs import Worker
 from wan_demo.pipeline import ModelUnavailable, load_engine
 from wan_demo.settings import Settings, from_env
@@ -15,9 +15,9 @@ from wan_demo.settings import Settings, from_env
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings):
+def build(settings: Settings, group: distributed.Group | None = None):
     """Load the model once, start the one worker, build the UI. Returns (demo, worker)."""
-    engine = load_engine(settings)
+    engine = distributed.attach(load_engine(settings), group)  # no-op on one GPU
     if zerogpu.enabled():  # on ZeroGPU the GPU exists only inside a spaces.GPU call (see zerogpu.py)
         worker = Worker(engine, settings, run=zerogpu.GpuBridge(engine).run).start()
     else:
@@ -58,11 +58,15 @@ def mcp_available() -> bool:
 def main(argv: list[str] | None = None) -> None:
     settings = from_env(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    group = distributed.init(settings)  # torchrun with WORLD_SIZE > 1, else None
     try:
-        demo, worker = build(settings)
+        if group is not None and not group.is_leader:
+            return distributed.run_follower(settings, group)  # ranks 1..N-1: no UI, join each segment
+        demo, worker = build(settings, group)
     except ModelUnavailable as e:
         raise SystemExit(f"error: {e}") from None
     try:
         launch(demo, worker, settings)
     finally:
         worker.shutdown()
+        distributed.shutdown(group)

@@ -66,6 +66,7 @@ class Settings:
     port: int = 7860
     queue_max_size: int = 16  # waiting generations before "queue full"
     max_file_size_mb: int = 20  # uploads and request bodies
+    dist_timeout_s: float = 300.0  # multi-GPU: a rank silent this long in a collective fails the request
     # -- REST API (see wan_demo/api.py)
     api_keys: str = ""  # comma-separated Bearer keys (or sha256:<hex> hashes)
     api_key_file: str = ""  # file with one key (or sha256:<hex>) per line
