@@ -1,0 +1,88 @@
+"""UI wiring without a server: examples data, widget values -> request, validator verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_image
+from PIL import Image
+
+from wan_demo.request import InvalidRequest
+from wan_demo.ui import EXAMPLES_DIR, load_examples
+from wan_demo.ui_handlers import INPUT_FIELDS, check_inputs, to_request
+
+EXAMPLE_SIZES = {(832, 480), (480, 832), (624, 624)}  # the model's 480P buckets
+
+
+def test_examples_are_small_480p_images_with_prompts():
+    items = json.loads((EXAMPLES_DIR / "examples.json").read_text())
+    assert 4 <= len(items) <= 6
+    for item in items:
+        path = EXAMPLES_DIR / item["image"]
+        assert path.stat().st_size < 60_000
+        assert Image.open(path).size in EXAMPLE_SIZES
+        assert item["prompt"].strip() and item["length_s"] in (5, 10)
+    rows = load_examples()
+    assert len(rows) == len(items) and all(len(row) == 4 for row in rows)
+
+
+@pytest.fixture
+def picture(tmp_path) -> str:
+    path = tmp_path / "in.png"
+    make_image(96, 64).save(path)
+    return str(path)
+
+
+def values(picture, **changes):
+    base = dict(
+        image=picture, prompt="a cat", prompt_extend=False, seed=7.0, video_length="10",
+        negative_prompt="", steps=0, guidance=0, speed_mode="auto",
+    )  # fmt: skip
+    base.update(changes)
+    return [base[name] for name in INPUT_FIELDS]
+
+
+def test_widget_values_become_a_request(picture):
+    request = to_request(*values(picture, steps=12, guidance=2.5, speed_mode="quality"))
+    assert request.image.size == (96, 64)
+    assert (request.prompt, request.seed, request.video_length_s) == ("a cat", 7.0, "10")
+    assert (request.steps, request.guidance, request.speed_mode) == (12, 2.5, "quality")
+    assert request.negative_prompt is None  # empty box = the default negative prompt
+
+
+def test_zero_and_auto_mean_defaults(picture):
+    request = to_request(*values(picture))
+    assert (request.steps, request.guidance, request.speed_mode) == (None, None, None)
+
+
+def test_missing_image_is_an_invalid_request(picture):
+    with pytest.raises(InvalidRequest, match="image: is required"):
+        to_request(*values(picture, image=None))
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"image": None}, "image", "is required"),
+        ({"prompt": ""}, "prompt", "must not be empty"),
+        ({"seed": -2}, "seed", "out of range"),
+        ({"video_length": "7"}, "video_length", "not allowed"),
+    ],
+)
+def test_validator_flags_only_the_bad_field(picture, changes, field, words):
+    verdicts = check_inputs(*values(picture, **changes))
+    bad = [name for name, v in zip(INPUT_FIELDS, verdicts, strict=True) if not v["is_valid"]]
+    assert bad == [field]
+    assert words in verdicts[INPUT_FIELDS.index(field)]["message"]
+
+
+def test_validator_rejects_a_gif(tmp_path, picture):
+    gif = tmp_path / "a.gif"
+    make_image(64, 64).save(gif, format="GIF")
+    verdicts = check_inputs(*values(picture, image=str(gif)))
+    assert "GIF is not allowed" in verdicts[0]["message"]
+
+
+def test_validator_accepts_good_input(picture):
+    assert all(v["is_valid"] for v in check_inputs(*values(picture)))
