@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from apitools import KEY_A, KEY_B, api_settings, auth, b64_image, body, paused_generation, serve, wait_status
@@ -33,7 +35,7 @@ def submit(client, png, key=KEY_A, **payload) -> httpx.Response:
     return client.post(f"{BASE}/requests", json=body(png, **payload), headers=auth(key))
 
 
-def test_lifecycle_submit_processing_success(client, png, monkeypatch):
+def test_lifecycle_submit_processing_success(client, png, server, monkeypatch):
     with paused_generation(monkeypatch) as (reached, release):
         r = submit(client, png, prompt_extend=True, seed=1234)
         assert r.status_code == 200, r.text
@@ -82,6 +84,9 @@ def test_lifecycle_submit_processing_success(client, png, monkeypatch):
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
     assert client.get(done["outcome"]["video_url"]).status_code == 401
     assert client.get(done["outcome"]["video_url"], headers=auth(KEY_B)).status_code == 404
+    Path(server[1].store.get(done["request_id"]).video_path).unlink()  # outputs expire (output_ttl_h)
+    gone = client.get(done["outcome"]["video_url"], headers=auth())
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired"
 
 
 def test_list_filters_and_pages(client, png, server):
