@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wan_demo.generate import ProgressFn, generate
@@ -57,9 +58,10 @@ class Task:
 
 
 class Worker:
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, run: Callable[..., GenerationResult] = generate):
         self.engine = engine
         self.settings = settings
+        self.run = run  # generate(), or a wrapper with its signature (ZeroGPU runs it in a GPU call)
         self._waiting: deque[Task] = deque()
         self._cond = threading.Condition()
         self._running: Task | None = None
@@ -130,7 +132,7 @@ class Worker:
         else:
             task.status = PROCESSING
             try:
-                task.result = generate(task.request, self.engine, self.settings, task._report, task.stop)
+                task.result = self.run(task.request, self.engine, self.settings, task._report, task.stop)
                 task.status = SUCCESS
             except GenerationCancelled:
                 task.status = CANCELLED
