@@ -78,6 +78,7 @@ def test_base64_and_data_uri_decode():
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     """HTTPS on 127.0.0.1 serving /ok.png, /redirect, /big, /missing with a cert for images.test."""
+    pytest.importorskip("cryptography")  # test-only: makes the self-signed certificate
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
