@@ -314,6 +314,7 @@ def follow(engine, group: Group) -> None:
             message = group.receive()
             if message["kind"] == "stop":
                 group.join()
+                log.info("rank %d: stop from rank 0", group.rank)
                 break
             try:
                 group.follow_segment(engine, message)
@@ -343,6 +344,11 @@ def shutdown(group: Group | None) -> None:
 
 def run_follower(settings: Settings, group: Group) -> None:
     """Entry for ranks != 0: load the same engine, attach CP, serve segments until stopped."""
+    import signal
+
     from wan_demo.pipeline import load_engine
 
+    # Ctrl-C reaches every rank under torchrun; rank 0 shuts down and then posts "stop", which
+    # followers must still be listening for (torchrun's agent ends them if rank 0 dies instead).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     follow(attach(load_engine(settings), group), group)
