@@ -154,3 +154,11 @@ def test_stalled_rank_fails_the_request_instead_of_hanging(two_ranks):
     finally:
         follower.send_signal(signal.SIGCONT)
         follower.kill()
+
+
+def test_step_cache_is_refused_on_several_gpus(engine):
+    """FirstBlockCache decides per rank from its own shard: ranks would disagree and hang."""
+    group = distributed.Group(0, 2, "gloo", store=None, timeout_s=1.0, settings=Settings(cache="fbcache"))
+    with pytest.raises(ValueError, match="cache='fbcache' is not supported on several GPUs"):
+        distributed.attach(engine, group)
+    assert engine.parallel is None

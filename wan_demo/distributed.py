@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from wan_demo import speed
 from wan_demo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Group:
     seq: int = 0  # number of messages posted (rank 0) or read (followers)
     broken: str = ""  # why the group cannot run more segments ("" = healthy)
     cp_config: Any = None  # diffusers ContextParallelConfig once attached
+    settings: Settings | None = None  # for mirroring rank 0's speed mode on followers
     _undo: list = field(default_factory=list)  # restore patched globals at close
     _busy: threading.Lock = field(default_factory=threading.Lock)  # held by rank 0 during a segment
 
@@ -180,9 +182,11 @@ class Group:
             self._choose_split(args["width"], args["height"], args["num_frames"])
             image = np.asarray(args["image"].convert("RGB"))
             state = generator.get_state().numpy().tobytes()
-            self.post(
-                dict(kind="segment", args={**args, "image": image}, generator=(generator.device.type, state))
+            fast = dict(lora_fused=speed.lora_fused(engine.pipe))  # generate.py set it on rank 0 only
+            message = dict(
+                args={**args, "image": image}, generator=(generator.device.type, state), speed=fast
             )
+            self.post(dict(kind="segment", **message))
             return self._run_led(engine, args, generator, on_step)
 
     def _run_led(self, engine, args: dict, generator, on_step) -> np.ndarray:
@@ -213,6 +217,8 @@ class Group:
         generator = torch.Generator(device)
         generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
         self._choose_split(args["width"], args["height"], args["num_frames"])
+        if speed.has_fast_lora(engine.pipe):
+            speed.set_lora(engine.pipe, message["speed"]["lora_fused"])  # same weights as rank 0
         self.join()
         on_step = self.synced(lambda _i: None, last_step=args["steps"] - 1)
         try:
@@ -268,7 +274,7 @@ def init(settings: Settings, environ: dict[str, str] | None = None) -> Group | N
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     log.info("rank %d/%d joined (%s, timeout %.0f s)", rank, world, backend, settings.dist_timeout_s)
     return Group(rank, world, backend, dist.PrefixStore("wan_demo/", store), settings.dist_timeout_s,
-                 _undo=undo)  # fmt: skip
+                 settings=settings, _undo=undo)  # fmt: skip
 
 
 def _pretend_one_accelerator():
@@ -292,6 +298,10 @@ def attach(engine, group: Group | None):
         return engine
     from diffusers import ContextParallelConfig
 
+    if group.settings is not None and group.settings.cache != "off":
+        # cache hooks decide to skip blocks from each rank's own shard: ranks would disagree and
+        # the skipped attention all-to-alls would hang until the timeout
+        raise ValueError(f"cache={group.settings.cache!r} is not supported on several GPUs; use --cache off")
     transformer = engine.pipe.transformer
     heads = transformer.config.num_attention_heads
     if heads % group.world_size and "nccl" not in group.backend:
