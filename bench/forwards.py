@@ -46,6 +46,9 @@ class ForwardCounter:
         setattr(self, what, getattr(self, what) + 1)
 
 
+REPEATS = 3  # wall time = the fastest of 3 runs (the CPU is shared; forward counts never vary)
+
+
 def measure(engine, settings, counter, mode: str, length_s: int, image) -> dict:
     from wan_demo.generate import generate
     from wan_demo.request import GenerationRequest
