@@ -40,7 +40,7 @@ class Engine:
     pipe: Any  # diffusers.WanImageToVideoPipeline
     model_name: str  # hub id, folder, or the tiny model's name
     is_tiny: bool
-    device: str  # where sampling runs: "cuda" | "cpu"
+    device: str  # where sampling runs: "cuda:<index>" | "cpu"
     max_area: int  # output pixel budget (480*832 for the real model)
     memory_plan: str = "resident"  # human-readable strategy, shown in the UI banner
     fast_available: bool = False  # step-distilled LoRA loaded (fast mode possible)
@@ -56,16 +56,19 @@ class Engine:
 def choose_device(settings: Settings) -> str:
     import torch
 
-    if settings.device != "auto":
-        return settings.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # pin the index: diffusers' offload turns a bare "cuda" into GPU 0 on every rank
+        device = f"cuda:{torch.cuda.current_device()}"
+    return device
 
 
 def wants_tiny(settings: Settings, device: str) -> bool:
     """Explicit setting wins; `auto` means the real model on CUDA and the tiny one elsewhere."""
     if settings.model == "tiny":
         return True
-    return settings.model == "auto" and device != "cuda"
+    return settings.model == "auto" and not device.startswith("cuda")
 
 
 def load_engine(settings: Settings) -> Engine:
