@@ -1,8 +1,7 @@
 """The README's REST API curl block, run as written against a test server (tiny model, 127.0.0.1).
 
-The block is the ```bash fence of the `## REST API` section of README.md; until that section exists,
-the same text in tests/rest_api_section.md. Only the server address on the `export` line is
-replaced (the test server listens on a free port)."""
+The block is the ```bash fence of the `## REST API` section of README.md. Only the server address
+on the `export` line is replaced (the test server listens on a free port)."""
 
 from __future__ import annotations
 
@@ -19,14 +18,12 @@ SECTION = "## REST API"
 
 
 def curl_block() -> str:
-    for source in (ROOT / "README.md", ROOT / "tests" / "rest_api_section.md"):
-        text = source.read_text(encoding="utf-8") if source.exists() else ""
-        if SECTION + "\n" in text:
-            section = text.split(SECTION + "\n", 1)[1].split("\n## ", 1)[0]
-            blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-            if blocks:
-                return blocks[0]
-    raise AssertionError(f"no ```bash block under {SECTION!r} in README.md or tests/rest_api_section.md")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert SECTION + "\n" in text, f"README.md has no {SECTION!r} section"
+    section = text.split(SECTION + "\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert blocks, f"no ```bash block under {SECTION!r} in README.md"
+    return blocks[0]
 
 
 @pytest.mark.skipif(not shutil.which("curl") or not shutil.which("base64"), reason="needs curl and base64")

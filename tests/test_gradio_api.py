@@ -26,43 +26,13 @@ PARAMETERS = [
     "negative_prompt", "steps", "guidance", "speed_mode",
 ]  # fmt: skip
 
-# Until the README carries these between the markers, the tests run these constants.
-GRADIO_CLIENT_EXAMPLE = """\
-from gradio_client import Client, handle_file
 
-client = Client("http://127.0.0.1:7860/")
-video, thumbnail, final_prompt, seed_used = client.predict(
-    image=handle_file("examples/sunset_sea.jpg"),
-    prompt="The sun slowly sinks into a calm sea, golden light on gentle waves",
-    prompt_extend=False,
-    seed=42,              # -1 = random
-    video_length="5",     # "5" or "10" (seconds), as a string
-    api_name="/generate",
-)
-print(video, thumbnail, final_prompt, seed_used)  # local copies of the MP4 and the JPEG
-"""
-
-CURL_EXAMPLE = """\
-URL=http://127.0.0.1:7860
-# 1. upload the image; the answer is a JSON list with its server-side path
-FILE=$(curl -s -F "files=@examples/sunset_sea.jpg" $URL/gradio_api/upload | jq -r '.[0]')
-# 2. start a generation. All 9 values, in order: image, prompt, prompt_extend, seed (-1 = random),
-#    video_length ("5"|"10"), negative_prompt ("" = default), steps, guidance (0 = default), speed_mode
-EVENT_ID=$(curl -s -X POST $URL/gradio_api/call/generate -H "Content-Type: application/json" \\
-  -d '{"data": [{"path": "'"$FILE"'", "meta": {"_type": "gradio.FileData"}},
-                "The sun slowly sinks into a calm sea", false, 42, "5", "", 0, 0, "auto"]}' \\
-  | jq -r .event_id)
-# 3. stream progress; the final "event: complete" line holds [video, thumbnail, final_prompt, seed_used]
-curl -sN $URL/gradio_api/call/generate/$EVENT_ID
-"""
-
-
-def readme_snippet(marker: str, fallback: str) -> str:
-    """The fenced code block after `<!-- marker -->` in README.md, else the fallback constant."""
-    readme = ROOT / "README.md"
-    text = readme.read_text() if readme.is_file() else ""
+def readme_snippet(marker: str) -> str:
+    """The fenced code block right after `<!-- marker -->` in README.md (the README is the source)."""
+    text = (ROOT / "README.md").read_text()
     found = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.S)
-    return found.group(1) if found else fallback
+    assert found, f"README.md has no code block after <!-- {marker} -->"
+    return found.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +107,7 @@ def test_unsupported_file_gets_a_clear_message(client, tmp_path):
 
 
 def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):
-    code = readme_snippet("gradio-client-example", GRADIO_CLIENT_EXAMPLE)
+    code = readme_snippet("gradio-client-example")
     monkeypatch.chdir(ROOT)
     exec(code.replace(README_URL, app.url), {})
     printed = capsys.readouterr().out
@@ -145,7 +115,7 @@ def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):
 
 
 def test_readme_curl_example_runs(app):
-    script = readme_snippet("curl-example", CURL_EXAMPLE).replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+    script = readme_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "event: complete" in out.stdout, out.stdout + out.stderr
     data = json.loads(out.stdout.split("event: complete\ndata: ", 1)[1].splitlines()[0])
