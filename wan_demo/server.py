@@ -45,6 +45,9 @@ def launch(demo, worker: Worker, settings: Settings, block: bool = True):
         quiet=True,
     )
     api.attach(demo.app, worker, settings)
+    url = demo.local_url or f"http://{settings.host}:{settings.port}/"
+    log.info("serving the UI and Gradio API at %s and the REST API at %sapi/v1/apikey/", url, url)
+    log.info(worker.engine.banner)
     if block:
         demo.block_thread()
     return demo
