@@ -54,6 +54,27 @@ def test_per_rank_transformer_bytes():
 def test_single_process_is_not_distributed():
     assert distributed.init(Settings(), environ={"WORLD_SIZE": "1"}) is None
     assert distributed.world_size_from_env({}) == 1
+    assert distributed.ranks_from_env({}) == (1, 1)
+    assert distributed.ranks_from_env({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}) == (8, 4)
+
+
+def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
+    """Under context parallelism each GPU holds all weights but 1/N of the tokens' activations,
+    and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
+    from wan_demo import memory
+    from wan_demo.memory_estimate import Shape, real_sizes
+
+    dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
+    budget = memory.Budget(vram_gb=80, ram_gb=256, source="test")
+    one = memory.estimate(memory.BY_NAME["resident"], real_sizes(), Shape(), budget, dims)
+    four = memory.estimate(memory.BY_NAME["resident"], real_sizes(), Shape(ranks=4), budget, dims)
+    assert four.per_component["transformer"]["vram_gb"] < one.per_component["transformer"]["vram_gb"]
+    weights = real_sizes()["transformer"].weights_gb(False)
+    assert four.per_component["transformer"]["vram_gb"] > weights  # weights are not sharded
+    assert Shape(ranks=4).tokens_per_rank == per_rank_tokens(832, 480, 81, 4)
+    settings = Settings(vram_gb=80, ram_gb=64)  # budgets as settings: no GPU needed to plan
+    plan = memory.plan_for(engine.pipe, settings, "cuda:0", Shape(ranks=8), ranks_per_host=8)
+    assert plan.budget.ram_gb == 8 and plan.budget.vram_gb == 80
 
 
 # --- 2 ranks on CPU ----------------------------------------------------------------------------

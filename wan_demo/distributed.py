@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from wan_demo import speed
+from wan_demo.memory_estimate import Shape
 from wan_demo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,22 @@ STARTUP_TIMEOUT_S = 1800.0  # rendezvous and model loading on every rank (14B we
 STRATEGIES = ("replicate", "fsdp", "block_offload")
 
 
-# --- pure sizing maths (used by the memory planner; no torch needed) ---------------------------
+# --- pure sizing maths (the planner sizes activations per rank through Shape.ranks) ----------
 def world_size_from_env(environ: dict[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     return int(environ.get("WORLD_SIZE", "1") or 1)
 
 
+def ranks_from_env(environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """(ranks in the run, ranks on this host) as torchrun sets them; (1, 1) without torchrun."""
+    environ = os.environ if environ is None else environ
+    world = world_size_from_env(environ)
+    return world, int(environ.get("LOCAL_WORLD_SIZE", world) or world)
+
+
 def sequence_tokens(width: int, height: int, num_frames: int) -> int:
-    """Transformer tokens of one segment: VAE 4x time / 8x space, then 1x2x2 patches."""
-    return ((num_frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+    """Transformer tokens of one segment (VAE 4x time / 8x space, then 1x2x2 patches)."""
+    return Shape(num_frames, height, width).tokens
 
 
 def needs_uneven_split(width: int, height: int, num_frames: int, world_size: int) -> bool:
@@ -84,7 +92,7 @@ def per_rank_host_bytes(total_bytes: int, world_size: int, strategy: str) -> int
 
 def per_rank_tokens(width: int, height: int, num_frames: int, world_size: int) -> int:
     """Tokens one rank holds between attention calls (activations scale with this)."""
-    return math.ceil(sequence_tokens(width, height, num_frames) / world_size)
+    return Shape(num_frames, height, width, ranks=world_size).tokens_per_rank
 
 
 # --- the process group ------------------------------------------------------------------------

@@ -229,12 +229,18 @@ def dims_of(pipe) -> tuple[int, int, int]:
     return c.num_attention_heads * c.attention_head_dim, c.ffn_dim, pipe.vae.config.base_dim
 
 
-def plan_for(pipe, settings: Settings, device: str, shape: Shape | None = None) -> Plan:
+def plan_for(
+    pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
+) -> Plan:
     """The plan for this pipeline on this device. On the CPU device memory is host RAM and the
-    default is everything resident; Settings.memory_mode forces a strategy anywhere."""
+    default is everything resident; Settings.memory_mode forces a strategy anywhere.
+
+    Under torchrun every rank holds a full copy of the weights (context parallelism shards only
+    the token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
     from wan_demo.memory_estimate import sizes_of_pipe
 
     budget = read_budget(settings, device)
+    budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
     forced = settings.memory_mode
     if not device.startswith("cuda"):
         budget = Budget(budget.ram_gb, budget.ram_gb, budget.source, device)
@@ -242,11 +248,13 @@ def plan_for(pipe, settings: Settings, device: str, shape: Shape | None = None) 
     return choose(budget, sizes_of_pipe(pipe), shape or Shape(), dims_of(pipe), forced)
 
 
-def apply_plan(pipe, settings: Settings, device: str, shape: Shape | None = None) -> Plan:
+def apply_plan(
+    pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
+) -> Plan:
     """Choose and wire the plan; returns it (Plan.summary for the banner, Plan.info() for info)."""
     from wan_demo import memory_apply
 
-    plan = plan_for(pipe, settings, device, shape)
+    plan = plan_for(pipe, settings, device, shape, ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device)
     return plan
 

@@ -170,6 +170,7 @@ class Shape:
     num_frames: int = 81
     height: int = 480
     width: int = 832
+    ranks: int = 1  # GPUs sharing the token sequence (context parallelism, wan_demo/distributed.py)
 
     @property
     def tokens(self) -> int:
@@ -177,11 +178,16 @@ class Shape:
         latent_area = (self.height // VAE_SPACE_STRIDE) * (self.width // VAE_SPACE_STRIDE)
         return latent_frames * latent_area // PATCH_AREA
 
+    @property
+    def tokens_per_rank(self) -> int:
+        """Tokens one GPU holds between attention calls; its activations scale with this."""
+        return -(-self.tokens // self.ranks)
+
 
 def transformer_activations_gb(shape: Shape, dim: int, ffn_dim: int) -> float:
     """Peak live activations inside one transformer block (blocks run one after another)."""
     per_token = ACT_HIDDEN_COPIES * dim + ACT_FFN_COPIES * ffn_dim
-    return shape.tokens * per_token * 2 / GB
+    return shape.tokens_per_rank * per_token * 2 / GB
 
 
 def vae_activations_gb(shape: Shape, base_dim: int, tiling: bool) -> float:

@@ -77,7 +77,8 @@ def load_engine(settings: Settings) -> Engine:
     import torch
     import transformers
 
-    from wan_demo import memory, speed_setup
+    from wan_demo import distributed, memory, speed_setup
+    from wan_demo.memory_estimate import Shape
 
     device = choose_device(settings)
     if wants_tiny(settings, device):
@@ -91,7 +92,8 @@ def load_engine(settings: Settings) -> Engine:
         pipe = load_real_pipeline(model, settings)
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
-    plan = memory.apply_plan(pipe, settings, device)  # see wan_demo/memory.py
+    ranks, ranks_per_host = distributed.ranks_from_env()  # torchrun: GPUs sharing each segment
+    plan = memory.apply_plan(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)  # memory.py
     engine.memory_plan, engine.info["memory"] = plan.summary, plan.info()
     fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
     engine.fast_available, engine.info["speed"] = fast.fast_available, fast.info()
