@@ -24,7 +24,7 @@ def write_tiny_lora(folder: Path) -> Path:
     from diffusers import WanImageToVideoPipeline
     from peft import LoraConfig, get_peft_model_state_dict
 
-    from wan_demo.tiny import build_tiny_pipeline
+    from wan_demo.model.tiny import build_tiny_pipeline
 
     transformer = build_tiny_pipeline(seed=1).transformer
     targets = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -50,8 +50,8 @@ REPEATS = 3  # wall time = the fastest of 3 runs (the CPU is shared; forward cou
 
 
 def measure(engine, settings, counter, mode: str, length_s: int, image) -> dict:
+    from wan_demo.core.request import GenerationRequest
     from wan_demo.generate import generate
-    from wan_demo.request import GenerationRequest
 
     counter.calls = counter.computed = 0
     request = GenerationRequest(
@@ -67,8 +67,8 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from wan_demo.pipeline import load_engine
-    from wan_demo.settings import Settings
+    from wan_demo.core.settings import Settings
+    from wan_demo.model.pipeline import load_engine
 
     tmp = Path(tempfile.mkdtemp(prefix="wan-forwards-"))
     lora = write_tiny_lora(tmp)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wan_demo.memory import Budget, choose  # noqa: E402
-from wan_demo.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes  # noqa: E402
+from wan_demo.model.memory import Budget, choose  # noqa: E402
+from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes  # noqa: E402
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
 HOST_RAM_GB = (64, 32)

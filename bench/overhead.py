@@ -25,11 +25,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wan_demo.core.request import GenerationRequest  # noqa: E402
+from wan_demo.core.settings import MAX_AREA, Settings  # noqa: E402
 from wan_demo.generate import generate  # noqa: E402
-from wan_demo.pipeline import load_engine  # noqa: E402
-from wan_demo.request import GenerationRequest  # noqa: E402
-from wan_demo.settings import MAX_AREA, Settings  # noqa: E402
-from wan_demo.video import write_mp4  # noqa: E402
+from wan_demo.media.video import write_mp4  # noqa: E402
+from wan_demo.model.pipeline import load_engine  # noqa: E402
 
 
 def stage_table(settings: Settings) -> tuple[dict[str, float], Path]:

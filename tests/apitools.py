@@ -14,9 +14,9 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
-from wan_demo import api
-from wan_demo.jobs import Worker
-from wan_demo.settings import API_MODEL_ID, Settings
+from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.worker import Worker
+from wan_demo.rest import routes as api
 
 KEY_A, KEY_B = "key-alpha-123", "key-beta-456"
 
@@ -73,7 +73,7 @@ def wait_status(
 
 def api_settings(tmp, **changes) -> Settings:
     """Tiny-model settings for API tests; KEY_B is configured hashed (sha256:...) to cover both forms."""
-    from wan_demo.keys import digest
+    from wan_demo.rest.keys import digest
 
     base = Settings(
         model="tiny",

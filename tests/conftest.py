@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
 
 TEST_AREA = 64 * 64  # tiny model output budget in tests: 81 frames at 64x64 take ~2 s
 
@@ -47,7 +47,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def engine():
-    from wan_demo.pipeline import load_engine
+    from wan_demo.model.pipeline import load_engine
 
     return load_engine(Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA))
 

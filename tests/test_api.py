@@ -9,7 +9,7 @@ import pytest
 from apitools import KEY_A, KEY_B, api_settings, auth, b64_image, body, paused_generation, serve, wait_status
 from conftest import make_image
 
-from wan_demo.settings import API_MODEL_ID
+from wan_demo.core.settings import API_MODEL_ID
 
 BASE = "/api/v1/apikey"
 

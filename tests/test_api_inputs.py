@@ -15,8 +15,8 @@ from apitools import KEY_B, api_settings, auth, b64_image, body, paused_generati
 from conftest import make_image
 from PIL import Image
 
+from wan_demo.core.request import GenerationRequest
 from wan_demo.generate import generate
-from wan_demo.request import GenerationRequest
 
 BASE = "/api/v1/apikey/requests"
 PNG = b64_image(make_image(96, 64))

@@ -20,10 +20,10 @@ import pytest
 import torch
 from conftest import TEST_AREA, make_image
 
-from wan_demo import distributed
-from wan_demo.distributed import per_rank_host_bytes, per_rank_tokens, per_rank_transformer_bytes
-from wan_demo.pipeline import GenerationCancelled, load_engine, run_segment
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.model import distributed
+from wan_demo.model.distributed import per_rank_host_bytes, per_rank_tokens, per_rank_transformer_bytes
+from wan_demo.model.pipeline import GenerationCancelled, load_engine, run_segment
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -61,8 +61,8 @@ def test_single_process_is_not_distributed():
 def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     """Under context parallelism each GPU holds all weights but 1/N of the tokens' activations,
     and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
-    from wan_demo import memory
-    from wan_demo.memory_estimate import Shape, real_sizes
+    from wan_demo.model import memory
+    from wan_demo.model.memory_estimate import Shape, real_sizes
 
     dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
     budget = memory.Budget(vram_gb=80, ram_gb=256, source="test")
@@ -90,7 +90,7 @@ def free_port() -> int:
 
 # rank 1 without the UI imports (cheaper), for tests that do not exercise app.py itself
 BARE_FOLLOWER = (
-    "from wan_demo import distributed, settings; s = settings.from_env([]); "
+    "from wan_demo.core import settings; from wan_demo.model import distributed; s = settings.from_env([]); "
     "distributed.run_follower(s, distributed.init(s))"
 )
 

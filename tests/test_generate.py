@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.settings import SEED_MAX
 from wan_demo.generate import draw_seed, eta_s, frames_for, generate
-from wan_demo.pipeline import GenerationCancelled
-from wan_demo.request import GenerationRequest, InvalidRequest
-from wan_demo.settings import SEED_MAX
-from wan_demo.video import count_frames, read_mp4_metadata
+from wan_demo.media.video import count_frames, read_mp4_metadata
+from wan_demo.model.pipeline import GenerationCancelled
 
 
 def test_frame_counts_per_length():

@@ -16,8 +16,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 from ui_server import running_app
 
-from wan_demo.settings import SEED_MAX
-from wan_demo.video import count_frames
+from wan_demo.core.settings import SEED_MAX
+from wan_demo.media.video import count_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs

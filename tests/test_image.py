@@ -5,9 +5,9 @@ import io
 import pytest
 from PIL import Image
 
-from wan_demo.image import MAX_INPUT_PIXELS, decode_image, fit_size, prepare_input, resize_for_model
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import MAX_AREA
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import MAX_AREA
+from wan_demo.media.image import MAX_INPUT_PIXELS, decode_image, fit_size, prepare_input, resize_for_model
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import threading
 import pytest
 from conftest import make_image
 
-from wan_demo.inputs import check_address, fetch_url, load_input_image
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import Settings
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import Settings
+from wan_demo.rest.inputs import check_address, fetch_url, load_input_image
 
 ON = Settings(allow_url_inputs=True)
 

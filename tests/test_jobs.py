@@ -2,8 +2,8 @@
 
 import pytest
 
-from wan_demo.jobs import CANCELLED, FAILED, SUCCESS, QueueFull, Worker
-from wan_demo.request import GenerationRequest, InvalidRequest
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.jobs.worker import CANCELLED, FAILED, SUCCESS, QueueFull, Worker
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wan_demo import memory
-from wan_demo.memory import BY_NAME, Budget, choose, estimate
-from wan_demo.memory_estimate import Shape, real_sizes
-from wan_demo.settings import Settings
-from wan_demo.tiny import build_tiny_pipeline
+from wan_demo.core.settings import Settings
+from wan_demo.model import memory
+from wan_demo.model.memory import BY_NAME, Budget, choose, estimate
+from wan_demo.model.memory_estimate import Shape, real_sizes
+from wan_demo.model.tiny import build_tiny_pipeline
 
 REAL_DIMS = (5120, 13824, 96)
 

@@ -2,12 +2,12 @@
 
 import pytest
 
+from wan_demo.core.request import GenerationRequest
+from wan_demo.core.settings import REAL_MODEL_ID, Settings
 from wan_demo.generate import generate
-from wan_demo.pipeline import TINY_BANNER, ModelUnavailable, load_engine, wants_tiny
-from wan_demo.request import GenerationRequest
-from wan_demo.settings import REAL_MODEL_ID, Settings
-from wan_demo.tiny import save_tiny_pipeline
-from wan_demo.video import count_frames
+from wan_demo.media.video import count_frames
+from wan_demo.model.pipeline import TINY_BANNER, ModelUnavailable, load_engine, wants_tiny
+from wan_demo.model.tiny import save_tiny_pipeline
 
 
 @pytest.mark.parametrize(

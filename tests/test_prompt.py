@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from wan_demo import prompt, prompt_rules
-from wan_demo.prompt import DEFAULT_NEGATIVE_PROMPT, extend_prompt, plan
-from wan_demo.prompt_rules import extend_with_rules, image_traits
-from wan_demo.prompt_text import MAX_OUTPUT_CHARS, BackendFailed, check_output, clean_output, language_of
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.prompt import extend as prompt
+from wan_demo.prompt import rules as prompt_rules
+from wan_demo.prompt.extend import DEFAULT_NEGATIVE_PROMPT, extend_prompt, plan
+from wan_demo.prompt.rules import extend_with_rules, image_traits
+from wan_demo.prompt.text import MAX_OUTPUT_CHARS, BackendFailed, check_output, clean_output, language_of
 
 
 def test_rules_english_keeps_prompt_and_adds_motion_and_camera(image):
@@ -116,8 +117,8 @@ def test_local_backend_falls_back_to_rules_when_model_missing(image, tmp_path):
 
 
 def test_generate_records_extended_prompt(engine, settings, image):
+    from wan_demo.core.request import GenerationRequest
     from wan_demo.generate import generate
-    from wan_demo.request import GenerationRequest
 
     request = GenerationRequest(image=image, prompt="a boat on a lake", prompt_extend=True, seed=1)
     result = generate(request, engine, settings)

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from wan_demo.prompt import extend_prompt
-from wan_demo.prompt_openai import image_data_uri
-from wan_demo.prompt_text import MAX_OUTPUT_CHARS
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.prompt.extend import extend_prompt
+from wan_demo.prompt.openai_backend import image_data_uri
+from wan_demo.prompt.text import MAX_OUTPUT_CHARS
 
 GOOD = "A red kite climbs and dips in gusty wind while the camera tilts up slowly to follow it."
 

@@ -13,9 +13,10 @@ from tokenizers.pre_tokenizers import ByteLevel
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from wan_demo import prompt_text, prompt_vlm
-from wan_demo.prompt import extend_prompt
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.prompt import text as prompt_text
+from wan_demo.prompt import vlm as prompt_vlm
+from wan_demo.prompt.extend import extend_prompt
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
 SPECIALS += ["<|image_pad|>", "<|video_pad|>"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

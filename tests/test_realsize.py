@@ -3,11 +3,11 @@
 import pytest
 from PIL import Image
 
+from wan_demo.core.request import GenerationRequest
+from wan_demo.core.settings import MAX_AREA
 from wan_demo.generate import generate
-from wan_demo.pipeline import load_engine
-from wan_demo.request import GenerationRequest
-from wan_demo.settings import MAX_AREA
-from wan_demo.video import count_frames, read_mp4_metadata
+from wan_demo.media.video import count_frames, read_mp4_metadata
+from wan_demo.model.pipeline import load_engine
 
 
 @pytest.mark.slow

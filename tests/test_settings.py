@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from wan_demo.settings import Settings, from_env
+from wan_demo.core.settings import Settings, from_env
 
 
 def test_defaults_without_env_or_flags():

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from wan_demo import speed
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
-from wan_demo.request import GenerationRequest, InvalidRequest
-from wan_demo.settings import Settings
-from wan_demo.speed_setup import set_attention_backend
-from wan_demo.tiny import build_tiny_pipeline
+from wan_demo.model import speed
+from wan_demo.model.speed_setup import set_attention_backend
+from wan_demo.model.tiny import build_tiny_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.forwards import ForwardCounter, write_tiny_lora  # noqa: E402
@@ -58,7 +58,7 @@ def _latents(pipe, steps: int = 2, guidance: float = 1.0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def lora_engine(tmp_path_factory):
     """An engine of our own (never the shared fixture): tiny model + local LoRA + FirstBlockCache."""
-    from wan_demo.pipeline import load_engine
+    from wan_demo.model.pipeline import load_engine
 
     tmp = tmp_path_factory.mktemp("lora")
     s = Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA, lora=str(write_tiny_lora(tmp)),
@@ -118,7 +118,7 @@ def test_attention_backend_falls_back_without_leaking_the_global_default():
 @pytest.mark.slow
 def test_compile_warms_up_at_load(tmp_path, image):
     """Regional torch.compile of the tiny blocks on CPU (inductor needs gcc; minutes on 2 cores)."""
-    from wan_demo.pipeline import load_engine
+    from wan_demo.model.pipeline import load_engine
 
     s = Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA, compile=True, steps=2,
                  output_dir=tmp_path, prompt_extender="off")  # fmt: skip

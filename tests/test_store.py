@@ -6,9 +6,17 @@ import time
 
 import pytest
 
-from wan_demo.keys import KeyRing, digest, parse_entry
-from wan_demo.settings import Settings
-from wan_demo.store import CANCELLED, FAILED, PROCESSING, QUEUED, SUCCESS, SqliteStore, StoredRequest
+from wan_demo.core.settings import Settings
+from wan_demo.jobs.store_sqlite import (
+    CANCELLED,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    SUCCESS,
+    SqliteStore,
+    StoredRequest,
+)
+from wan_demo.rest.keys import KeyRing, digest, parse_entry
 
 
 @pytest.fixture

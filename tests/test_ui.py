@@ -8,9 +8,9 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from wan_demo.request import InvalidRequest
-from wan_demo.ui import EXAMPLES_DIR, load_examples
-from wan_demo.ui_handlers import INPUT_FIELDS, check_inputs, to_request
+from wan_demo.core.request import InvalidRequest
+from wan_demo.web.handlers import INPUT_FIELDS, check_inputs, to_request
+from wan_demo.web.ui import EXAMPLES_DIR, load_examples
 
 EXAMPLE_SIZES = {(832, 480), (480, 832), (624, 624)}  # the model's 480P buckets
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from wan_demo.request import GenerationRequest, InvalidRequest
-from wan_demo.settings import MAX_PROMPT_CHARS, SEED_MAX
-from wan_demo.validate import validate
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX
+from wan_demo.core.validate import validate
 
 
 def _request(default_image, **changes) -> GenerationRequest:

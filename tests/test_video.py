@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wan_demo.video import (
+from wan_demo.media.video import (
     count_frames,
     read_mp4_metadata,
     remove_old_outputs,

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from wan_demo import zerogpu
-from wan_demo.pipeline import GenerationCancelled
-from wan_demo.request import GenerationRequest, Progress
-from wan_demo.settings import MAX_AREA
+from wan_demo.core.request import GenerationRequest, Progress
+from wan_demo.core.settings import MAX_AREA
+from wan_demo.model.pipeline import GenerationCancelled
+from wan_demo.web import zerogpu
 
 
 def test_gpu_seconds_grows_with_frames_size_steps_and_cfg():

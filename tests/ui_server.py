@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from wan_demo.jobs import Worker
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.jobs.worker import Worker
 
 APP_AREA = 64 * 64  # tiny model output budget: a 5 s clip (81 frames) takes ~1 s on CPU
 

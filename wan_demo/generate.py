@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wan_demo import speed
-from wan_demo.image import resize_for_model
-from wan_demo.pipeline import Engine, GenerationCancelled, run_segment
-from wan_demo.prompt import DEFAULT_NEGATIVE_PROMPT, extend_prompt
-from wan_demo.request import GenerationRequest, GenerationResult, Progress
-from wan_demo.settings import SEED_MAX, SEGMENT_FRAMES, Settings
-from wan_demo.validate import validate
-from wan_demo.video import to_uint8, write_mp4, write_sidecar, write_thumbnail
+from wan_demo.core.request import GenerationRequest, GenerationResult, Progress
+from wan_demo.core.settings import SEED_MAX, SEGMENT_FRAMES, Settings
+from wan_demo.core.validate import validate
+from wan_demo.media.image import resize_for_model
+from wan_demo.media.video import to_uint8, write_mp4, write_sidecar, write_thumbnail
+from wan_demo.model import speed
+from wan_demo.model.pipeline import Engine, GenerationCancelled, run_segment
+from wan_demo.prompt.extend import DEFAULT_NEGATIVE_PROMPT, extend_prompt
 
 SEGMENT_SECONDS = 5  # one 81-frame segment is 5.06 s at 16 fps
 

@@ -7,10 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from wan_demo import api, distributed, ui, zerogpu
-from wan_demo.jobs import Worker
-from wan_demo.pipeline import ModelUnavailable, load_engine
-from wan_demo.settings import Settings, from_env
+from wan_demo.core.settings import Settings, from_env
+from wan_demo.jobs.worker import Worker
+from wan_demo.model import distributed
+from wan_demo.model.pipeline import ModelUnavailable, load_engine
+from wan_demo.rest import routes as api
+from wan_demo.web import ui, zerogpu
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wan_demo.core.request import GenerationRequest, GenerationResult, InvalidRequest, Progress
+from wan_demo.core.settings import Settings
+from wan_demo.core.validate import validate
 from wan_demo.generate import ProgressFn, generate
-from wan_demo.pipeline import Engine, GenerationCancelled
-from wan_demo.request import GenerationRequest, GenerationResult, InvalidRequest, Progress
-from wan_demo.settings import Settings
-from wan_demo.validate import validate
+from wan_demo.model.pipeline import Engine, GenerationCancelled
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import SIZE_MULTIPLE
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import SIZE_MULTIPLE
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_INPUT_PIXELS = 40_000_000  # decompression-bomb cap (a 40 MP photo is already huge)

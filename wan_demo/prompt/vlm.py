@@ -16,7 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from wan_demo.prompt_text import (
+from wan_demo.core.settings import Settings
+from wan_demo.prompt.text import (
     SYSTEM_PROMPT,
     BackendFailed,
     check_output,
@@ -24,7 +25,6 @@ from wan_demo.prompt_text import (
     downscale,
     user_message,
 )
-from wan_demo.settings import Settings
 
 MAX_NEW_TOKENS = 320  # ~240 words; longer answers fail the length check anyway
 VRAM_MARGIN = 1.3  # weights x this + 1 GiB must be free: activations and KV cache of ~1k tokens

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
 
 SETUP_HINT = (
     "the REST API is disabled: no API keys are configured. Set WAN_DEMO_API_KEYS=<key>[,<key>...] "

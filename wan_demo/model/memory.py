@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wan_demo.memory_estimate import ComponentSize, Shape, transformer_activations_gb, vae_activations_gb
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.model.memory_estimate import (
+    ComponentSize,
+    Shape,
+    transformer_activations_gb,
+    vae_activations_gb,
+)
 
 VRAM_USABLE = 0.95  # fraction of the budget a plan may use (allocator fragmentation)
 RAM_USABLE = 0.90  # fraction of host RAM a plan may use (OS, page cache)
@@ -237,7 +242,7 @@ def plan_for(
 
     Under torchrun every rank holds a full copy of the weights (context parallelism shards only
     the token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
-    from wan_demo.memory_estimate import sizes_of_pipe
+    from wan_demo.model.memory_estimate import sizes_of_pipe
 
     budget = read_budget(settings, device)
     budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
@@ -252,7 +257,7 @@ def apply_plan(
     pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
 ) -> Plan:
     """Choose and wire the plan; returns it (Plan.summary for the banner, Plan.info() for info)."""
-    from wan_demo import memory_apply
+    from wan_demo.model import memory_apply
 
     plan = plan_for(pipe, settings, device, shape, ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from wan_demo.image import decode_image
-from wan_demo.jobs import CANCELLED, SUCCESS, QueueFull, Worker
-from wan_demo.request import GenerationRequest, InvalidRequest, Progress
-from wan_demo.settings import Settings
-from wan_demo.validate import validate
-from wan_demo.video import remove_old_outputs
+from wan_demo.core.request import GenerationRequest, InvalidRequest, Progress
+from wan_demo.core.settings import Settings
+from wan_demo.core.validate import validate
+from wan_demo.jobs.worker import CANCELLED, SUCCESS, QueueFull, Worker
+from wan_demo.media.image import decode_image
+from wan_demo.media.video import remove_old_outputs
 
 HEARTBEAT_S = 0.5  # longest wait between yields: how fast a Cancel click takes effect while queued
 AUTO = "auto"  # speed-mode choice meaning "the server's default"

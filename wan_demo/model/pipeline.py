@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wan_demo.settings import MAX_AREA, REAL_MODEL_ID, TEXT_TOKENS, Settings
+from wan_demo.core.settings import MAX_AREA, REAL_MODEL_ID, TEXT_TOKENS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,12 @@ def load_engine(settings: Settings) -> Engine:
     import torch
     import transformers
 
-    from wan_demo import distributed, memory, speed_setup
-    from wan_demo.memory_estimate import Shape
+    from wan_demo.model import distributed, memory, speed_setup
+    from wan_demo.model.memory_estimate import Shape
 
     device = choose_device(settings)
     if wants_tiny(settings, device):
-        from wan_demo.tiny import TINY_MODEL_NAME, build_tiny_pipeline
+        from wan_demo.model.tiny import TINY_MODEL_NAME, build_tiny_pipeline
 
         log.warning(TINY_BANNER)
         pipe = build_tiny_pipeline().to(device)

@@ -14,12 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-from wan_demo.image import decode_image
-from wan_demo.jobs import CANCELLED as TASK_CANCELLED
-from wan_demo.jobs import SUCCESS as TASK_SUCCESS
-from wan_demo.jobs import QueueFull, Task, Worker
-from wan_demo.request import GenerationRequest, InvalidRequest, Progress
-from wan_demo.store import CANCELLED, FAILED, SUCCESS, RequestStore, StoredRequest
+from wan_demo.core.request import GenerationRequest, InvalidRequest, Progress
+from wan_demo.jobs.store_sqlite import CANCELLED, FAILED, SUCCESS, RequestStore, StoredRequest
+from wan_demo.jobs.worker import CANCELLED as TASK_CANCELLED
+from wan_demo.jobs.worker import SUCCESS as TASK_SUCCESS
+from wan_demo.jobs.worker import QueueFull, Task, Worker
+from wan_demo.media.image import decode_image
 
 log = logging.getLogger(__name__)
 

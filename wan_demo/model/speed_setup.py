@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from wan_demo import speed
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.model import speed
 
 log = logging.getLogger(__name__)
 

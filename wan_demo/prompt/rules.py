@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from wan_demo.prompt_text import language_of
+from wan_demo.prompt.text import language_of
 
 # (English keywords, Chinese keywords, English motion, Chinese motion); first two matches are used
 MOTIONS = [

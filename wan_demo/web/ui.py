@@ -11,12 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from wan_demo.jobs import Worker
-from wan_demo.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
-from wan_demo.ui_handlers import AUTO, check_inputs, example_runner, make_generate
-from wan_demo.validate import MAX_GUIDANCE, MAX_STEPS
+from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
+from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
+from wan_demo.jobs.worker import Worker
+from wan_demo.web.handlers import AUTO, check_inputs, example_runner, make_generate
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
 CSS = """
 #banner.tiny { border-left: 4px solid #d97706; padding-left: 10px; }

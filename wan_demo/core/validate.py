@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from wan_demo.image import prepare_input
-from wan_demo.request import GenerationRequest, InvalidRequest
-from wan_demo.settings import MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
+from wan_demo.media.image import prepare_input
 
 __all__ = ["InvalidRequest", "validate"]
 

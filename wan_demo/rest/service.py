@@ -15,15 +15,15 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import FileResponse
 
-from wan_demo import validate
-from wan_demo.api_schema import Outcome, RequestView, SubmitBody
-from wan_demo.dispatch import Dispatcher
-from wan_demo.inputs import load_input_image
-from wan_demo.jobs import Worker
-from wan_demo.keys import SETUP_HINT, KeyRing
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import API_MODEL_ID, Settings
-from wan_demo.store import ACTIVE, PROCESSING, QUEUED, SUCCESS, SqliteStore, StoredRequest
+from wan_demo.core import validate
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.dispatch import Dispatcher
+from wan_demo.jobs.store_sqlite import ACTIVE, PROCESSING, QUEUED, SUCCESS, SqliteStore, StoredRequest
+from wan_demo.jobs.worker import Worker
+from wan_demo.rest.inputs import load_input_image
+from wan_demo.rest.keys import SETUP_HINT, KeyRing
+from wan_demo.rest.schema import Outcome, RequestView, SubmitBody
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from wan_demo.core.request import GenerationRequest, GenerationResult
+from wan_demo.core.settings import MAX_AREA, SEGMENT_FRAMES, Settings
 from wan_demo.generate import ProgressFn, frames_for, generate
-from wan_demo.image import fit_size
-from wan_demo.pipeline import Engine, GenerationCancelled
-from wan_demo.request import GenerationRequest, GenerationResult
-from wan_demo.settings import MAX_AREA, SEGMENT_FRAMES, Settings
+from wan_demo.media.image import fit_size
+from wan_demo.model.pipeline import Engine, GenerationCancelled
 
 # Cost model for a ZeroGPU "large" slice (half an H200), fitted to published full-H200 figures:
 # 80 transformer forwards at 81x480x832 take ~366 s there (~4.6 s each), so ~9 s on half a card.
@@ -126,7 +126,7 @@ def _generate_on_gpu(request: GenerationRequest, settings: Settings) -> Generati
 
 def duration_for(request: GenerationRequest, settings: Settings) -> int:
     """spaces.GPU duration callable: receives the decorated function's arguments."""
-    from wan_demo import speed
+    from wan_demo.model import speed
 
     engine = _BRIDGE.engine if _BRIDGE is not None else None
     max_area = engine.max_area if engine is not None else MAX_AREA

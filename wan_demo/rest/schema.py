@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_demo.settings import API_MODEL_ID, FPS, MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
+from wan_demo.core.settings import API_MODEL_ID, FPS, MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
 
 STATUS_DOC = "queued | processing | success | failed | cancelled (the last three never change)"
 

@@ -18,7 +18,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
-from wan_demo.api_schema import (
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.store_sqlite import PROCESSING, QUEUED, STATUSES
+from wan_demo.jobs.worker import Worker
+from wan_demo.rest.keys import SETUP_HINT, KeyRing
+from wan_demo.rest.schema import (
     ErrorBody,
     ModelIds,
     ModelInfo,
@@ -28,12 +33,7 @@ from wan_demo.api_schema import (
     Submitted,
     model_info,
 )
-from wan_demo.api_service import ApiError, RestService
-from wan_demo.jobs import Worker
-from wan_demo.keys import SETUP_HINT, KeyRing
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import API_MODEL_ID, Settings
-from wan_demo.store import PROCESSING, QUEUED, STATUSES
+from wan_demo.rest.service import ApiError, RestService
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import time
 import httpx
 from PIL import Image
 
-from wan_demo.prompt_text import (
+from wan_demo.core.settings import Settings
+from wan_demo.prompt.text import (
     SYSTEM_PROMPT,
     BackendFailed,
     check_output,
@@ -22,7 +23,6 @@ from wan_demo.prompt_text import (
     downscale,
     user_message,
 )
-from wan_demo.settings import Settings
 
 MAX_TOKENS = 320  # ~240 words: room for 120 words in either language, bounded cost
 MAX_RESPONSE_BYTES = 1_000_000  # a chat answer is a few KB; refuse to parse anything huge

@@ -13,9 +13,11 @@ from typing import Any
 
 from PIL import Image
 
-from wan_demo import prompt_openai, prompt_rules, prompt_vlm
-from wan_demo.prompt_text import BackendFailed
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.prompt import openai_backend as prompt_openai
+from wan_demo.prompt import rules as prompt_rules
+from wan_demo.prompt import vlm as prompt_vlm
+from wan_demo.prompt.text import BackendFailed
 
 # Our own list of failure modes to steer away from (used when the user gives no negative prompt):
 # quality defects, frozen or jittery motion, and artefacts typical of image-to-video models.

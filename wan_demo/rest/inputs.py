@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from wan_demo.image import decode_image
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import Settings
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import Settings
+from wan_demo.media.image import decode_image
 
 FIELD = "payload.path_input_image"
 DATA_URI_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp")

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wan_demo import speed
-from wan_demo.memory_estimate import Shape
-from wan_demo.settings import Settings
+from wan_demo.core.settings import Settings
+from wan_demo.model import speed
+from wan_demo.model.memory_estimate import Shape
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Group:
         Followers pass `last_step`: after it they raise GenerationCancelled, which skips their VAE
         decode (only rank 0's frames are used); no collective follows the last step.
         """
-        from wan_demo.pipeline import GenerationCancelled
+        from wan_demo.model.pipeline import GenerationCancelled
 
         def step(i: int) -> None:
             error = None
@@ -198,7 +198,7 @@ class Group:
             return self._run_led(engine, args, generator, on_step)
 
     def _run_led(self, engine, args: dict, generator, on_step) -> np.ndarray:
-        from wan_demo.pipeline import GenerationCancelled, run_segment
+        from wan_demo.model.pipeline import GenerationCancelled, run_segment
 
         local = dataclasses.replace(engine, parallel=None)
         try:
@@ -217,7 +217,7 @@ class Group:
         """Followers: run the posted segment; the output is discarded."""
         import torch
 
-        from wan_demo.pipeline import GenerationCancelled, run_segment
+        from wan_demo.model.pipeline import GenerationCancelled, run_segment
 
         args = dict(message["args"])
         args["image"] = Image.fromarray(args["image"])
@@ -364,7 +364,7 @@ def run_follower(settings: Settings, group: Group) -> None:
     """Entry for ranks != 0: load the same engine, attach CP, serve segments until stopped."""
     import signal
 
-    from wan_demo.pipeline import load_engine
+    from wan_demo.model.pipeline import load_engine
 
     # Ctrl-C reaches every rank under torchrun; rank 0 shuts down and then posts "stop", which
     # followers must still be listening for (torchrun's agent ends them if rank 0 dies instead).

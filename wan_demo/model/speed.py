@@ -14,8 +14,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from wan_demo.request import InvalidRequest
-from wan_demo.settings import Settings
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def resolve(settings: Settings, requested: str | None, fast_available: bool) -> 
 
 def apply(pipe, settings: Settings) -> bool:
     """Load the fast LoRA / cache / compile / attention backend. Returns whether fast mode is possible."""
-    from wan_demo.speed_setup import setup
+    from wan_demo.model.speed_setup import setup
 
     return setup(pipe, settings).fast_available
 
