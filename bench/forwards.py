@@ -1,5 +1,5 @@
 """Count transformer forwards and wall time per speed mode on the tiny model:
-python bench/forwards.py
+python -m bench.forwards
 
 Runs the real path (wan_demo.generate.generate) on one engine: quality (40 steps + CFG),
 quality + FirstBlockCache (default threshold) and fast (4 steps, CFG off, with a LoRA made here
@@ -9,12 +9,9 @@ transformer forward calls; "computed" counts those that ran the last block (the 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 AREA = 64 * 64  # tiny output keeps the run short; forward counts do not depend on size
 
@@ -51,11 +48,12 @@ REPEATS = 3  # wall time = the fastest of 3 runs (the CPU is shared; forward cou
 
 def measure(engine, settings, counter, mode: str, length_s: int, image) -> dict:
     from wan_demo.core.request import GenerationRequest
+    from wan_demo.core.validate import validate
     from wan_demo.generate import generate
 
     counter.calls = counter.computed = 0
-    request = GenerationRequest(
-        image=image, prompt="a cat walking", video_length_s=length_s, seed=1, speed_mode=mode
+    request = validate(
+        GenerationRequest(image, "a cat walking", video_length_s=length_s, seed=1, speed_mode=mode)
     )
     start = time.perf_counter()
     result = generate(request, engine, settings)
@@ -68,7 +66,7 @@ def main() -> None:
     from PIL import Image
 
     from wan_demo.core.settings import Settings
-    from wan_demo.model.pipeline import load_engine
+    from wan_demo.model.engine import load_engine
 
     tmp = Path(tempfile.mkdtemp(prefix="wan-forwards-"))
     lora = write_tiny_lora(tmp)

@@ -1,4 +1,4 @@
-"""Print the memory planner's choice for common cards: python bench/memory_plan.py
+"""Print the memory planner's choice for common cards: python -m bench.memory_plan
 
 Sizes come from the real Wan2.1-I2V-14B-480P component configs instantiated on the meta device
 (no weights, no network); activations for one 81-frame 480x832 segment (a 10 s clip is two).
@@ -6,13 +6,8 @@ Sizes come from the real Wan2.1-I2V-14B-480P component configs instantiated on t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from wan_demo.model.memory import Budget, choose  # noqa: E402
-from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes  # noqa: E402
+from wan_demo.model.memory import Budget, choose
+from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
 HOST_RAM_GB = (64, 32)

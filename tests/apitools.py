@@ -15,8 +15,13 @@ from fastapi import FastAPI
 from PIL import Image
 
 from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.common import TERMINAL
+from wan_demo.jobs.service import JobService
+from wan_demo.jobs.store_sqlite import SqliteJobStore
 from wan_demo.jobs.worker import Worker
-from wan_demo.rest import routes as api
+from wan_demo.rest import routes
+from wan_demo.rest.keys import KeyRing
+from wan_demo.rest.service import RestService
 
 KEY_A, KEY_B = "key-alpha-123", "key-beta-456"
 
@@ -36,11 +41,15 @@ def auth(key: str = KEY_A) -> dict[str, str]:
 
 
 @contextmanager
-def serve(settings: Settings, engine) -> Iterator[tuple[str, api.RestService, Worker]]:
-    """Worker + REST routes on a plain FastAPI app behind uvicorn on a free 127.0.0.1 port."""
-    worker = Worker(engine, settings).start()
+def serve(settings: Settings, engine) -> Iterator[tuple[str, RestService, Worker]]:
+    """Job queue + worker + REST routes on a plain FastAPI app behind uvicorn on a free port."""
+    jobs = JobService(SqliteJobStore(settings.data_dir / "requests.sqlite3"), settings, engine.plan_info)
+    jobs.start()
+    worker = Worker(jobs.store, engine, settings).start()
+    jobs.worker = worker
     app = FastAPI()
-    service = api.attach(app, worker, settings)
+    service = RestService(jobs, settings, KeyRing.from_settings(settings))
+    routes.attach(app, service)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -54,9 +63,8 @@ def serve(settings: Settings, engine) -> Iterator[tuple[str, api.RestService, Wo
     finally:
         server.should_exit = True
         thread.join(10)
-        service.dispatcher.stop()
-        worker.shutdown()
-        service.store.close()
+        worker.stop()
+        jobs.close()
 
 
 def wait_status(
@@ -114,3 +122,12 @@ def paused_generation(monkeypatch) -> Iterator[tuple[threading.Event, threading.
         yield reached, release
     finally:
         release.set()
+
+
+def wait_job(jobs: JobService, job, timeout: float = 120):
+    """Poll the job service until `job` is terminal (bounded); returns the finished record."""
+    deadline = time.monotonic() + timeout
+    while (current := jobs.get(job.request_id, job.owner)).status not in TERMINAL:
+        assert time.monotonic() < deadline, f"{job.request_id} stuck in {current.status}"
+        time.sleep(0.05)
+    return current

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wan_demo.core.request import GenerationRequest, ValidRequest
 from wan_demo.core.settings import Settings
+from wan_demo.core.validate import validate
 
 TEST_AREA = 64 * 64  # tiny model output budget in tests: 81 frames at 64x64 take ~2 s
 
@@ -37,6 +39,11 @@ def make_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
 
 
+def ask(image: Image.Image, prompt: str, **fields) -> ValidRequest:
+    """A validated request, as every edge makes one (GenerationRequest -> validate)."""
+    return validate(GenerationRequest(image, prompt, **fields))
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(
@@ -47,7 +54,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def engine():
-    from wan_demo.model.pipeline import load_engine
+    from wan_demo.model.engine import load_engine
 
     return load_engine(Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA))
 

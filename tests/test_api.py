@@ -84,7 +84,7 @@ def test_lifecycle_submit_processing_success(client, png, server, monkeypatch):
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
     assert client.get(done["outcome"]["video_url"]).status_code == 401
     assert client.get(done["outcome"]["video_url"], headers=auth(KEY_B)).status_code == 404
-    Path(server[1].store.get(done["request_id"]).video_path).unlink()  # outputs expire (output_ttl_h)
+    Path(server[1].jobs.store.get(done["request_id"]).video_path).unlink()  # outputs expire (output_ttl_h)
     gone = client.get(done["outcome"]["video_url"], headers=auth())
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired"
 

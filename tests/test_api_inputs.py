@@ -11,11 +11,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from apitools import KEY_B, api_settings, auth, b64_image, body, paused_generation, serve, wait_status
-from conftest import make_image
+from apitools import (
+    KEY_A,
+    KEY_B,
+    api_settings,
+    auth,
+    b64_image,
+    body,
+    paused_generation,
+    serve,
+    wait_job,
+    wait_status,
+)
+from conftest import ask, make_image
 from PIL import Image
 
-from wan_demo.core.request import GenerationRequest
 from wan_demo.generate import generate
 
 BASE = "/api/v1/apikey/requests"
@@ -119,8 +129,8 @@ def test_accepted_forms(client, server):
         r = client.post(BASE, json=payload(path_input_image=form), headers=auth(KEY_B))
         assert r.status_code == 200, r.text
         client.post(f"{BASE}/{r.json()['request_id']}/cancel", headers=auth(KEY_B))
-    for rec in service.store.list_requests(service.keys.owner_of(f"Bearer {KEY_B}"))[0]:
-        wait_status(client, f"{BASE}/{rec.request_id}", ("cancelled", "success"), key=KEY_B)
+    for job in service.jobs.list(service.keys.owner_of(f"Bearer {KEY_B}"))[0]:
+        wait_status(client, f"{BASE}/{job.request_id}", ("cancelled", "success"), key=KEY_B)
 
 
 def test_per_key_limit_and_queue_full(client, monkeypatch):
@@ -160,7 +170,7 @@ def test_50_concurrent_submits_never_overlap(engine, tmp_path):
     settings = api_settings(tmp_path, steps=1, queue_max_size=64, max_active_per_key=64)
     with serve(settings, engine) as (url, service, worker), httpx.Client(base_url=url, timeout=60) as client:
         worker.run = counted  # the Worker's injection seam: every generation passes through here
-        ui_tasks = [worker.submit(GenerationRequest(make_image(), "ui job")) for _ in range(2)]
+        ui_jobs = [service.jobs.submit(ask(make_image(), "ui job"), "ui", "ui") for _ in range(2)]
         with ThreadPoolExecutor(16) as pool:
             responses = list(pool.map(lambda _: client.post(BASE, json=payload(), headers=auth()), range(50)))
         assert [r.status_code for r in responses] == [200] * 50
@@ -173,13 +183,15 @@ def test_50_concurrent_submits_never_overlap(engine, tmp_path):
         for rid in ids:
             client.post(f"{BASE}/{rid}/cancel", headers=auth())
         final = [wait_status(client, f"{BASE}/{rid}", ("success", "failed", "cancelled")) for rid in ids]
-        assert all(task.wait(60) for task in ui_tasks)
-        records = [service.store.get(rid) for rid in ids]
+        owner = service.keys.owner_of(f"Bearer {KEY_A}")
+        records = [service.jobs.get(rid, owner) for rid in ids]
+        ui_done = [wait_job(service.jobs, job) for job in ui_jobs]
     statuses = [f["status"] for f in final]
     assert "failed" not in statuses and statuses.count("success") >= 1
     assert peak[0] == 1 and ran[0] >= 3  # two UI jobs + at least one REST job really ran
     runs = sorted((r.started_at, r.completed_at) for r in records if r.status == "success")
-    runs += [(t.started_at, t.completed_at) for t in ui_tasks]
+    assert [j.status for j in ui_done] == ["success", "success"]
+    runs += [(j.started_at, j.completed_at) for j in ui_done]
     runs.sort()
     assert all(
         a[1] <= b[0] for a, b in zip(runs, runs[1:], strict=False)

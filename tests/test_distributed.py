@@ -20,49 +20,37 @@ import pytest
 import torch
 from conftest import TEST_AREA, make_image
 
+from wan_demo.core.request import GenerationCancelled
 from wan_demo.core.settings import Settings
-from wan_demo.model import distributed
-from wan_demo.model.distributed import per_rank_host_bytes, per_rank_tokens, per_rank_transformer_bytes
-from wan_demo.model.pipeline import GenerationCancelled, load_engine, run_segment
+from wan_demo.model import distributed, torchrun
+from wan_demo.model.distributed_group import Group
+from wan_demo.model.engine import load_engine
+from wan_demo.model.memory_estimate import Shape
+from wan_demo.model.pipeline import run_segment
 
 ROOT = Path(__file__).resolve().parents[1]
-GIB = 2**30
-WAN14B = int(30.5 * GIB)  # transformer weights in bf16
 
 
 # --- pure maths --------------------------------------------------------------------------------
 def test_sequence_tokens_and_split():
-    assert distributed.sequence_tokens(832, 480, 81) == 21 * 30 * 52  # 32760 tokens at 480P
-    assert not distributed.needs_uneven_split(832, 480, 81, 8)
-    assert distributed.needs_uneven_split(624, 624, 81, 2)  # 21*39*39 is odd
-    assert per_rank_tokens(832, 480, 81, 4) == 8190
-
-
-def test_per_rank_transformer_bytes():
-    assert per_rank_transformer_bytes(WAN14B, 1, "replicate") == WAN14B
-    assert per_rank_transformer_bytes(WAN14B, 8, "replicate") == WAN14B  # CP alone shards no weights
-    fsdp8 = per_rank_transformer_bytes(WAN14B, 8, "fsdp")
-    assert WAN14B / 8 < fsdp8 < WAN14B / 8 + 2 * WAN14B / 40 + 1  # shard + two gathered blocks
-    assert per_rank_transformer_bytes(WAN14B, 1, "fsdp") == WAN14B
-    assert per_rank_transformer_bytes(WAN14B, 4, "block_offload") < 2 * GIB
-    assert per_rank_host_bytes(WAN14B, 4, "block_offload") == WAN14B  # per rank: x4 on one host
-    assert per_rank_host_bytes(WAN14B, 4, "fsdp") == 0
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        per_rank_transformer_bytes(WAN14B, 2, "tensor")
+    assert torchrun.sequence_tokens(832, 480, 81) == 21 * 30 * 52  # 32760 tokens at 480P
+    assert not torchrun.needs_uneven_split(832, 480, 81, 8)
+    assert torchrun.needs_uneven_split(624, 624, 81, 2)  # 21*39*39 is odd
+    assert Shape(81, 480, 832, ranks=4).tokens_per_rank == 8190
 
 
 def test_single_process_is_not_distributed():
     assert distributed.init(Settings(), environ={"WORLD_SIZE": "1"}) is None
-    assert distributed.world_size_from_env({}) == 1
-    assert distributed.ranks_from_env({}) == (1, 1)
-    assert distributed.ranks_from_env({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}) == (8, 4)
+    assert torchrun.world_size_from_env({}) == 1
+    assert torchrun.ranks_from_env({}) == (1, 1)
+    assert torchrun.ranks_from_env({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}) == (8, 4)
 
 
 def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     """Under context parallelism each GPU holds all weights but 1/N of the tokens' activations,
     and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
     from wan_demo.model import memory
-    from wan_demo.model.memory_estimate import Shape, real_sizes
+    from wan_demo.model.memory_estimate import real_sizes
 
     dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
     budget = memory.Budget(vram_gb=80, ram_gb=256, source="test")
@@ -71,7 +59,7 @@ def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     assert four.per_component["transformer"]["vram_gb"] < one.per_component["transformer"]["vram_gb"]
     weights = real_sizes()["transformer"].weights_gb(False)
     assert four.per_component["transformer"]["vram_gb"] > weights  # weights are not sharded
-    assert Shape(ranks=4).tokens_per_rank == per_rank_tokens(832, 480, 81, 4)
+    assert Shape(ranks=4).tokens_per_rank == -(-Shape().tokens // 4)
     settings = Settings(vram_gb=80, ram_gb=64)  # budgets as settings: no GPU needed to plan
     plan = memory.plan_for(engine.pipe, settings, "cuda:0", Shape(ranks=8), ranks_per_host=8)
     assert plan.budget.ram_gb == 8 and plan.budget.vram_gb == 80
@@ -179,7 +167,7 @@ def test_stalled_rank_fails_the_request_instead_of_hanging(two_ranks):
 
 def test_step_cache_is_refused_on_several_gpus(engine):
     """FirstBlockCache decides per rank from its own shard: ranks would disagree and hang."""
-    group = distributed.Group(0, 2, "gloo", store=None, timeout_s=1.0, settings=Settings(cache="fbcache"))
+    group = Group(0, 2, "gloo", store=None, timeout_s=1.0, settings=Settings(cache="fbcache"))
     with pytest.raises(ValueError, match="cache='fbcache' is not supported on several GPUs"):
         distributed.attach(engine, group)
     assert engine.parallel is None

@@ -5,33 +5,17 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import ask
 
-from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.request import GenerationCancelled, GenerationRequest, InvalidRequest
 from wan_demo.core.settings import SEED_MAX
-from wan_demo.generate import draw_seed, eta_s, frames_for, generate
+from wan_demo.generate import generate
 from wan_demo.media.video import count_frames, read_mp4_metadata
-from wan_demo.model.pipeline import GenerationCancelled
-
-
-def test_frame_counts_per_length():
-    assert frames_for(5) == 81
-    assert frames_for(10) == 161
-    with pytest.raises(ValueError):
-        frames_for(7)
-
-
-def test_seed_and_eta_maths():
-    assert draw_seed(42) == 42
-    drawn = {draw_seed(-1) for _ in range(20)}
-    assert all(0 <= s <= SEED_MAX for s in drawn) and len(drawn) > 1
-    assert eta_s(0, 10, 0.0) is None
-    assert eta_s(2, 10, 4.0) == pytest.approx(16.0)
-    assert eta_s(10, 10, 20.0) == 0.0
 
 
 def test_five_second_clip_writes_mp4_thumbnail_and_metadata(engine, settings, image):
     reports = []
-    result = generate(GenerationRequest(image, "a cat walks", seed=7), engine, settings, reports.append)
+    result = generate(ask(image, "a cat walks", seed=7), engine, settings, reports.append)
     assert result.num_frames == 81 and result.fps == 16 and result.duration_s == pytest.approx(81 / 16)
     assert (result.width, result.height) == (64, 48)  # 3:2 input inside the 64*64 test budget
     assert count_frames(result.video_path) == (81, 64, 48)
@@ -48,7 +32,7 @@ def test_five_second_clip_writes_mp4_thumbnail_and_metadata(engine, settings, im
 
 
 def test_ten_second_clip_chains_two_segments(engine, settings, image):
-    result = generate(GenerationRequest(image, "waves roll in", seed=3, video_length_s=10), engine, settings)
+    result = generate(ask(image, "waves roll in", seed=3, video_length_s=10), engine, settings)
     assert result.num_frames == 161 and result.settings["segments"] == 2
     assert count_frames(result.video_path)[0] == 161
 
@@ -56,7 +40,7 @@ def test_ten_second_clip_chains_two_segments(engine, settings, image):
 def _frames(engine, settings, image, seed):
     import imageio_ffmpeg
 
-    result = generate(GenerationRequest(image, "a dog runs", seed=seed), engine, settings)
+    result = generate(ask(image, "a dog runs", seed=seed), engine, settings)
     reader = imageio_ffmpeg.read_frames(str(result.video_path))
     next(reader)
     return result, np.stack([np.frombuffer(f, np.uint8) for f in reader])
@@ -72,7 +56,7 @@ def test_same_seed_same_frames_and_unique_files(engine, settings, image):
 
 
 def test_random_seed_is_reported(engine, settings, image):
-    result = generate(GenerationRequest(image, "a dog runs", seed=-1), engine, settings)
+    result = generate(ask(image, "a dog runs", seed=-1), engine, settings)
     assert 0 <= result.seed_used <= SEED_MAX
     assert read_mp4_metadata(result.video_path)["seed"] == result.seed_used
 
@@ -93,16 +77,22 @@ def test_cancel_stops_mid_run_without_decoding_and_pipeline_stays_usable(
     monkeypatch.setattr(engine.pipe.vae, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
     slow = settings.replace(steps=50)
     with pytest.raises(GenerationCancelled, match="after step 4/50"):
-        generate(GenerationRequest(image, "a dog runs", seed=1), engine, slow, on_progress, stop)
+        generate(ask(image, "a dog runs", seed=1), engine, slow, on_progress, stop)
     assert max(p.step for p in seen if p.stage == "denoise") == 3
     assert not list(slow.output_dir.glob("*.mp4"))
     assert decodes == []  # cancelled: the VAE decode never ran
-    result = generate(GenerationRequest(image, "a dog runs", seed=1), engine, settings)
+    result = generate(ask(image, "a dog runs", seed=1), engine, settings)
     assert result.num_frames == 81
     assert decodes == [1]
 
 
-def test_invalid_request_fails_before_any_work(engine, settings, image):
-    with pytest.raises(InvalidRequest, match="seed"):
-        generate(GenerationRequest(image, "ok", seed=-5), engine, settings)
+def test_generate_takes_only_a_validated_request(engine, settings, image):
+    with pytest.raises(TypeError, match="ValidRequest"):
+        generate(GenerationRequest(image, "ok", seed=5), engine, settings)  # type: ignore[arg-type]
+    assert not settings.output_dir.exists()
+
+
+def test_fast_mode_without_its_lora_is_refused_before_any_work(engine, settings, image):
+    with pytest.raises(InvalidRequest, match="'fast' needs the step-distilled LoRA"):
+        generate(ask(image, "ok", speed_mode="fast"), engine, settings)
     assert not settings.output_dir.exists()

@@ -5,9 +5,11 @@ import io
 import pytest
 from PIL import Image
 
+from wan_demo.core.plan import fit_size
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import MAX_AREA
-from wan_demo.media.image import MAX_INPUT_PIXELS, decode_image, fit_size, prepare_input, resize_for_model
+from wan_demo.core.validate import MAX_INPUT_PIXELS, check_image
+from wan_demo.media.image import decode_image, probe_image, resize_for_model
 
 
 @pytest.mark.parametrize(
@@ -37,7 +39,7 @@ def test_fit_size_rejects_non_positive():
 
 def test_resize_for_model_has_exact_target_size():
     image = Image.new("RGB", (1920, 1080), "red")
-    assert resize_for_model(image, MAX_AREA).size == (832, 464)
+    assert resize_for_model(image, fit_size(*image.size, MAX_AREA)).size == (832, 464)
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -55,7 +57,7 @@ def test_decode_allowed_formats(fmt):
 def test_decode_rejects_other_formats_and_garbage():
     with pytest.raises(InvalidRequest, match="format GIF is not allowed"):
         decode_image(_encode(Image.new("RGB", (40, 30)), "GIF"))
-    with pytest.raises(InvalidRequest, match="not a readable image"):
+    with pytest.raises(InvalidRequest, match="not a readable JPEG, PNG or WEBP image"):
         decode_image(b"this is not an image")
 
 
@@ -65,16 +67,18 @@ def test_decode_rejects_pixel_bomb_before_decoding():
     assert 10_000 * 10_000 > MAX_INPUT_PIXELS
     with pytest.raises(InvalidRequest, match="too many pixels"):
         decode_image(bomb)
+    with pytest.raises(InvalidRequest, match="too many pixels"):
+        probe_image(bomb)  # the UI's early validator reads the same header
 
 
-def test_prepare_input_applies_exif_orientation_and_rgb():
+def test_check_image_applies_exif_orientation_and_rgb():
     image = Image.new("RGBA", (60, 20), (255, 0, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     data = _encode_with_exif(image.convert("RGB"), exif)
-    upright = prepare_input(Image.open(io.BytesIO(data)))
+    upright = check_image(Image.open(io.BytesIO(data)))
     assert upright.size == (20, 60) and upright.mode == "RGB"
-    flattened = prepare_input(image)  # transparent pixels land on white
+    flattened = check_image(image)  # transparent pixels land on white
     assert flattened.mode == "RGB" and flattened.getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -88,14 +92,14 @@ def _encode_with_exif(image: Image.Image, exif: Image.Exif) -> bytes:
     ("size", "rule"),
     [((8, 100), "too small"), ((400, 50), "too elongated"), ((9000, 9000), "too many pixels")],
 )
-def test_prepare_input_rejects_absurd_sizes(size, rule):
+def test_check_image_rejects_absurd_sizes(size, rule):
     with pytest.raises(InvalidRequest, match=rule) as err:
-        prepare_input(Image.new("RGB", size))
+        check_image(Image.new("RGB", size))
     assert err.value.field == "image"
 
 
-def test_prepare_input_requires_an_image():
+def test_check_image_requires_an_image():
     with pytest.raises(InvalidRequest, match="image: is required"):
-        prepare_input(None)
+        check_image(None)
     with pytest.raises(InvalidRequest, match="must be an image, got str"):
-        prepare_input("/etc/passwd")
+        check_image("/etc/passwd")

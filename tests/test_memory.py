@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wan_demo.core.settings import Settings
-from wan_demo.model import memory
+from wan_demo.model import memory, memory_apply
 from wan_demo.model.memory import BY_NAME, Budget, choose, estimate
 from wan_demo.model.memory_estimate import Shape, real_sizes
 from wan_demo.model.tiny import build_tiny_pipeline
@@ -94,8 +94,8 @@ def test_budget_comes_from_settings_or_psutil():
 
 def test_tiny_engine_on_cpu_is_resident(engine):
     assert engine.memory_plan.startswith("resident:")
-    assert engine.info["memory"]["strategy"] == "resident"
-    assert engine.info["memory"]["fits"] is True
+    assert engine.details["memory"]["strategy"] == "resident"
+    assert engine.details["memory"]["fits"] is True
 
 
 def _run(pipe) -> torch.Tensor:
@@ -127,7 +127,8 @@ def reference_latents():
 def test_strategy_wiring_on_cpu(mode, reference_latents):
     """Each strategy's real diffusers wiring runs on CPU (onload device cpu, no CUDA streams)."""
     pipe = build_tiny_pipeline()
-    plan = memory.apply_plan(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
+    plan = memory.plan_for(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
+    memory_apply.apply_plan(pipe, plan, "cpu")
     assert plan.strategy.name == mode
     latents = _run(pipe)
     assert latents.shape == reference_latents.shape and torch.isfinite(latents).all()

@@ -1,12 +1,12 @@
 """Model selection and the REAL loading function, fed a tiny model saved as a diffusers folder."""
 
 import pytest
+from conftest import ask
 
-from wan_demo.core.request import GenerationRequest
 from wan_demo.core.settings import REAL_MODEL_ID, Settings
 from wan_demo.generate import generate
 from wan_demo.media.video import count_frames
-from wan_demo.model.pipeline import TINY_BANNER, ModelUnavailable, load_engine, wants_tiny
+from wan_demo.model.engine import TINY_BANNER, ModelUnavailable, load_engine, wants_tiny
 from wan_demo.model.tiny import save_tiny_pipeline
 
 
@@ -39,7 +39,7 @@ def test_real_loader_reads_a_local_diffusers_folder(tmp_path, image):
     # The real path uses the 480*832 budget; a 64x48 input keeps its ratio inside it.
     assert engine.max_area == 480 * 832
     small = engine.__class__(**{**engine.__dict__, "max_area": 64 * 64})
-    result = generate(GenerationRequest(image, "a cat", seed=0), small, settings)
+    result = generate(ask(image, "a cat", seed=0), small, settings)
     assert count_frames(result.video_path) == (81, 64, 48)
 
 

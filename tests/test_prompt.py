@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ask
 from PIL import Image
 
+from wan_demo.core.plan import DEFAULT_NEGATIVE_PROMPT
 from wan_demo.core.settings import Settings
 from wan_demo.prompt import extend as prompt
 from wan_demo.prompt import rules as prompt_rules
-from wan_demo.prompt.extend import DEFAULT_NEGATIVE_PROMPT, extend_prompt, plan
+from wan_demo.prompt.extend import backends, extend_prompt
 from wan_demo.prompt.rules import extend_with_rules, image_traits
 from wan_demo.prompt.text import MAX_OUTPUT_CHARS, BackendFailed, check_output, clean_output, language_of
 
@@ -77,12 +79,12 @@ def test_check_output_rules():
 
 def test_plan_orders_backends(monkeypatch):
     monkeypatch.setattr(prompt.prompt_vlm, "cuda_available", lambda: False)
-    order, skipped = plan(Settings())
+    order, skipped = backends(Settings())
     assert order == ["rules"] and [s["backend"] for s in skipped] == ["openai", "local"]
-    order, _ = plan(Settings(openai_base_url="http://127.0.0.1:9/v1", openai_model="m"))
+    order, _ = backends(Settings(openai_base_url="http://127.0.0.1:9/v1", openai_model="m"))
     assert order == ["openai", "rules"]
-    assert plan(Settings(prompt_extender="local"))[0] == ["local", "rules"]
-    assert plan(Settings(prompt_extender="off"))[0] == []
+    assert backends(Settings(prompt_extender="local"))[0] == ["local", "rules"]
+    assert backends(Settings(prompt_extender="off"))[0] == []
 
 
 def test_toggle_changes_final_prompt_with_offline_fallback(image, monkeypatch):
@@ -103,7 +105,7 @@ def test_never_fails_even_when_every_backend_raises(image, monkeypatch):
     final, info = extend_prompt("a cat", image, Settings(prompt_extender="rules"))
     assert final == "a cat" and info["backend"] == "none"
     assert info["attempts"] == [{"backend": "rules", "error": "RuntimeError: broken"}]
-    monkeypatch.setattr(prompt, "plan", boom)
+    monkeypatch.setattr(prompt, "backends", boom)
     monkeypatch.setitem(prompt.RUNNERS, "rules", prompt._run_rules)
     final, info = extend_prompt("a cat", image, Settings())
     assert info["backend"] == "rules" and info["skipped"][0]["backend"] == "plan"
@@ -117,11 +119,9 @@ def test_local_backend_falls_back_to_rules_when_model_missing(image, tmp_path):
 
 
 def test_generate_records_extended_prompt(engine, settings, image):
-    from wan_demo.core.request import GenerationRequest
     from wan_demo.generate import generate
 
-    request = GenerationRequest(image=image, prompt="a boat on a lake", prompt_extend=True, seed=1)
-    result = generate(request, engine, settings)
+    result = generate(ask(image, "a boat on a lake", prompt_extend=True, seed=1), engine, settings)
     assert result.final_prompt.startswith("a boat on a lake.") and result.prompt_info["backend"] == "rules"
     assert DEFAULT_NEGATIVE_PROMPT and len(result.final_prompt) <= MAX_OUTPUT_CHARS
 

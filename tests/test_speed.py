@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import ask
 from PIL import Image
 
-from wan_demo.core.request import GenerationRequest, InvalidRequest
+from bench.forwards import ForwardCounter, write_tiny_lora
+from wan_demo.core.plan import MODES, resolve_mode
+from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
 from wan_demo.model import speed
 from wan_demo.model.speed_setup import set_attention_backend
 from wan_demo.model.tiny import build_tiny_pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.forwards import ForwardCounter, write_tiny_lora  # noqa: E402
-
 TEST_AREA = 64 * 64
 
 
 def test_resolve_defaults_and_overrides():
     s = Settings()
-    assert speed.resolve(s, None, fast_available=True).name == "fast"
-    assert speed.resolve(s, None, fast_available=False) == speed.MODES["quality"]
-    assert speed.resolve(s, "quality", fast_available=True).steps == 40
-    fast = speed.resolve(s, "fast", fast_available=True)
+    assert resolve_mode(s, None, fast_available=True).name == "fast"
+    assert resolve_mode(s, None, fast_available=False) == MODES["quality"]
+    assert resolve_mode(s, "quality", fast_available=True).steps == 40
+    fast = resolve_mode(s, "fast", fast_available=True)
     assert (fast.steps, fast.guidance, fast.shift) == (4, 1.0, 5.0)
-    assert speed.resolve(Settings(speed_mode="quality"), None, True).name == "quality"
-    assert speed.resolve(Settings(steps=7), "quality", True).steps == 7
+    assert resolve_mode(Settings(speed_mode="quality"), None, True).name == "quality"
+    assert resolve_mode(Settings(steps=7), "quality", True).steps == 7
 
 
 def test_fast_without_lora_is_a_clear_input_error(engine, settings, image):
     with pytest.raises(InvalidRequest, match="'fast' needs the step-distilled LoRA"):
-        generate(GenerationRequest(image=image, prompt="a cat", speed_mode="fast"), engine, settings)
+        generate(ask(image, "a cat", speed_mode="fast"), engine, settings)
 
 
 def test_cache_settings_are_checked():
@@ -58,7 +55,7 @@ def _latents(pipe, steps: int = 2, guidance: float = 1.0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def lora_engine(tmp_path_factory):
     """An engine of our own (never the shared fixture): tiny model + local LoRA + FirstBlockCache."""
-    from wan_demo.model.pipeline import load_engine
+    from wan_demo.model.engine import load_engine
 
     tmp = tmp_path_factory.mktemp("lora")
     s = Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA, lora=str(write_tiny_lora(tmp)),
@@ -69,18 +66,18 @@ def lora_engine(tmp_path_factory):
 def test_lora_loads_fuses_and_unfuses(lora_engine):
     engine, s = lora_engine
     pipe = engine.pipe
-    assert engine.fast_available and engine.info["speed"]["default_mode"] == "fast"
+    assert engine.fast_available and engine.details["speed"]["default_mode"] == "fast"
     assert speed.lora_fused(pipe) and not pipe.transformer.is_cache_enabled  # fast: fused, no cache
     fused = _latents(pipe)
     reference = _latents(build_tiny_pipeline())  # same seed, no LoRA
 
-    speed.activate(pipe, speed.MODES["quality"], s)
+    speed.activate(pipe, "quality", s)
     assert not speed.lora_fused(pipe) and pipe.transformer.is_cache_enabled
     speed.set_cache(pipe, s, on=False)  # compare weights only
     torch.testing.assert_close(_latents(pipe), reference)  # unfused + disabled = base model
     assert not torch.allclose(fused, reference)  # the LoRA changes the output
 
-    speed.activate(pipe, speed.MODES["fast"], s)
+    speed.activate(pipe, "fast", s)
     torch.testing.assert_close(_latents(pipe), fused)  # fusing again restores fast mode
 
 
@@ -89,14 +86,12 @@ def test_requests_switch_modes_and_cache_on_one_engine(lora_engine, image):
     counter = ForwardCounter(engine.pipe.transformer)
     s = s.replace(steps=8)
 
-    quality = generate(
-        GenerationRequest(image=image, prompt="a cat", speed_mode="quality", seed=3), engine, s
-    )
+    quality = generate(ask(image, "a cat", speed_mode="quality", seed=3), engine, s)
     assert quality.settings["speed_mode"] == "quality" and quality.settings["guidance"] == 5.0
     assert counter.calls == 16 and counter.computed < counter.calls  # CFG: 2 per step; cache skips some
 
     counter.calls = counter.computed = 0
-    fast = generate(GenerationRequest(image=image, prompt="a cat", speed_mode="fast", seed=3), engine, s)
+    fast = generate(ask(image, "a cat", speed_mode="fast", seed=3), engine, s)
     assert fast.settings["speed_mode"] == "fast" and fast.settings["guidance"] == 1.0
     assert counter.calls == counter.computed == 8  # cache off in fast mode, CFG off
     assert fast.num_frames == quality.num_frames == 81
@@ -118,10 +113,10 @@ def test_attention_backend_falls_back_without_leaking_the_global_default():
 @pytest.mark.slow
 def test_compile_warms_up_at_load(tmp_path, image):
     """Regional torch.compile of the tiny blocks on CPU (inductor needs gcc; minutes on 2 cores)."""
-    from wan_demo.model.pipeline import load_engine
+    from wan_demo.model.engine import load_engine
 
     s = Settings(model="tiny", device="cpu", tiny_max_area=TEST_AREA, compile=True, steps=2,
                  output_dir=tmp_path, prompt_extender="off")  # fmt: skip
     engine = load_engine(s)
-    assert engine.info["speed"]["compiled"]
-    assert generate(GenerationRequest(image=image, prompt="a cat"), engine, s).num_frames == 81
+    assert engine.details["speed"]["compiled"]
+    assert generate(ask(image, "a cat"), engine, s).num_frames == 81

@@ -1,55 +1,87 @@
-"""SqliteStore: lifecycle transitions, terminal states never change, restart recovery, durability pragmas."""
+"""SqliteJobStore: lifecycle, terminal states never change, restart recovery, pragmas, migrations."""
 
 from __future__ import annotations
 
-import time
+import json
+import sqlite3
 
 import pytest
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.store_sqlite import (
-    CANCELLED,
-    FAILED,
-    PROCESSING,
-    QUEUED,
-    SUCCESS,
-    SqliteStore,
-    StoredRequest,
-)
+from wan_demo.jobs.common import Job, Status
+from wan_demo.jobs.store_sqlite import MIGRATIONS, SqliteJobStore
 from wan_demo.rest.keys import KeyRing, digest, parse_entry
+
+QUEUED, PROCESSING, SUCCESS = Status.QUEUED, Status.PROCESSING, Status.SUCCESS
+FAILED, CANCELLED = Status.FAILED, Status.CANCELLED
+
+
+def open_store(path) -> SqliteJobStore:
+    store = SqliteJobStore(path)
+    store.open()
+    return store
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = SqliteStore(tmp_path / "requests.sqlite3")
+    s = open_store(tmp_path / "requests.sqlite3")
     yield s
     s.close()
 
 
-def add(store: SqliteStore, rid: str, owner: str = "a", model: str = "m") -> StoredRequest:
-    rec = StoredRequest(rid, owner, model, {"prompt": rid}, f"/in/{rid}.png", created_at=time.time())
-    store.add(rec)
-    return rec
+def add(store: SqliteJobStore, rid: str, owner: str = "a", model: str = "m", est: float = 1.0) -> Job:
+    job = Job(rid, owner, "rest", model, {"prompt": rid}, {"prompt": rid}, f"/in/{rid}.png", est_seconds=est)
+    store.add(job)
+    return job
 
 
 def test_pragmas_wal_and_full_sync(store):
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_constructing_opens_nothing(tmp_path):
+    store = SqliteJobStore(tmp_path / "sub" / "jobs.sqlite3")
+    assert not (tmp_path / "sub").exists()
+    with pytest.raises(RuntimeError, match="not open"):
+        store.get("x")
+
+
+def test_a_first_landing_database_is_migrated(tmp_path):
+    """Rows written by the REST-only schema (version 1) survive, with params derived from payload."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    payload = {"prompt": "old", "video_length": 10, "seed": 4, "prompt_extend": True, "path_input_image": "x"}
+    db.execute(
+        "INSERT INTO requests (request_id, owner, model, payload, input_path, status, created_at, updated_at,"
+        " queued_at) VALUES ('r0', 'k', 'm', ?, '/in/r0.png', 'queued', 1, 1, 1)",
+        (json.dumps(payload),),
+    )
+    db.commit()
+    db.close()
+    store = open_store(path)
+    job = store.get("r0")
+    assert job.params == {"prompt": "old", "video_length_s": 10, "seed": 4, "prompt_extend": True}
+    assert (job.source, job.payload, job.status) == ("rest", payload, QUEUED)
+    store.close()
 
 
 def test_claim_oldest_first_then_finish(store):
     for rid in ("r1", "r2", "r3"):
         add(store, rid)
-    assert [store.queue_position(store.get(r)) for r in ("r1", "r2", "r3")] == [1, 2, 3]
+    assert [store.queue_ahead(store.get(r)) for r in ("r1", "r2", "r3")] == [(0, 0), (1, 1.0), (2, 2.0)]
     rec = store.claim_next("w1")
     assert (rec.request_id, rec.status, rec.attempts, rec.worker_id) == ("r1", PROCESSING, 1, "w1")
-    store.set_progress("r1", 40, started=True)
+    store.set_progress("r1", 40, {"stage": "denoise", "step": 2}, started=True)
     assert store.get("r1").progress == 40 and store.get("r1").started_at is not None
+    assert store.get("r1").progress_report.step == 2 and [j.request_id for j in store.running()] == ["r1"]
     store.finish("r1", SUCCESS, video_path="/o/v.mp4", final_prompt="p!", seed_used=7)
     done = store.get("r1")
     assert (done.status, done.progress, done.seed_used, done.final_prompt) == (SUCCESS, 100, 7, "p!")
     store.finish("r1", FAILED, error_code="x")  # terminal states never change
-    store.set_progress("r1", 3)
+    store.set_progress("r1", 3, {})
     assert store.get("r1").status == SUCCESS and store.get("r1").progress == 100
     assert store.cancel("r1") == SUCCESS and store.get("r1").status == SUCCESS
 
@@ -67,10 +99,10 @@ def test_cancel_queued_and_processing(store):
 def test_list_count_and_release(store):
     for rid, owner, model in [("a1", "a", "m"), ("a2", "a", "other"), ("b1", "b", "m")]:
         add(store, rid, owner, model)
-    recs, total = store.list_requests("a")
+    recs, total = store.list_jobs("a")
     assert [r.request_id for r in recs] == ["a2", "a1"] and total == 2  # newest first
-    assert [r.request_id for r in store.list_requests("a", model="m")[0]] == ["a1"]
-    assert store.list_requests("a", limit=1, offset=1)[0][0].request_id == "a1"
+    assert [r.request_id for r in store.list_jobs("a", model="m")[0]] == ["a1"]
+    assert store.list_jobs("a", limit=1, offset=1)[0][0].request_id == "a1"
     assert store.count((QUEUED,)) == 3 and store.count((QUEUED, PROCESSING), owner="b") == 1
     rec = store.claim_next("w")
     store.release(rec.request_id)  # worker full: back to the queue, not counted as an attempt
@@ -80,7 +112,7 @@ def test_list_count_and_release(store):
 
 def test_recover_requeues_once_then_fails(tmp_path):
     path = tmp_path / "r.sqlite3"
-    store = SqliteStore(path)
+    store = open_store(path)
     add(store, "crash")
     add(store, "cancel-me")
     store.claim_next("w")
@@ -88,13 +120,13 @@ def test_recover_requeues_once_then_fails(tmp_path):
     store.cancel("cancel-me")
     store.close()  # the process "dies" with two requests processing
 
-    store = SqliteStore(path)
+    store = open_store(path)
     assert store.recover() == {"requeued": 1, "failed": 0, "cancelled": 1}
     assert store.get("crash").status == QUEUED and store.get("cancel-me").status == CANCELLED
     assert store.claim_next("w").attempts == 2
     store.close()
 
-    store = SqliteStore(path)
+    store = open_store(path)
     assert store.recover() == {"requeued": 0, "failed": 1, "cancelled": 0}
     lost = store.get("crash")
     assert lost.status == FAILED and lost.error_code == "worker_lost"

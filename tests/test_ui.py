@@ -44,7 +44,8 @@ def values(picture, **changes):
 
 
 def test_widget_values_become_a_request(picture):
-    request = to_request(*values(picture, steps=12, guidance=2.5, speed_mode="quality"))
+    request, data = to_request(*values(picture, steps=12, guidance=2.5, speed_mode="quality"))
+    assert data[:4] == b"\x89PNG"  # the upload's bytes, kept as the stored input
     assert request.image.size == (96, 64)
     assert (request.prompt, request.seed, request.video_length_s) == ("a cat", 7.0, "10")
     assert (request.steps, request.guidance, request.speed_mode) == (12, 2.5, "quality")
@@ -52,7 +53,7 @@ def test_widget_values_become_a_request(picture):
 
 
 def test_zero_and_auto_mean_defaults(picture):
-    request = to_request(*values(picture))
+    request, _ = to_request(*values(picture))
     assert (request.steps, request.guidance, request.speed_mode) == (None, None, None)
 
 

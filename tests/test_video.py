@@ -1,8 +1,5 @@
 """MP4 / thumbnail / sidecar writing, without a model."""
 
-import os
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +7,6 @@ from PIL import Image
 from wan_demo.media.video import (
     count_frames,
     read_mp4_metadata,
-    remove_old_outputs,
     to_uint8,
     write_mp4,
     write_thumbnail,
@@ -56,14 +52,3 @@ def test_thumbnail_is_the_first_frame_as_jpeg(tmp_path):
     path = write_thumbnail(frames[0], tmp_path / "t.jpg")
     with Image.open(path) as thumb:
         assert thumb.format == "JPEG" and thumb.size == (64, 48)
-
-
-def test_old_outputs_are_removed(tmp_path):
-    old, new = tmp_path / "old.mp4", tmp_path / "new.mp4"
-    for p in (old, new):
-        p.write_bytes(b"x")
-    two_days_ago = time.time() - 48 * 3600
-    os.utime(old, (two_days_ago, two_days_ago))
-    assert remove_old_outputs(tmp_path, max_age_h=24) == 1
-    assert not old.exists() and new.exists()
-    assert remove_old_outputs(tmp_path, max_age_h=0) == 0

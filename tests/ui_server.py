@@ -40,10 +40,10 @@ def running_app(root: Path, **changes) -> Iterator[RunningApp]:
     from wan_demo.server import build, launch
 
     settings = app_settings(root, **changes)
-    demo, worker = build(settings)
+    server = build(settings)
     try:
-        launch(demo, worker, settings, block=False)
-        yield RunningApp(f"http://127.0.0.1:{settings.port}/", worker, settings, demo)
+        launch(server, block=False)
+        yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo)
     finally:
-        demo.close()
-        worker.shutdown()
+        server.demo.close()
+        server.stop()

@@ -1,4 +1,4 @@
-"""generate(): the numbered recipe from a request to an MP4 on disk.
+"""generate(): the numbered recipe from a validated request to an MP4 on disk.
 
 A 10 s clip is two chained 81-frame segments: the second starts from the first one's last frame
 and drops its own first frame (the same picture), so 81 + 80 = 161 frames. Memory stays that of one
@@ -7,7 +7,6 @@ segment and each pass matches the model's 81-frame training length.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
@@ -18,110 +17,107 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wan_demo.core.request import GenerationRequest, GenerationResult, Progress
-from wan_demo.core.settings import SEED_MAX, SEGMENT_FRAMES, Settings
-from wan_demo.core.validate import validate
+from wan_demo.core.plan import RunPlan, draw_seed, eta_s, plan_run
+from wan_demo.core.request import GenerationCancelled, GenerationResult, Progress, ValidRequest
+from wan_demo.core.settings import Settings
 from wan_demo.media.image import resize_for_model
-from wan_demo.media.video import to_uint8, write_mp4, write_sidecar, write_thumbnail
+from wan_demo.media.video import to_uint8, write_outputs
 from wan_demo.model import speed
-from wan_demo.model.pipeline import Engine, GenerationCancelled, run_segment
-from wan_demo.prompt.extend import DEFAULT_NEGATIVE_PROMPT, extend_prompt
-
-SEGMENT_SECONDS = 5  # one 81-frame segment is 5.06 s at 16 fps
+from wan_demo.model.engine import Engine
+from wan_demo.model.pipeline import run_segment, segment_args
+from wan_demo.prompt.extend import extend_prompt
 
 ProgressFn = Callable[[Progress], None]
 
 
-def segments_for(video_length_s: int) -> int:
-    if video_length_s % SEGMENT_SECONDS:
-        raise ValueError(f"video length must be a multiple of {SEGMENT_SECONDS} s, got {video_length_s}")
-    return video_length_s // SEGMENT_SECONDS
-
-
-def frames_for(video_length_s: int) -> int:
-    """5 s -> 81, 10 s -> 161: each extra segment adds 80 new frames (its first repeats the last)."""
-    return 1 + segments_for(video_length_s) * (SEGMENT_FRAMES - 1)
-
-
-def draw_seed(seed: int) -> int:
-    """-1 -> a fresh random seed in 0..SEED_MAX; anything else is returned unchanged."""
-    return secrets.randbelow(SEED_MAX + 1) if seed == -1 else seed
-
-
-def eta_s(step: int, total: int, elapsed_s: float) -> float | None:
-    """Remaining seconds by linear extrapolation over finished steps; None before the first."""
-    return None if step <= 0 else elapsed_s / step * (total - step)
-
-
 def generate(
-    request: GenerationRequest,
+    request: ValidRequest,
     engine: Engine,
     settings: Settings,
     on_progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
 ) -> GenerationResult:
-    report = on_progress or (lambda _p: None)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = round(timings.get(stage, 0.0) + now - clock, 4)
-        clock = now
-
-    # 1. Check inputs and resolve defaults
-    request = validate(request)
-    mode = speed.resolve(settings, request.speed_mode, engine.fast_available)
-    speed.activate(engine.pipe, mode, settings)  # fuse/unfuse the fast LoRA, cache on/off
-    steps = request.steps or mode.steps
-    guidance = mode.guidance if request.guidance is None else request.guidance
+    if not isinstance(request, ValidRequest):
+        raise TypeError("generate() takes a ValidRequest: pass your request through core.validate() first")
+    report, timer = on_progress or (lambda _p: None), Timer()
+    # 1. Plan the run once: size, segments, steps, guidance, shift, negative prompt
+    plan = plan_run(request, settings, engine.plan_info())
+    speed.activate(engine.pipe, plan.speed_mode, settings)  # fuse/unfuse the fast LoRA, cache on/off
     seed = draw_seed(request.seed)
-    lap("validate")
-    # 2. Prompt
+    timer.lap("plan")
+    # 2. Prompt: extended by a rewriter when asked (never fails)
     report(Progress("prompt"))
+    final_prompt, prompt_info = request.prompt, {"backend": "off"}
     if request.prompt_extend:
         final_prompt, prompt_info = extend_prompt(request.prompt, request.image, settings)
-    else:
-        final_prompt, prompt_info = request.prompt, {"backend": "off"}
-    negative_prompt = request.negative_prompt or DEFAULT_NEGATIVE_PROMPT
-    lap("prompt")
-    # 3. Image: fit the pixel budget at multiples of 16
+    timer.lap("prompt")
+    # 3. Image: the planned size at multiples of 16
     report(Progress("image"))
-    image = resize_for_model(request.image, engine.max_area)
-    lap("image")
+    image = resize_for_model(request.image, (plan.width, plan.height))
+    timer.lap("image")
     # 4. Denoise segment by segment, each starting from the previous segment's last frame
-    n_segments = segments_for(request.video_length_s)
-    tick = _step_reporter(report, stop, steps * n_segments)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    segments: list[np.ndarray] = []
-    for k in range(n_segments):
-        if stop is not None and stop.is_set():
-            raise GenerationCancelled(f"cancelled before segment {k + 1}/{n_segments}")
-        start = to_uint8(segments[-1][-1]) if segments else None
-        frames = run_segment(
-            engine,
-            image=image if start is None else Image.fromarray(start),
-            prompt=final_prompt,
-            negative_prompt=negative_prompt,
-            width=image.width,
-            height=image.height,
-            num_frames=SEGMENT_FRAMES,
-            steps=steps,
-            guidance=guidance,
-            shift=mode.shift,
-            generator=generator,
-            on_step=lambda i, k=k: tick(k * steps + i + 1),
-        )
-        segments.append(frames if start is None else frames[1:])
-    num_frames = sum(len(s) for s in segments)
-    lap("pipeline")
+    frames = denoise(engine, plan, image, final_prompt, seed, _step_reporter(report, stop, plan))
+    timer.lap("pipeline")
     # 5. Write MP4 (settings inside), thumbnail and JSON sidecar under a unique id
-    report(Progress("encode", steps * n_segments, steps * n_segments))
+    report(Progress("encode", plan.total_steps, plan.total_steps))
+    result = describe(request, plan, engine, settings, seed, final_prompt, prompt_info, len(frames))
+    write_outputs(frames, result, timer)
+    report(Progress("done", plan.total_steps, plan.total_steps))
+    return result
+
+
+def denoise(
+    engine: Engine, plan: RunPlan, image: Image.Image, prompt: str, seed: int, tick: Callable[[int], None]
+) -> list[np.ndarray]:
+    """All segments of the clip, as float frames; one CPU generator carries over between segments."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    frames: list[np.ndarray] = []
+    for k in range(plan.segments):
+        start = image if not frames else Image.fromarray(to_uint8(frames[-1]))
+        tick(k * plan.steps)  # raises GenerationCancelled when asked to stop between segments
+        out = run_segment(
+            engine, **segment_args(plan, start, prompt), generator=generator,
+            on_step=lambda i, k=k: tick(k * plan.steps + i + 1),
+        )  # fmt: skip
+        frames.extend(out if not frames else out[1:])  # a later segment's first frame repeats the last
+    return frames
+
+
+class Timer:
+    """Seconds per stage, accumulated (a stage may be lapped more than once)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + now - self._clock, 4)
+        self._clock = now
+
+
+def _step_reporter(report: ProgressFn, stop: threading.Event | None, plan: RunPlan) -> Callable[[int], None]:
+    """Step callback body: raise GenerationCancelled when asked to stop, else report progress."""
+    started, total, reported = time.perf_counter(), plan.total_steps, [0]
+
+    def tick(done: int) -> None:
+        if stop is not None and stop.is_set():
+            raise GenerationCancelled(f"cancelled after step {done}/{total}")
+        if done > reported[0]:  # segment starts re-check `stop` without a new report
+            reported[0] = done
+            elapsed = time.perf_counter() - started
+            report(Progress("denoise", done, total, elapsed, eta_s(done, total, elapsed)))
+
+    return tick
+
+
+def describe(
+    request: ValidRequest, plan: RunPlan, engine: Engine, settings: Settings, seed: int,
+    final_prompt: str, prompt_info: dict, num_frames: int,
+) -> GenerationResult:  # fmt: skip
     gen_id = uuid.uuid4().hex
     out = Path(settings.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result = GenerationResult(
+    return GenerationResult(
         id=gen_id,
         video_path=out / f"{gen_id}.mp4",
         thumbnail_path=out / f"{gen_id}.jpg",
@@ -129,63 +125,23 @@ def generate(
         seed_used=seed,
         final_prompt=final_prompt,
         prompt_info=prompt_info,
-        width=image.width,
-        height=image.height,
+        width=plan.width,
+        height=plan.height,
         num_frames=num_frames,
-        fps=settings.fps,
-        duration_s=round(num_frames / settings.fps, 4),
+        fps=plan.fps,
+        duration_s=round(num_frames / plan.fps, 4),
         model=engine.model_name,
         is_tiny_model=engine.is_tiny,
         settings=dict(
             prompt=request.prompt,
-            negative_prompt=negative_prompt,
-            speed_mode=mode.name,
-            steps=steps,
-            guidance=guidance,
-            shift=mode.shift,
-            segments=n_segments,
+            negative_prompt=plan.negative_prompt,
+            speed_mode=plan.speed_mode,
+            steps=plan.steps,
+            guidance=plan.guidance,
+            shift=plan.shift,
+            segments=plan.segments,
+            forwards=plan.forwards,
             memory_plan=engine.memory_plan,
-            **engine.info,
+            **engine.details,
         ),  # fmt: skip
     )
-    metadata = metadata_of(result)
-    write_mp4([f for s in segments for f in s], result.video_path, settings.fps, metadata)
-    write_thumbnail(to_uint8(segments[0][0]), result.thumbnail_path)
-    lap("encode")
-    result.timings_s.update(timings)
-    write_sidecar(metadata_of(result), result.metadata_path)
-    report(Progress("done", steps * n_segments, steps * n_segments))
-    return result
-
-
-def _step_reporter(report: ProgressFn, stop: threading.Event | None, total: int) -> Callable[[int], None]:
-    """Step callback body: raise GenerationCancelled when asked to stop, else report progress."""
-    started = time.perf_counter()
-
-    def tick(done: int) -> None:
-        if stop is not None and stop.is_set():
-            raise GenerationCancelled(f"cancelled after step {done}/{total}")
-        elapsed = time.perf_counter() - started
-        report(Progress("denoise", done, total, elapsed, eta_s(done, total, elapsed)))
-
-    return tick
-
-
-def metadata_of(result: GenerationResult) -> dict:
-    """JSON-safe description of a result, stored in the MP4 and the sidecar."""
-    return {
-        "id": result.id,
-        "prompt": result.settings.get("prompt"),
-        "final_prompt": result.final_prompt,
-        "prompt_info": result.prompt_info,
-        "seed": result.seed_used,
-        "model": result.model,
-        "is_tiny_model": result.is_tiny_model,
-        "width": result.width,
-        "height": result.height,
-        "num_frames": result.num_frames,
-        "fps": result.fps,
-        "duration_s": result.duration_s,
-        "settings": result.settings,
-        "timings_s": result.timings_s,
-    }

@@ -1,4 +1,8 @@
-"""The request and result types shared by the Gradio UI, the Gradio API and the REST API."""
+"""The request and result types shared by the Gradio UI, the Gradio API, the REST API and Python.
+
+An edge builds a `GenerationRequest` from what the user sent, `validate()` turns it into a
+`ValidRequest` once, and only that type goes further (job store, worker, generate()).
+"""
 
 from __future__ import annotations
 
@@ -18,36 +22,64 @@ class InvalidRequest(ValueError):
         self.rule = rule
 
 
+class GenerationCancelled(Exception):
+    """Raised from the step callback when the caller asked to stop; no VAE decode runs."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What a user asks for. Optional fields left as None take the speed mode's defaults."""
+    """What a user asks for, unchecked. Optional fields left as None take the speed mode's defaults."""
 
-    image: Image.Image  # decoded input still; validate() fixes orientation and mode
+    image: Image.Image | None  # decoded input still (media.image.decode_image for untrusted bytes)
+    prompt: Any
+    video_length_s: Any = 5  # 5 or 10 (validate() also accepts "5" / "10" from form widgets)
+    seed: Any = -1  # -1 = draw a random seed
+    prompt_extend: Any = False
+    negative_prompt: Any = None  # None or "" = the default negative prompt
+    steps: Any = None
+    guidance: Any = None
+    speed_mode: Any = None  # "quality" | "fast"; None = the server's default
+
+
+# Fields of ValidRequest stored as JSON with a job (everything but the pixels).
+PARAM_FIELDS = (
+    "prompt", "video_length_s", "seed", "prompt_extend", "negative_prompt", "steps", "guidance", "speed_mode",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A checked request: upright RGB image, trimmed prompt, values in range. Made by validate()."""
+
+    image: Image.Image
     prompt: str
-    video_length_s: int = 5  # 5 or 10
-    seed: int = -1  # -1 = draw a random seed
+    video_length_s: int = 5
+    seed: int = -1
     prompt_extend: bool = False
-    negative_prompt: str | None = None  # None = the default negative prompt
+    negative_prompt: str | None = None
     steps: int | None = None
     guidance: float | None = None
-    speed_mode: str | None = None  # "quality" | "fast"; None = the server's default
+    speed_mode: str | None = None
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-safe summary (no pixels) for logs, job records and metadata."""
-        d = {k: v for k, v in asdict(self).items() if k != "image"}
-        d["image_size"] = list(self.image.size)
-        return d
+    def params(self) -> dict[str, Any]:
+        """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs."""
+        return {name: getattr(self, name) for name in PARAM_FIELDS}
+
+    @classmethod
+    def restore(cls, params: dict[str, Any], image: Image.Image) -> ValidRequest:
+        """Rebuild a request that validate() accepted earlier (the job store keeps its params)."""
+        return cls(image=image, **{name: params[name] for name in PARAM_FIELDS if name in params})
 
 
 @dataclass(frozen=True)
 class Progress:
     """One progress report. Steps count over the whole clip (all segments)."""
 
-    stage: str  # "queued" | "prompt" | "image" | "denoise" | "decode" | "encode" | "done"
+    stage: str  # "queued" | "prompt" | "image" | "denoise" | "encode" | "done"
     step: int = 0
     total_steps: int = 0
     elapsed_s: float = 0.0
-    eta_s: float | None = None  # None while unknown (before the first step)
+    eta_s: float | None = None  # None while unknown
     queue_position: int | None = None
 
     @property
@@ -56,11 +88,17 @@ class Progress:
 
     def message(self) -> str:
         if self.stage == "queued":
-            return f"queued (position {self.queue_position})" if self.queue_position else "queued"
+            where = f"position {self.queue_position}" if self.queue_position else ""
+            eta = f"about {self.eta_s:.0f} s" if self.eta_s is not None else ""
+            detail = ", ".join(p for p in (where, eta) if p)
+            return f"queued ({detail})" if detail else "queued"
         if self.stage != "denoise":
             return self.stage
         eta = f", ETA {self.eta_s:.0f} s" if self.eta_s is not None else ""
         return f"step {self.step}/{self.total_steps}{eta}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ REAL_MODEL_ID = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 API_MODEL_ID = "Wan-AI_Wan2.1-I2V-14B-480P"  # the hosted provider's model name
 FPS = 16  # frames per second the model was trained at
 SEGMENT_FRAMES = 81  # frames per pass (training length, 5.06 s at 16 fps); must be 4k+1
-MAX_AREA = 480 * 832  # pixel budget at 480P; aspect ratio is kept inside it
+NATIVE_WIDTH, NATIVE_HEIGHT = 832, 480  # the 480P training size (landscape)
+MAX_AREA = NATIVE_WIDTH * NATIVE_HEIGHT  # pixel budget at 480P; aspect ratio is kept inside it
 SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2
 SEED_MAX = 2**31 - 1  # seeds are 0..SEED_MAX; -1 means "draw one"
 VIDEO_LENGTHS_S = (5, 10)  # offered clip lengths in seconds
@@ -60,7 +61,8 @@ class Settings:
     # -- output and data
     output_dir: Path = Path("outputs")  # MP4, thumbnail and JSON per generation
     data_dir: Path = Path("data")  # SQLite job store, stored input images
-    output_ttl_h: float = 24.0  # outputs older than this are deleted (0 = keep)
+    output_ttl_h: float = 24.0  # outputs and stored input images older than this are deleted (0 = keep)
+    history_ttl_h: float = 168.0  # finished jobs are forgotten after this many hours (0 = keep)
     # -- server
     host: str = "127.0.0.1"
     port: int = 7860

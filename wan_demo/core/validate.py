@@ -1,22 +1,25 @@
-"""Input checks shared by every entry point. One error type: InvalidRequest.
+"""Input checks shared by every entry point, run once at the edge. One error type: InvalidRequest.
 
-Only the UI turns InvalidRequest into gr.Error and only the REST layer into an HTTP status.
+`validate()` turns a GenerationRequest into a ValidRequest. Only the UI turns InvalidRequest into
+gr.Error and only the REST layer into an HTTP status. Field names are the API's (prompt, image,
+video_length, seed ...); the REST layer prefixes them with "payload.".
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from wan_demo.core.request import GenerationRequest, InvalidRequest
-from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
-from wan_demo.media.image import prepare_input
+from PIL import Image, ImageOps
 
-__all__ = ["InvalidRequest", "validate"]
+from wan_demo.core.request import GenerationRequest, InvalidRequest, ValidRequest
+from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
 
 SPEED_MODES = ("quality", "fast")
 MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
+MAX_INPUT_PIXELS = 40_000_000  # decompression-bomb cap (a 40 MP photo is already huge)
+MIN_SIDE = 16  # px; smaller inputs carry no usable content
+MAX_ASPECT = 4.0  # longer/shorter side; beyond this the model's output degenerates
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -24,15 +27,27 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def check_text(field: str, value: Any, limit: int, required: bool) -> str:
+    """A string of at most `limit` characters that UTF-8 can encode (no lone surrogates, no NUL)."""
+    if not isinstance(value, str):
+        raise InvalidRequest(field, f"must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value) > limit:
+        raise InvalidRequest(field, f"is {len(value)} characters; the limit is {limit}")
+    if "\x00" in value:
+        raise InvalidRequest(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = f"lone surrogate U+{ord(value[e.start]):04X} at {e.start}"
+        raise InvalidRequest(field, f"is not valid Unicode text ({bad})") from None
+    return value
+
+
 def check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str):
-        raise InvalidRequest("prompt", f"must be a string, got {type(prompt).__name__}")
-    prompt = prompt.strip()
-    if not prompt:
-        raise InvalidRequest("prompt", "must not be empty")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidRequest("prompt", f"is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return prompt
+    return check_text("prompt", prompt, MAX_PROMPT_CHARS, required=True)
 
 
 def check_seed(seed: Any) -> int:
@@ -67,23 +82,59 @@ def check_optional_range(name: str, value: Any, low: float, high: float, kind: t
     return kind(value)
 
 
-def validate(request: GenerationRequest) -> GenerationRequest:
-    """Check every field and return a normalised copy (trimmed prompt, RGB upright image)."""
+def check_pixels(size: tuple[int, int], field: str = "image") -> None:
+    width, height = size
+    if width * height > MAX_INPUT_PIXELS:
+        raise InvalidRequest(field, f"{width}x{height} has too many pixels; the limit is {MAX_INPUT_PIXELS}")
+    if min(width, height) < MIN_SIDE:
+        raise InvalidRequest(field, f"{width}x{height} is too small; each side must be >= {MIN_SIDE} px")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        limit = f"{MAX_ASPECT:g}:1"
+        raise InvalidRequest(field, f"{width}x{height} is too elongated; the aspect ratio limit is {limit}")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied, alpha flattened on white, RGB. No checks: see check_image."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def check_image(image: Any, field: str = "image") -> Image.Image:
+    """Upright RGB copy of a decoded user image (media.image.decode_image decodes bytes)."""
+    if image is None:
+        raise InvalidRequest(field, "is required")
+    if not isinstance(image, Image.Image):
+        raise InvalidRequest(field, f"must be an image, got {type(image).__name__}")
+    check_pixels(image.size, field)
+    return upright_rgb(image)
+
+
+def check_fields(request: GenerationRequest) -> dict[str, Any]:
+    """Every field but the image pixels, normalised; the UI's validator runs this before queueing."""
     speed = request.speed_mode or None
     if speed is not None and speed not in SPEED_MODES:
         raise InvalidRequest("speed_mode", f"{_short(speed)} is unknown; use one of {', '.join(SPEED_MODES)}")
     negative = request.negative_prompt
-    if negative is not None and not isinstance(negative, str):
-        raise InvalidRequest("negative_prompt", "must be a string")
-    return replace(
-        request,
-        image=prepare_input(request.image),
+    if negative is not None:
+        negative = check_text("negative_prompt", negative, MAX_PROMPT_CHARS, required=False) or None
+    if not isinstance(request.prompt_extend, bool):
+        raise InvalidRequest("prompt_extend", f"must be true or false, got {_short(request.prompt_extend)}")
+    return dict(
         prompt=check_prompt(request.prompt),
         video_length_s=check_video_length(request.video_length_s),
         seed=check_seed(request.seed),
-        prompt_extend=bool(request.prompt_extend),
-        negative_prompt=negative.strip() if negative and negative.strip() else None,
+        prompt_extend=request.prompt_extend,
+        negative_prompt=negative,
         steps=check_optional_range("steps", request.steps, 1, MAX_STEPS, int),
         guidance=check_optional_range("guidance", request.guidance, 0.0, MAX_GUIDANCE, float),
         speed_mode=speed,
     )
+
+
+def validate(request: GenerationRequest) -> ValidRequest:
+    """Check every field once and return the normalised request (trimmed text, upright RGB image)."""
+    return ValidRequest(image=check_image(request.image), **check_fields(request))

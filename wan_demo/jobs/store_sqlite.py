@@ -1,8 +1,7 @@
-"""The REST request store: the source of truth for REST statuses, durable across crashes.
+"""SQLite job store: one file in data_dir, WAL with synchronous=FULL (fsync on every commit).
 
-`RequestStore` is the interface; `SqliteStore` (WAL, synchronous=FULL, one file in data_dir) is the
-embedded default. A server database can replace it by implementing the same methods. Every write
-is one committed transaction, so a 2xx sent after a call returns is never lost.
+One connection guarded by a lock; each method is one transaction. The schema is versioned with
+PRAGMA user_version and migrated forward at open() (MIGRATIONS[i] takes version i to i + 1).
 """
 
 from __future__ import annotations
@@ -13,260 +12,252 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-QUEUED, PROCESSING, SUCCESS, FAILED, CANCELLED = "queued", "processing", "success", "failed", "cancelled"
-STATUSES = (QUEUED, PROCESSING, SUCCESS, FAILED, CANCELLED)
-ACTIVE = (QUEUED, PROCESSING)
-MAX_ATTEMPTS = 2  # a request found `processing` after a crash is requeued once, then failed
+from wan_demo.jobs.common import COLUMNS, JSON_COLUMNS, MAX_ATTEMPTS, TERMINAL, Job, Status
 
-
-@dataclass
-class StoredRequest:
-    request_id: str
-    owner: str  # key id of the API key that submitted it (never the key itself)
-    model: str
-    payload: dict[str, Any]  # as echoed to the client (image abbreviated)
-    input_path: str  # the stored input image bytes
-    status: str = QUEUED
-    progress: int = 0  # percent, 0-100
-    attempts: int = 0  # times a worker took it
-    cancel_requested: bool = False
-    worker_id: str | None = None
-    video_path: str | None = None
-    thumbnail_path: str | None = None
-    final_prompt: str | None = None
-    seed_used: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    created_at: float = field(default_factory=time.time)  # unix seconds
-    updated_at: float = 0.0
-    queued_at: float = 0.0
-    started_at: float | None = None
-    completed_at: float | None = None
-
-
-COLUMNS = [f.name for f in fields(StoredRequest)]
-
-
-class RequestStore(Protocol):
-    def add(self, rec: StoredRequest) -> None: ...
-    def get(self, request_id: str) -> StoredRequest | None: ...
-    def list_requests(
-        self, owner: str, model: str | None, status: str | None, limit: int, offset: int
-    ) -> tuple[list[StoredRequest], int]: ...
-    def count(self, statuses: tuple[str, ...], owner: str | None = None) -> int: ...
-    def queue_position(self, rec: StoredRequest) -> int: ...
-    def claim_next(self, worker_id: str) -> StoredRequest | None: ...
-    def release(self, request_id: str) -> None: ...
-    def set_progress(self, request_id: str, progress: int, started: bool = False) -> None: ...
-    def finish(self, request_id: str, status: str, **outcome: Any) -> None: ...
-    def cancel(self, request_id: str) -> str | None: ...
-    def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]: ...
-    def close(self) -> None: ...
+MIGRATIONS = (
+    # 0 -> 1: the REST request table of the first landing
+    """
+    CREATE TABLE IF NOT EXISTS requests (
+        request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, model TEXT NOT NULL, payload TEXT NOT NULL,
+        input_path TEXT NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
+        worker_id TEXT, video_path TEXT, thumbnail_path TEXT, final_prompt TEXT, seed_used INTEGER,
+        error_code TEXT, error_message TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        queued_at REAL NOT NULL, started_at REAL, completed_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS requests_queue ON requests (status, queued_at);
+    CREATE INDEX IF NOT EXISTS requests_owner ON requests (owner, created_at);
+    """,
+    # 1 -> 2: UI jobs share the table; validated params kept apart from the client's echo
+    """
+    ALTER TABLE requests ADD COLUMN source TEXT NOT NULL DEFAULT 'rest';
+    ALTER TABLE requests ADD COLUMN params TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE requests ADD COLUMN progress_info TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE requests ADD COLUMN metadata_path TEXT;
+    ALTER TABLE requests ADD COLUMN est_seconds REAL NOT NULL DEFAULT 0;
+    UPDATE requests SET params = json_object(
+        'prompt', json_extract(payload, '$.prompt'),
+        'video_length_s', json_extract(payload, '$.video_length'),
+        'seed', json_extract(payload, '$.seed'),
+        'prompt_extend', json(CASE WHEN json_extract(payload, '$.prompt_extend') THEN 'true' ELSE 'false' END)
+    );
+    CREATE INDEX IF NOT EXISTS requests_finished ON requests (status, completed_at);
+    """,
+)
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    request_id TEXT PRIMARY KEY, owner TEXT NOT NULL, model TEXT NOT NULL, payload TEXT NOT NULL,
-    input_path TEXT NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker_id TEXT, video_path TEXT, thumbnail_path TEXT, final_prompt TEXT, seed_used INTEGER,
-    error_code TEXT, error_message TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    queued_at REAL NOT NULL, started_at REAL, completed_at REAL
-);
-CREATE INDEX IF NOT EXISTS requests_queue ON requests (status, queued_at);
-CREATE INDEX IF NOT EXISTS requests_owner ON requests (owner, created_at);
-"""
-
-
-class SqliteStore:
-    """One connection guarded by a lock; each method is one transaction (BEGIN IMMEDIATE .. COMMIT)."""
-
+class SqliteJobStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
-        self._db.executescript(SCHEMA)
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {target}; COMMIT;")
+        self._db = db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the job store is not open; call open() first")
+        return self._db
+
+    def _read(self, sql: str, args: Any = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn().execute(sql, args).fetchall()
 
     @staticmethod
-    def _row(row: sqlite3.Row | None) -> StoredRequest | None:
-        if row is None:
-            return None
+    def _job(row: sqlite3.Row) -> Job:
         values = dict(row)
-        values["payload"] = json.loads(values["payload"])
+        for name in JSON_COLUMNS:
+            values[name] = json.loads(values[name])
         values["cancel_requested"] = bool(values["cancel_requested"])
-        return StoredRequest(**values)
+        values["status"] = Status(values["status"])
+        return Job(**values)
 
-    def add(self, rec: StoredRequest) -> None:
-        rec.updated_at = rec.queued_at = rec.created_at
-        values = {name: getattr(rec, name) for name in COLUMNS}
-        values["payload"] = json.dumps(rec.payload)
+    def add(self, job: Job) -> None:
+        job.updated_at = job.queued_at = job.created_at
+        values = {name: getattr(job, name) for name in COLUMNS}
+        for name in JSON_COLUMNS:
+            values[name] = json.dumps(values[name], ensure_ascii=False)
         marks = ", ".join("?" for _ in COLUMNS)
         with self._tx() as db:
             db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
 
-    def get(self, request_id: str) -> StoredRequest | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-        return self._row(row)
+    def get(self, request_id: str) -> Job | None:
+        rows = self._read("SELECT * FROM requests WHERE request_id = ?", (request_id,))
+        return self._job(rows[0]) if rows else None
 
-    def list_requests(
+    def list_jobs(
         self,
         owner: str,
         model: str | None = None,
         status: str | None = None,
         limit: int = 20,
         offset: int = 0,
-    ) -> tuple[list[StoredRequest], int]:
+    ) -> tuple[list[Job], int]:
         where, args = "owner = ?", [owner]
         if model is not None:
             where, args = where + " AND model = ?", [*args, model]
         if status is not None:
             where, args = where + " AND status = ?", [*args, status]
         with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM requests WHERE {where}", args).fetchone()[0]
-            rows = self._db.execute(
+            db = self._conn()
+            total = db.execute(f"SELECT COUNT(*) FROM requests WHERE {where}", args).fetchone()[0]
+            rows = db.execute(
                 f"SELECT * FROM requests WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
-        return [self._row(r) for r in rows], total
+        return [self._job(r) for r in rows], total
 
-    def count(self, statuses: tuple[str, ...], owner: str | None = None) -> int:
+    def count(self, statuses: tuple[Status, ...], owner: str | None = None) -> int:
         marks = ", ".join("?" for _ in statuses)
-        sql, args = f"SELECT COUNT(*) FROM requests WHERE status IN ({marks})", list(statuses)
+        sql, args = f"SELECT COUNT(*) FROM requests WHERE status IN ({marks})", [str(s) for s in statuses]
         if owner is not None:
             sql, args = sql + " AND owner = ?", [*args, owner]
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()[0]
+        return self._read(sql, args)[0][0]
 
-    def queue_position(self, rec: StoredRequest) -> int:
-        """1-based place among queued requests (all owners), oldest first."""
-        with self._lock:
-            ahead = self._db.execute(
-                "SELECT COUNT(*) FROM requests WHERE status = ? AND queued_at < ?", (QUEUED, rec.queued_at)
-            ).fetchone()[0]
-        return ahead + 1
+    def queue_ahead(self, job: Job) -> tuple[int, float]:
+        row = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(est_seconds), 0) FROM requests WHERE status = ? AND queued_at < ?",
+            (Status.QUEUED, job.queued_at),
+        )[0]
+        return row[0], row[1]
 
-    def claim_next(self, worker_id: str) -> StoredRequest | None:
-        """Atomically move the oldest queued request to processing and return it."""
+    def running(self) -> list[Job]:
+        return [
+            self._job(r) for r in self._read("SELECT * FROM requests WHERE status = ?", (Status.PROCESSING,))
+        ]
+
+    def claim_next(self, worker_id: str) -> Job | None:
         with self._tx() as db:
             row = db.execute(
-                "SELECT * FROM requests WHERE status = ? ORDER BY queued_at, rowid LIMIT 1", (QUEUED,)
+                "SELECT request_id FROM requests WHERE status = ? ORDER BY queued_at, rowid LIMIT 1",
+                (Status.QUEUED,),
             ).fetchone()
             if row is None:
                 return None
             db.execute(
                 "UPDATE requests SET status = ?, attempts = attempts + 1, worker_id = ?, progress = 0,"
-                " updated_at = ? WHERE request_id = ?",
-                (PROCESSING, worker_id, time.time(), row["request_id"]),
+                " progress_info = '{}', updated_at = ? WHERE request_id = ?",
+                (Status.PROCESSING, worker_id, time.time(), row["request_id"]),
             )
             new = db.execute("SELECT * FROM requests WHERE request_id = ?", (row["request_id"],)).fetchone()
-            return self._row(new)
+            return self._job(new)
 
     def release(self, request_id: str) -> None:
-        """Give a claimed request back to the queue (worker full or shutting down): not an attempt."""
         with self._tx() as db:
             db.execute(
                 "UPDATE requests SET status = ?, attempts = MAX(attempts - 1, 0), started_at = NULL,"
-                " progress = 0, updated_at = ? WHERE request_id = ? AND status = ?",
-                (QUEUED, time.time(), request_id, PROCESSING),
+                " progress = 0, progress_info = '{}', updated_at = ? WHERE request_id = ? AND status = ?",
+                (Status.QUEUED, time.time(), request_id, Status.PROCESSING),
             )
 
-    def set_progress(self, request_id: str, progress: int, started: bool = False) -> None:
+    def set_progress(
+        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False
+    ) -> None:
         now = time.time()
         start = ", started_at = COALESCE(started_at, ?)" if started else ""
-        args = [progress, now, *([now] if started else []), request_id, PROCESSING]
+        args = [percent, json.dumps(info), now, *([now] if started else []), request_id, Status.PROCESSING]
         with self._tx() as db:
             db.execute(
-                f"UPDATE requests SET progress = ?, updated_at = ?{start}"
+                f"UPDATE requests SET progress = ?, progress_info = ?, updated_at = ?{start}"
                 " WHERE request_id = ? AND status = ?",
                 args,
             )
 
-    def finish(self, request_id: str, status: str, **outcome: Any) -> None:
-        """Record a terminal status. Only a processing request can finish: terminal states never change."""
+    def finish(self, request_id: str, status: Status, **outcome: Any) -> None:
         unknown = set(outcome) - set(COLUMNS)
-        if status not in (SUCCESS, FAILED, CANCELLED) or unknown:
+        if status not in TERMINAL or unknown:
             raise ValueError(f"bad finish: {status} {sorted(unknown)}")
         now = time.time()
         values = {"status": status, "updated_at": now, "completed_at": now, **outcome}
-        if status == SUCCESS:
+        if status == Status.SUCCESS:
             values["progress"] = 100
         sets = ", ".join(f"{k} = ?" for k in values)
         with self._tx() as db:
             db.execute(
                 f"UPDATE requests SET {sets} WHERE request_id = ? AND status = ?",
-                [*values.values(), request_id, PROCESSING],
+                [*values.values(), request_id, Status.PROCESSING],
             )
 
-    def cancel(self, request_id: str) -> str | None:
-        """Queued -> cancelled at once; processing -> cancel_requested (the dispatcher stops it).
-        Returns the status found before the call, or None for an unknown id."""
+    def cancel(self, request_id: str) -> Status | None:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT status FROM requests WHERE request_id = ?", (request_id,)).fetchone()
             if row is None:
                 return None
-            if row["status"] == QUEUED:
+            if row["status"] == Status.QUEUED:
                 db.execute(
                     "UPDATE requests SET status = ?, cancel_requested = 1, updated_at = ?, completed_at = ?"
                     " WHERE request_id = ?",
-                    (CANCELLED, now, now, request_id),
+                    (Status.CANCELLED, now, now, request_id),
                 )
-            elif row["status"] == PROCESSING:
+            elif row["status"] == Status.PROCESSING:
                 db.execute(
                     "UPDATE requests SET cancel_requested = 1, updated_at = ? WHERE request_id = ?",
                     (now, request_id),
                 )
-            return row["status"]
+            return Status(row["status"])
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
-        """At start-up: requests left `processing` by a dead process are requeued (once), cancelled if
-        the user asked for it, or failed with `worker_lost` after `max_attempts` tries."""
         now = time.time()
+        message = f"the server stopped during this request {max_attempts} times"
         with self._tx() as db:
             cancelled = db.execute(
                 "UPDATE requests SET status = ?, updated_at = ?, completed_at = ? WHERE status = ?"
                 " AND cancel_requested = 1",
-                (CANCELLED, now, now, PROCESSING),
+                (Status.CANCELLED, now, now, Status.PROCESSING),
             ).rowcount
             failed = db.execute(
                 "UPDATE requests SET status = ?, error_code = 'worker_lost', error_message = ?,"
                 " updated_at = ?, completed_at = ? WHERE status = ? AND attempts >= ?",
-                (
-                    FAILED,
-                    f"the server stopped during this request {max_attempts} times",
-                    now,
-                    now,
-                    PROCESSING,
-                    max_attempts,
-                ),
+                (Status.FAILED, message, now, now, Status.PROCESSING, max_attempts),
             ).rowcount
             requeued = db.execute(
-                "UPDATE requests SET status = ?, progress = 0, started_at = NULL, updated_at = ?"
-                " WHERE status = ?",
-                (QUEUED, now, PROCESSING),
+                "UPDATE requests SET status = ?, progress = 0, progress_info = '{}', started_at = NULL,"
+                " updated_at = ? WHERE status = ?",
+                (Status.QUEUED, now, Status.PROCESSING),
             ).rowcount
         return {"requeued": requeued, "failed": failed, "cancelled": cancelled}
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def finished_before(self, cutoff: float) -> list[Job]:
+        marks = ", ".join("?" for _ in TERMINAL)
+        rows = self._read(
+            f"SELECT * FROM requests WHERE status IN ({marks}) AND completed_at < ?", [*TERMINAL, cutoff]
+        )
+        return [self._job(r) for r in rows]
+
+    def delete(self, request_ids: list[str]) -> int:
+        with self._tx() as db:
+            return sum(
+                db.execute("DELETE FROM requests WHERE request_id = ?", (rid,)).rowcount
+                for rid in request_ids
+            )

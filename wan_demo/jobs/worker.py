@@ -1,144 +1,171 @@
-"""The one generation worker: a single thread that owns the GPU and runs tasks in FIFO order.
+"""The generation worker: one thread that owns the model and runs one job at a time.
 
-The Gradio UI, the Gradio API and the REST API all submit here, so two generations never run at
-once. Cancelling a queued task drops it; cancelling a running one stops it at the next step.
+It claims the next job from the store (the one queue shared by the UI, the Gradio API and REST),
+runs generate(), mirrors progress into the store and records the outcome. The store stays the
+source of truth: a crash at any point leaves a row that `store.recover` repairs at start-up. When
+idle it runs the clean-up sweeper (jobs.cleanup).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 
-from wan_demo.core.request import GenerationRequest, GenerationResult, InvalidRequest, Progress
+from wan_demo.core.plan import calibrate
+from wan_demo.core.request import (
+    GenerationCancelled,
+    GenerationResult,
+    InvalidRequest,
+    Progress,
+    ValidRequest,
+)
 from wan_demo.core.settings import Settings
-from wan_demo.core.validate import validate
-from wan_demo.generate import ProgressFn, generate
-from wan_demo.model.pipeline import Engine, GenerationCancelled
+from wan_demo.generate import generate
+from wan_demo.jobs import cleanup
+from wan_demo.jobs.common import Job, Status, progress_percent
+from wan_demo.jobs.store import JobStore
+from wan_demo.media.image import load_stored
+from wan_demo.model.engine import Engine
 
 log = logging.getLogger(__name__)
 
-QUEUED, PROCESSING, SUCCESS, FAILED, CANCELLED = "queued", "processing", "success", "failed", "cancelled"
-TERMINAL = (SUCCESS, FAILED, CANCELLED)
+POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
+PROGRESS_EVERY_S = 0.5  # progress writes are fsynced commits: at most this often per job
+SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
 
-
-class QueueFull(Exception):
-    """More tasks are waiting than the configured queue size."""
-
-
-@dataclass(eq=False)
-class Task:
-    request: GenerationRequest
-    on_progress: ProgressFn | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    status: str = QUEUED
-    progress: Progress = field(default_factory=lambda: Progress("queued"))
-    result: GenerationResult | None = None
-    error: BaseException | None = None
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    completed_at: float | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self.stop.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.done.wait(timeout)
-
-    def _report(self, progress: Progress) -> None:
-        self.progress = progress
-        if self.on_progress is not None:
-            self.on_progress(progress)
+RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
 
 class Worker:
-    def __init__(self, engine: Engine, settings: Settings, run: Callable[..., GenerationResult] = generate):
-        self.engine = engine
-        self.settings = settings
-        self.run = run  # generate(), or a wrapper with its signature (ZeroGPU runs it in a GPU call)
-        self._waiting: deque[Task] = deque()
-        self._cond = threading.Condition()
-        self._running: Task | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="generation-worker", daemon=True)
+    def __init__(
+        self, store: JobStore, engine: Engine, settings: Settings, run: RunFn | None = None,
+        worker_id: str | None = None,
+    ):  # fmt: skip
+        self.store, self.engine, self.settings, self.run = store, engine, settings, run or generate
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._current: tuple[str, threading.Event] | None = None
+        self._thread: threading.Thread | None = None
+        self._next_sweep = 0.0
 
     def start(self) -> Worker:
+        self._thread = threading.Thread(target=self._loop, name="generation-worker", daemon=True)
         self._thread.start()
         return self
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._closed = True
-            for task in (*self._waiting, self._running):
-                if task is not None:
-                    task.cancel()
-            self._cond.notify_all()
-        self._thread.join(timeout)
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the running step; an interrupted job goes back to the queue."""
+        self._stopping.set()
+        self._wake.set()
+        current = self._current
+        if current is not None:
+            current[1].set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
-    def submit(self, request: GenerationRequest, on_progress: ProgressFn | None = None) -> Task:
-        """Validate now (errors reach the caller at once) and queue. Raises InvalidRequest, QueueFull."""
-        task = Task(validate(request), on_progress)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the worker is shut down")
-            if len(self._waiting) >= self.settings.queue_max_size:
-                raise QueueFull(f"{len(self._waiting)} generations are waiting; try again later")
-            self._waiting.append(task)
-            task.progress = Progress("queued", queue_position=len(self._waiting))
-            self._cond.notify_all()
-        return task
+    def wake(self) -> None:
+        """A job was queued: look now instead of at the next poll."""
+        self._wake.set()
 
-    def position(self, task: Task) -> int | None:
-        """1-based place among waiting tasks, 0 while running, None when finished."""
-        with self._cond:
-            if task is self._running:
-                return 0
-            try:
-                return self._waiting.index(task) + 1
-            except ValueError:
-                return None
+    def interrupt(self, request_id: str) -> None:
+        """Stop the running job at its next denoising step (the store already says cancel)."""
+        current = self._current
+        if current is not None and current[0] == request_id:
+            current[1].set()
 
     @property
     def busy(self) -> bool:
-        return self._running is not None
+        return self._current is not None
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._waiting and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                task = self._waiting.popleft()
-                self._running = task
+        while not self._stopping.is_set():
+            self._wake.clear()
             try:
-                self._run(task)
+                job = self.store.claim_next(self.worker_id)
+                if job is None:
+                    self._sweep_when_due()
+            except Exception:  # a store hiccup must not end the worker
+                log.exception("job store unavailable; retrying")
+                job = None
+            if job is None:
+                self._wake.wait(POLL_S)
+                continue
+            try:
+                self._run(job)
+            except Exception:  # never let one job kill the worker
+                log.exception("running %s failed", job.request_id)
+                self.store.finish(
+                    job.request_id, Status.FAILED, error_code="internal", error_message="worker error"
+                )
             finally:
-                with self._cond:
-                    self._running = None
-                    self._cond.notify_all()
-                task.done.set()
+                self._current = None
 
-    def _run(self, task: Task) -> None:
-        task.started_at = time.time()
-        if task.stop.is_set():
-            task.status = CANCELLED
-        else:
-            task.status = PROCESSING
-            try:
-                task.result = self.run(task.request, self.engine, self.settings, task._report, task.stop)
-                task.status = SUCCESS
-            except GenerationCancelled:
-                task.status = CANCELLED
-            except InvalidRequest as e:
-                task.status, task.error = FAILED, e
-            except Exception as e:  # the worker must survive any single failure
-                log.exception("generation %s failed", task.id)
-                task.status, task.error = FAILED, e
-        task.completed_at = time.time()
+    def _run(self, job: Job) -> None:
+        try:
+            request = ValidRequest.restore(job.params, load_stored(Path(job.input_path).read_bytes()))
+        except (InvalidRequest, OSError) as e:
+            self.store.finish(job.request_id, Status.FAILED, error_code="invalid_input", error_message=str(e))
+            return
+        stop = threading.Event()
+        self._current = (job.request_id, stop)
+        reporter = _Reporter(self.store, job.request_id, stop)
+        try:
+            result = self.run(request, self.engine, self.settings, reporter, stop)
+        except GenerationCancelled:
+            if self._stopping.is_set() and not reporter.user_cancelled():
+                self.store.release(job.request_id)  # server shutting down: run it after the restart
+            else:
+                self.store.finish(job.request_id, Status.CANCELLED)
+            return
+        except Exception as e:  # noqa: BLE001  # recorded on the job; the worker goes on
+            code = "invalid_input" if isinstance(e, InvalidRequest) else "generation_failed"
+            if code != "invalid_input":
+                log.exception("generation %s failed", job.request_id)
+            self.store.finish(job.request_id, Status.FAILED, error_code=code, error_message=str(e)[:500])
+            return
+        self.store.finish(
+            job.request_id, Status.SUCCESS, video_path=str(result.video_path),
+            thumbnail_path=str(result.thumbnail_path), metadata_path=str(result.metadata_path),
+            final_prompt=result.final_prompt, seed_used=result.seed_used,
+        )  # fmt: skip
+        self.engine.cost = calibrate(self.engine.cost, result)
+
+    def _sweep_when_due(self) -> None:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            removed = cleanup.sweep(self.store, self.settings, now)
+            if any(removed.values()):
+                log.info("clean-up: %s", removed)
+
+
+class _Reporter:
+    """The progress callback: throttled writes into the store, and a look at the cancel flag
+    (set by a cancel in another process) whenever it writes."""
+
+    def __init__(self, store: JobStore, request_id: str, stop: threading.Event):
+        self.store, self.request_id, self.stop = store, request_id, stop
+        self._last = 0.0
+        self._started = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        first = not self._started
+        if not first and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
+            return
+        self._started, self._last = True, now
+        self.store.set_progress(
+            self.request_id, progress_percent(progress), progress.as_dict(), started=first
+        )
+        if self.user_cancelled():
+            self.stop.set()
+
+    def user_cancelled(self) -> bool:
+        job = self.store.get(self.request_id)
+        return job is None or job.cancel_requested

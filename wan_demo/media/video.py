@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
+
+from wan_demo.core.request import GenerationResult
 
 METADATA_KEY = "comment"  # MP4 udta tag that ffmpeg writes and reads back
 THUMBNAIL_QUALITY = 90  # JPEG quality, 0-100
@@ -117,14 +118,33 @@ def count_frames(path: Path) -> tuple[int, int, int]:
     return sum(1 for _ in reader), *meta["size"]
 
 
-def remove_old_outputs(folder: Path, max_age_h: float, now: float | None = None) -> int:
-    """Delete generated files older than `max_age_h` hours; returns how many were removed."""
-    if max_age_h <= 0 or not folder.is_dir():
-        return 0
-    cutoff = (now or time.time()) - max_age_h * 3600
-    removed = 0
-    for path in folder.iterdir():
-        if path.suffix in (".mp4", ".jpg", ".json", ".part") and path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+def metadata_of(result: GenerationResult) -> dict[str, Any]:
+    """JSON-safe description of a result, stored in the MP4 and the sidecar."""
+    return {
+        "id": result.id,
+        "prompt": result.settings.get("prompt"),
+        "final_prompt": result.final_prompt,
+        "prompt_info": result.prompt_info,
+        "seed": result.seed_used,
+        "model": result.model,
+        "is_tiny_model": result.is_tiny_model,
+        "width": result.width,
+        "height": result.height,
+        "num_frames": result.num_frames,
+        "fps": result.fps,
+        "duration_s": result.duration_s,
+        "settings": result.settings,
+        "timings_s": result.timings_s,
+    }
+
+
+def write_outputs(frames: Sequence[np.ndarray], result: GenerationResult, timer) -> None:
+    """MP4 (settings inside), first-frame thumbnail, then the sidecar with the stage timings.
+
+    `timer.lap(stage)` / `timer.timings` (generate.Timer) time the encode stage."""
+    result.video_path.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(frames, result.video_path, result.fps, metadata_of(result))
+    write_thumbnail(to_uint8(frames[0]), result.thumbnail_path)
+    timer.lap("encode")
+    result.timings_s.update(timer.timings)
+    write_sidecar(metadata_of(result), result.metadata_path)

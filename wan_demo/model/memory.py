@@ -4,7 +4,7 @@ Strategies, fastest first (expected speed relative to everything resident, an es
 everything resident; text encoder on CPU; model offload; fp8 storage (resident / with offload);
 block-level group offload with CUDA streams; the same in fp8; leaf-level group offload; the same in
 fp8; sequential offload as the last resort. Sizes come from wan_demo.memory_estimate; wiring of a
-chosen plan onto a pipeline lives in wan_demo.memory_apply.
+chosen plan onto a pipeline lives in wan_demo.model.memory_apply.
 """
 
 from __future__ import annotations
@@ -251,22 +251,3 @@ def plan_for(
         budget = Budget(budget.ram_gb, budget.ram_gb, budget.source, device)
         forced = "resident" if forced == "auto" else forced
     return choose(budget, sizes_of_pipe(pipe), shape or Shape(), dims_of(pipe), forced)
-
-
-def apply_plan(
-    pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
-) -> Plan:
-    """Choose and wire the plan; returns it (Plan.summary for the banner, Plan.info() for info)."""
-    from wan_demo.model import memory_apply
-
-    plan = plan_for(pipe, settings, device, shape, ranks_per_host)
-    memory_apply.apply_plan(pipe, plan, device)
-    return plan
-
-
-def apply(pipe, settings: Settings, device: str, is_tiny: bool) -> str:
-    """Place the pipeline on `device` with the planned strategy; returns its one-line description.
-
-    The tiny model on the CPU stays resident unless Settings.memory_mode forces a strategy; its
-    estimate comes from the tiny pipeline's own sizes, as the real model's does."""
-    return apply_plan(pipe, settings, device).summary

@@ -1,20 +1,17 @@
-"""Speed modes: official quality sampling vs the step-distilled fast LoRA.
+"""Speed modes on the pipeline: the step-distilled fast LoRA and the step cache, per request.
 
-quality = 40 steps with CFG (2 transformer forwards per step), optionally with FirstBlockCache.
-fast = the lightx2v step- and CFG-distilled LoRA: 4 steps, CFG off (1 forward per step).
+The modes' numbers (steps, guidance, shift) live in core.plan. quality = 40 steps with CFG,
+optionally with FirstBlockCache; fast = the lightx2v step- and CFG-distilled LoRA, 4 steps, CFG off.
 The LoRA is loaded once and fused while fast mode is active; `activate()` switches per request
 (unfuse + disable for quality, enable + fuse for fast) and turns the step cache off in fast mode,
-where it would skip the few steps that matter. Compile and attention backend live in
-wan_demo.speed_setup.
+where it would skip the few steps that matter. Compile and attention backend: model.speed_setup.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
-from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,41 +20,6 @@ ADAPTER = "fast"  # peft adapter name of the step-distilled LoRA
 # Where to get the LoRA (pass as Settings.lora "owner/repo/path/in/repo.safetensors" or a local file)
 LIGHTX2V_REPO = "lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v"
 CACHES = ("off", "fbcache", "magcache")
-
-
-@dataclass(frozen=True)
-class SpeedMode:
-    name: str
-    steps: int  # denoising steps per 81-frame segment
-    guidance: float  # CFG scale; 1.0 = CFG off (one transformer forward per step)
-    shift: float  # scheduler flow shift
-
-
-MODES = {
-    "quality": SpeedMode("quality", steps=40, guidance=5.0, shift=3.0),  # official 480P defaults
-    "fast": SpeedMode("fast", steps=4, guidance=1.0, shift=5.0),  # lightx2v distilled LoRA
-}
-
-
-def resolve(settings: Settings, requested: str | None, fast_available: bool) -> SpeedMode:
-    """The mode for one request: request > setting > (fast when its LoRA is loaded, else quality)."""
-    name = requested or (settings.speed_mode if settings.speed_mode != "auto" else None)
-    if name is None:
-        name = "fast" if fast_available else "quality"
-    mode = MODES[name]
-    return SpeedMode(
-        name,
-        steps=settings.steps or mode.steps,
-        guidance=settings.guidance or mode.guidance,
-        shift=settings.shift or mode.shift,
-    )
-
-
-def apply(pipe, settings: Settings) -> bool:
-    """Load the fast LoRA / cache / compile / attention backend. Returns whether fast mode is possible."""
-    from wan_demo.model.speed_setup import setup
-
-    return setup(pipe, settings).fast_available
 
 
 # --- LoRA ---------------------------------------------------------------------------------------
@@ -118,15 +80,10 @@ def set_cache(pipe, settings: Settings, on: bool) -> None:
 
 
 # --- per request --------------------------------------------------------------------------------
-def activate(pipe, mode: SpeedMode, settings: Settings) -> None:
-    """Put the pipeline in `mode` before a generation (cheap when it already is)."""
-    fast = mode.name == "fast"
+def activate(pipe, mode: str, settings: Settings) -> None:
+    """Put the pipeline in speed mode `mode` ("quality" | "fast", from the run plan) before a
+    generation; cheap when it already is. The plan refused "fast" when no LoRA is loaded."""
+    fast = mode == "fast"
     if has_fast_lora(pipe):
         set_lora(pipe, fast)
-    elif fast:
-        raise InvalidRequest(
-            "speed_mode",
-            "'fast' needs the step-distilled LoRA (setting `lora`), which this server has not loaded; "
-            "use 'quality'",
-        )
     set_cache(pipe, settings, on=settings.cache != "off" and not fast)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from wan_demo.core.plan import resolve_mode
+from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.model import speed
 
@@ -42,10 +44,12 @@ def setup(pipe, settings: Settings) -> SpeedSetup:
     speed.cache_config(settings)  # validate now: a bad cache setting fails at start, not per request
     result.cache = settings.cache
     result.cache_threshold = settings.cache_threshold if settings.cache == "fbcache" else None
-    default = speed.resolve(settings, None, result.fast_available)
+    try:
+        default = resolve_mode(settings, None, result.fast_available)
+    except InvalidRequest as e:  # WAN_DEMO_SPEED_MODE=fast without WAN_DEMO_LORA
+        raise ValueError(f"speed_mode: {e.rule}") from None
     result.default_mode = default.name
-    if result.fast_available or default.name == "quality":
-        speed.activate(pipe, default, settings)  # fuse now so the first fast request pays nothing
+    speed.activate(pipe, default.name, settings)  # fuse now so the first fast request pays nothing
     if settings.compile:
         compile_blocks(pipe)
         warm_up(pipe)

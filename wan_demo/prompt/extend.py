@@ -1,4 +1,4 @@
-"""Prompt stage: the default negative prompt and prompt extension.
+"""Prompt stage: prompt extension (the default negative prompt is part of the run plan, core.plan).
 
 extend_prompt() tries the configured backends in order (OpenAI-compatible endpoint, local VLM,
 offline rules) and falls back to the user's prompt; it never raises and says in `info` which
@@ -19,21 +19,8 @@ from wan_demo.prompt import rules as prompt_rules
 from wan_demo.prompt import vlm as prompt_vlm
 from wan_demo.prompt.text import BackendFailed
 
-# Our own list of failure modes to steer away from (used when the user gives no negative prompt):
-# quality defects, frozen or jittery motion, and artefacts typical of image-to-video models.
-DEFAULT_NEGATIVE_PROMPT = (
-    "low quality, worst quality, blurry, out of focus, overexposed, underexposed, washed-out colours, "
-    "jpeg artifacts, noise, grain, watermark, logo, text overlay, subtitles, static frame, frozen "
-    "image, still picture, flicker, jitter, camera shake, sudden cuts, distorted face, deformed "
-    "hands, extra fingers, extra limbs, malformed body, melting objects, morphing background, "
-    "duplicated subjects, cluttered background, walking backwards"
-)
 
-
-CHOICES = ("auto", "openai", "local", "rules", "off")  # values of Settings.prompt_extender
-
-
-def plan(settings: Settings) -> tuple[list[str], list[dict[str, str]]]:
+def backends(settings: Settings) -> tuple[list[str], list[dict[str, str]]]:
     """Backends to try in order, and the ones auto mode skipped (with the reason)."""
     choice = settings.prompt_extender
     if choice == "off":
@@ -85,7 +72,7 @@ def extend_prompt(prompt: str, image: Image.Image, settings: Settings) -> tuple[
     """
     started = time.monotonic()
     try:
-        order, skipped = plan(settings)
+        order, skipped = backends(settings)
     except Exception as e:  # e.g. a broken huggingface_hub install: still never fail
         order, skipped = ["rules"], [{"backend": "plan", "error": f"{type(e).__name__}: {e}"}]
     if not order:

@@ -1,16 +1,14 @@
 """REST job API with the hosted provider's contract, mounted at /api/v1 on the Gradio server.
 
-HTTP <-> store records only: inputs are checked by validate.py / inputs.py (InvalidRequest, mapped
-here to 4xx), rules live in api_service.py, the store (store.py) is the source of truth and the
-dispatcher (dispatch.py) feeds the one Worker shared with the UI. Outcome files need the same
-Bearer key as the request.
+HTTP <-> RestService only: inputs are checked by core/validate.py and rest/inputs.py (InvalidRequest,
+mapped here to 4xx), rules live in rest/service.py, which reaches jobs through jobs.JobService (the
+queue shared with the UI). Outcome files need the same Bearer key as the request.
 OpenAPI: /api/v1/openapi.json, docs at /api/v1/docs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,10 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
 from wan_demo.core.request import InvalidRequest
-from wan_demo.core.settings import API_MODEL_ID, Settings
-from wan_demo.jobs.store_sqlite import PROCESSING, QUEUED, STATUSES
-from wan_demo.jobs.worker import Worker
-from wan_demo.rest.keys import SETUP_HINT, KeyRing
+from wan_demo.core.settings import API_MODEL_ID
+from wan_demo.jobs.common import Status
+from wan_demo.rest.keys import SETUP_HINT
 from wan_demo.rest.schema import (
     ErrorBody,
     ModelIds,
@@ -109,15 +106,12 @@ def build_app(service: RestService) -> FastAPI:
     def list_requests(
         request: Request,
         model_id: str | None = None,
-        status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+        status: Status | None = None,
         limit: int = Query(20, ge=1, le=100),
         offset: int = Query(0, ge=0),
         owner: str = caller,
     ):
-        recs, total = service.store.list_requests(owner, model_id, status, limit, offset)
-        nxt = offset + len(recs) if offset + len(recs) < total else None
-        views = [service.view(r, request) for r in recs]
-        return RequestList(requests=views, total=total, limit=limit, offset=offset, next_offset=nxt)
+        return service.list(request, owner, model_id, status, limit, offset)
 
     @app.get("/apikey/requests/{request_id}", response_model=RequestView, name="get_request", **kw)
     def get_request(request_id: str, request: Request, owner: str = caller):
@@ -125,12 +119,7 @@ def build_app(service: RestService) -> FastAPI:
 
     @app.post("/apikey/requests/{request_id}/cancel", response_model=RequestView, **kw)
     def cancel_request(request_id: str, request: Request, owner: str = caller):
-        rec = service.own(request_id, owner)
-        before = service.store.cancel(rec.request_id)
-        if before not in (QUEUED, PROCESSING):
-            raise ApiError(409, "not_cancellable", f"request is already {before}")
-        service.dispatcher.cancel(rec.request_id)  # processing: stops at the next denoising step
-        return service.view(service.own(request_id, owner), request)
+        return service.view(service.cancel(request_id, owner), request)
 
     @app.get("/apikey/requests/{request_id}/video", name="video", response_class=FileResponse, **kw)
     def video(request_id: str, owner: str = caller):
@@ -177,11 +166,8 @@ def _add_handlers(app: FastAPI) -> None:
         return error_response(e.status_code, "http_error", str(e.detail), headers=getattr(e, "headers", None))
 
 
-def attach(app, worker: Worker, settings: Settings) -> RestService:
+def attach(app, service: RestService) -> None:
     """Add the /api/v1/apikey/* routes to the running FastAPI app (before Gradio's own routes)."""
-    keys = KeyRing.from_settings(settings)
-    if not keys.enabled:
+    if not service.keys.enabled:
         log.warning(SETUP_HINT)
-    service = RestService(worker, settings, keys)
     app.router.routes.insert(0, Mount(MOUNT, app=build_app(service)))
-    return service

@@ -1,7 +1,7 @@
 """Typed shapes of the REST API (they make the OpenAPI schema) and the model description.
 
 Field names follow the hosted provider's contract; fields marked "additive" go beyond it. Types are
-checked here (strict: no "5" for 5); value rules live in wan_demo/validate.py and are documented in
+checked here (strict: no "5" for 5); value rules live in wan_demo/core/validate.py and are documented in
 the schema through json_schema_extra, so one set of messages serves the UI and the API.
 """
 
@@ -11,7 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_demo.core.settings import API_MODEL_ID, FPS, MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
+from wan_demo.core.plan import frames_for
+from wan_demo.core.settings import (
+    API_MODEL_ID,
+    FPS,
+    MAX_PROMPT_CHARS,
+    NATIVE_HEIGHT,
+    NATIVE_WIDTH,
+    SEED_MAX,
+    VIDEO_LENGTHS_S,
+)
 
 STATUS_DOC = "queued | processing | success | failed | cancelled (the last three never change)"
 
@@ -74,6 +83,7 @@ class RequestView(BaseModel):
     error: ErrorInfo | None = None
     final_prompt: str | None = Field(None, description="the prompt actually used (extended or not)")
     seed_used: int | None = None
+    eta_s: float | None = Field(None, description="estimated seconds until done (queued or processing)")
 
 
 class RequestList(BaseModel):
@@ -118,12 +128,12 @@ def model_info() -> ModelInfo:
         id=API_MODEL_ID,
         name="Wan2.1 I2V 14B 480P",
         task="image-to-video",
-        resolution="832x480",
-        width=832,
-        height=480,
+        resolution=f"{NATIVE_WIDTH}x{NATIVE_HEIGHT}",
+        width=NATIVE_WIDTH,
+        height=NATIVE_HEIGHT,
         video_lengths=list(VIDEO_LENGTHS_S),
         fps=FPS,
-        frames={"5": 81, "10": 161},
+        frames={str(s): frames_for(s) for s in VIDEO_LENGTHS_S},
         parameters={
             "prompt": Parameter(type="string", required=True, constraints={"max_length": MAX_PROMPT_CHARS}),
             "path_input_image": Parameter(

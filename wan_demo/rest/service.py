@@ -1,34 +1,32 @@
-"""The REST layer's state and rules between HTTP and the store: auth, admission, views, files.
+"""The REST layer's rules between HTTP and the job service: auth, admission, views, files.
 
-Routes in api.py stay thin: they call RestService and render what it returns. Bad input arrives here
-as InvalidRequest (validate.py / inputs.py); refusals of our own are ApiError(status, code, ...).
+Routes (rest/routes.py) stay thin: they call RestService and render what it returns. Bad input
+arrives as InvalidRequest (core/validate.py, rest/inputs.py); refusals of our own are
+ApiError(status, code, ...). Jobs are reached only through jobs.service.JobService.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import FileResponse
 
-from wan_demo.core import validate
-from wan_demo.core.request import InvalidRequest
+from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
-from wan_demo.jobs.dispatch import Dispatcher
-from wan_demo.jobs.store_sqlite import ACTIVE, PROCESSING, QUEUED, SUCCESS, SqliteStore, StoredRequest
-from wan_demo.jobs.worker import Worker
+from wan_demo.core.validate import validate
+from wan_demo.jobs.common import Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.rest.inputs import load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
-from wan_demo.rest.schema import Outcome, RequestView, SubmitBody
+from wan_demo.rest.schema import Outcome, RequestList, RequestView, SubmitBody
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30  # hint on 429: roughly one generation on a fast GPU
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
 class ApiError(Exception):
@@ -38,18 +36,8 @@ class ApiError(Exception):
 
 
 class RestService:
-    """The REST layer's state: keys, store, dispatcher. Routes are thin methods over it."""
-
-    def __init__(self, worker: Worker, settings: Settings, keys: KeyRing):
-        self.settings, self.keys = settings, keys
-        self.inputs_dir = Path(settings.data_dir) / "inputs"
-        self.inputs_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(Path(settings.data_dir) / "requests.sqlite3")
-        recovered = self.store.recover()
-        if any(recovered.values()):
-            log.warning("REST requests recovered after a restart: %s", recovered)
-        self.dispatcher = Dispatcher(self.store, worker).start()
-        self._admit = threading.Lock()  # capacity check + insert are one step
+    def __init__(self, jobs: JobService, settings: Settings, keys: KeyRing):
+        self.jobs, self.settings, self.keys = jobs, settings, keys
 
     def caller(self, request: Request) -> str:
         if not self.keys.enabled:
@@ -64,102 +52,83 @@ class RestService:
             )
         return owner
 
-    def submit(self, body: SubmitBody, owner: str) -> StoredRequest:
+    def submit(self, body: SubmitBody, owner: str) -> Job:
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
         p = body.payload
+        with _refusals():
+            self.jobs.check_capacity(owner, per_owner=True)  # before the (possibly remote) image work
+        image = load_input_image(p.path_input_image, self.settings)
+        raw = GenerationRequest(image.image, p.prompt, p.video_length, p.seed, p.prompt_extend)
         try:
-            payload = {
-                "prompt": validate.check_prompt(p.prompt),
-                "video_length": validate.check_video_length(p.video_length),
-                "prompt_extend": p.prompt_extend,
-                "seed": validate.check_seed(p.seed),
-            }
+            valid = validate(raw)
         except InvalidRequest as e:
             raise InvalidRequest(f"payload.{e.field}", e.rule) from None
-        self._check_capacity(owner)  # before the (possibly remote) image work
-        image = load_input_image(p.path_input_image, self.settings)
-        payload["path_input_image"] = image.echo
-        request_id = str(uuid.uuid4())
-        path = self.inputs_dir / f"{request_id}.{EXTENSIONS[image.format]}"
-        _write_durably(path, image.data)
-        rec = StoredRequest(request_id, owner, API_MODEL_ID, payload, str(path))
-        with self._admit:
-            self._check_capacity(owner)
-            self.store.add(rec)  # committed (fsynced) before the client hears 2xx
-        self.dispatcher.wake()
-        return rec
+        payload = dict(
+            prompt=valid.prompt, video_length=valid.video_length_s, prompt_extend=valid.prompt_extend,
+            seed=valid.seed, path_input_image=image.echo,
+        )  # fmt: skip
+        with _refusals():
+            return self.jobs.submit(valid, owner, "rest", payload, SourceImage(image.data, image.format))
 
-    def _check_capacity(self, owner: str) -> None:
-        retry = {"Retry-After": str(RETRY_AFTER_S)}
-        active = self.store.count(ACTIVE, owner)
-        if active >= self.settings.max_active_per_key:
-            limit = self.settings.max_active_per_key
-            raise ApiError(
-                429,
-                "too_many_active",
-                f"this key has {active} active requests; the limit is {limit}",
-                headers=retry,
-            )
-        if self.store.count((QUEUED,)) >= self.settings.queue_max_size:
-            raise ApiError(
-                429,
-                "queue_full",
-                f"{self.settings.queue_max_size} requests are waiting; try later",
-                headers=retry,
-            )
-
-    def own(self, request_id: str, owner: str) -> StoredRequest:
-        rec = self.store.get(request_id)
-        if rec is None or rec.owner != owner:  # others' requests look absent, not forbidden
+    def own(self, request_id: str, owner: str) -> Job:
+        job = self.jobs.get(request_id, owner)
+        if job is None:  # others' requests (and UI jobs) look absent, not forbidden
             raise ApiError(404, "not_found", f"no request {request_id[:64]!r} for this key", "request_id")
-        return rec
+        return job
 
-    def view(self, rec: StoredRequest, request: Request) -> RequestView:
+    def list(self, request: Request, owner: str, model_id, status, limit: int, offset: int) -> RequestList:
+        jobs, total = self.jobs.list(owner, model_id, status, limit, offset)
+        nxt = offset + len(jobs) if offset + len(jobs) < total else None
+        views = [self.view(j, request) for j in jobs]
+        return RequestList(requests=views, total=total, limit=limit, offset=offset, next_offset=nxt)
+
+    def cancel(self, request_id: str, owner: str) -> Job:
+        job = self.own(request_id, owner)
+        before = self.jobs.cancel(job.request_id, owner)
+        if before not in (Status.QUEUED, Status.PROCESSING):
+            raise ApiError(409, "not_cancellable", f"request is already {before}")
+        return self.own(request_id, owner)
+
+    def view(self, job: Job, request: Request) -> RequestView:
         outcome = Outcome()
-        if rec.status == SUCCESS:
-            outcome = Outcome(
-                video_url=self._url(request, "video", rec),
-                thumbnail_image_url=self._url(request, "thumbnail", rec),
-            )
-        position = None
-        if rec.status == QUEUED:
-            position = self.store.queue_position(rec)
-        elif rec.status == PROCESSING:
-            position = self.dispatcher.worker_position(rec.request_id) or 0
+        if job.status == Status.SUCCESS:
+            video, thumbnail = self._url(request, "video", job), self._url(request, "thumbnail", job)
+            outcome = Outcome(video_url=video, thumbnail_image_url=thumbnail)
         error = None
-        if rec.error_code:
-            error = {"code": rec.error_code, "message": rec.error_message or rec.error_code}
+        if job.error_code:
+            error = {"code": job.error_code, "message": job.error_message or job.error_code}
         return RequestView(
-            request_id=rec.request_id,
-            org_id=f"key_{rec.owner}",
-            model=rec.model,
-            status=rec.status,
+            request_id=job.request_id,
+            org_id=f"key_{job.owner}",
+            model=job.model,
+            status=job.status,
             is_public=False,
-            payload=rec.payload,
+            payload=job.payload,
             outcome=outcome,
-            qworker_id=rec.worker_id,
-            created_at=int(rec.created_at),
-            updated_at=int(rec.updated_at),
-            queued_at=int(rec.queued_at),
-            started_at=_int(rec.started_at),
-            completed_at=_int(rec.completed_at),
-            queue_position=position,
-            progress=rec.progress,
+            qworker_id=job.worker_id,
+            created_at=int(job.created_at),
+            updated_at=int(job.updated_at),
+            queued_at=int(job.queued_at),
+            started_at=_int(job.started_at),
+            completed_at=_int(job.completed_at),
+            queue_position=self.jobs.position(job),
+            progress=job.progress,
             error=error,
-            final_prompt=rec.final_prompt,
-            seed_used=rec.seed_used,
+            final_prompt=job.final_prompt,
+            seed_used=job.seed_used,
+            eta_s=self.jobs.eta_s(job),
         )
 
-    def _url(self, request: Request, name: str, rec: StoredRequest) -> str:
-        path = request.url_for(name, request_id=rec.request_id).path
+    def _url(self, request: Request, name: str, job: Job) -> str:
+        path = request.url_for(name, request_id=job.request_id).path
         base = self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
         return base + path
 
-    def file(self, rec: StoredRequest, which: str) -> FileResponse:
-        if rec.status != SUCCESS:
-            raise ApiError(409, "not_ready", f"request is {rec.status}; files exist only on success")
-        path = Path(rec.video_path if which == "video" else rec.thumbnail_path or "")
+    def file(self, job: Job, which: str) -> FileResponse:
+        if job.status != Status.SUCCESS:
+            raise ApiError(409, "not_ready", f"request is {job.status}; files exist only on success")
+        path = Path(job.video_path if which == "video" else job.thumbnail_path or "")
         if not path.is_file():
             raise ApiError(410, "expired", "the output file was deleted (outputs expire)")
         media = "video/mp4" if which == "video" else "image/jpeg"
@@ -167,14 +136,17 @@ class RestService:
         return FileResponse(path, media_type=media, headers=headers)
 
 
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The job service's capacity refusals as 429 ApiErrors with Retry-After."""
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    try:
+        yield
+    except TooManyActive as e:
+        raise ApiError(429, "too_many_active", str(e), headers=retry) from None
+    except QueueFull as e:
+        raise ApiError(429, "queue_full", str(e), headers=retry) from None
+
+
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

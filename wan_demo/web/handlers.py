@@ -1,33 +1,33 @@
-"""Gradio event handlers: widget values -> GenerationRequest -> the one Worker -> widget values.
+"""Gradio event handlers: widget values -> ValidRequest -> the job queue -> widget values.
 
-No model logic here. The handler is a generator so Gradio's Cancel can stop it: it submits to the
-shared Worker, yields while the task runs, and cancels the task in `finally` (a plain handler
-would keep running after Cancel and the next job would start beside it).
+No model logic here. The handler is a generator so Gradio's Cancel can stop it: it submits the job,
+yields while it runs (showing the store's progress), and cancels the job in `finally` when Gradio
+closed it (Cancel, or the page went away).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
 
 from wan_demo.core.request import GenerationRequest, InvalidRequest, Progress
-from wan_demo.core.settings import Settings
-from wan_demo.core.validate import validate
-from wan_demo.jobs.worker import CANCELLED, SUCCESS, QueueFull, Worker
-from wan_demo.media.image import decode_image
-from wan_demo.media.video import remove_old_outputs
+from wan_demo.core.validate import check_fields, validate
+from wan_demo.jobs.common import TERMINAL, Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.service import JobService, SourceImage
+from wan_demo.media.image import decode_image, probe_image
 
-HEARTBEAT_S = 0.5  # longest wait between yields: how fast a Cancel click takes effect while queued
+HEARTBEAT_S = 0.5  # longest wait between yields: how fast a Cancel click takes effect
 AUTO = "auto"  # speed-mode choice meaning "the server's default"
+UI_OWNER = "ui"  # all UI and Gradio API jobs share one owner (per-user history: issue 13)
 
 # The order of the /generate parameters; the validator maps InvalidRequest.field onto these.
 INPUT_FIELDS = (
     "image", "prompt", "prompt_extend", "seed", "video_length",
     "negative_prompt", "steps", "guidance", "speed_mode",
 )  # fmt: skip
-_FIELD_ALIASES = {"video_length_s": "video_length"}
 
 Outputs = tuple[str | None, str | None, str, int | None]  # video, thumbnail, final prompt, seed
 
@@ -42,40 +42,57 @@ def to_request(
     steps: float | None,
     guidance: float | None,
     speed_mode: str | None,
-) -> GenerationRequest:
-    """Widget values -> request. 0 steps / 0 guidance / "auto" mean the speed mode's defaults."""
+    decode: bool = True,
+) -> tuple[GenerationRequest, bytes]:
+    """Widget values -> an unchecked request and the upload's bytes. 0 steps / 0 guidance /
+    "auto" mean the speed mode's defaults; `decode=False` leaves the image to the caller."""
     if not image:
         raise InvalidRequest("image", "is required: upload a JPEG, PNG or WEBP picture")
     data = Path(image).read_bytes()  # a file Gradio stored for this upload, never a user-given path
-    return GenerationRequest(
-        image=decode_image(data),
+    request = GenerationRequest(
+        image=decode_image(data) if decode else None,
         prompt=prompt if prompt is not None else "",
-        video_length_s=video_length,  # type: ignore[arg-type]  # "5"/"10": validate() converts
-        seed=-1 if seed is None else seed,  # type: ignore[arg-type]  # float from gr.Number
+        video_length_s=video_length,
+        seed=-1 if seed is None else seed,
         prompt_extend=bool(prompt_extend),
         negative_prompt=negative_prompt or None,
         steps=int(steps) if steps else None,
         guidance=float(guidance) if guidance else None,
         speed_mode=None if speed_mode in (None, "", AUTO) else speed_mode,
     )
+    return request, data
 
 
 def check_inputs(*values) -> list[dict]:
-    """Gradio validator: one gr.validate per input, so the message appears on the bad field."""
+    """Gradio validator, before queueing: the same field rules as validate(), and the image's
+    format and size from its header (the handler decodes it once). One verdict per input."""
     verdicts = [gr.validate(True, "") for _ in INPUT_FIELDS]
     try:
-        validate(to_request(*values))
+        request, data = to_request(*values, decode=False)
+        probe_image(data)
+        check_fields(request)
     except InvalidRequest as e:
-        name = _FIELD_ALIASES.get(e.field, e.field)
-        if name in INPUT_FIELDS:  # the field label is shown beside the message: the rule suffices
-            verdicts[INPUT_FIELDS.index(name)] = gr.validate(False, e.rule)
+        if e.field in INPUT_FIELDS:  # the field label is shown beside the message: the rule suffices
+            verdicts[INPUT_FIELDS.index(e.field)] = gr.validate(False, e.rule)
         else:
             verdicts[0] = gr.validate(False, str(e))
     return verdicts
 
 
-def make_generate(worker: Worker, settings: Settings) -> Callable[..., Iterator[Outputs]]:
-    """The /generate handler bound to the shared worker (its name is the API and MCP tool name)."""
+def submit(jobs: JobService, values: tuple) -> Job:
+    """Validate once and queue; errors become gr.Error with the rule."""
+    try:
+        request, data = to_request(*values)
+        source = SourceImage(data, request.image.format)  # kept as uploaded, not re-encoded
+        return jobs.submit(validate(request), UI_OWNER, "ui", image=source)
+    except InvalidRequest as e:
+        raise gr.Error(str(e), title="Invalid input") from None
+    except (QueueFull, TooManyActive) as e:
+        raise gr.Error(f"The queue is full: {e}.", title="Queue full") from None
+
+
+def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
+    """The /generate handler bound to the job service (its name is the API and MCP tool name)."""
 
     def generate(
         image: str | None,
@@ -105,35 +122,38 @@ def make_generate(worker: Worker, settings: Settings) -> Callable[..., Iterator[
         Returns:
             The MP4 video, its first-frame thumbnail (JPEG), the final prompt used and the seed used.
         """
+        values = (image, prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance)
+        job = submit(jobs, (*values, speed_mode))
         try:
-            request = to_request(
-                image, prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode
-            )
-            remove_old_outputs(Path(settings.output_dir), settings.output_ttl_h)
-            task = worker.submit(request)
-        except InvalidRequest as e:
-            raise gr.Error(str(e), title="Invalid input") from None
-        except QueueFull as e:
-            raise gr.Error(f"The queue is full: {e}.", title="Queue full") from None
-        try:
-            shown = ""
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            while not task.wait(HEARTBEAT_S):
-                shown = _show_progress(progress, _live_progress(worker, task), shown)
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            job = yield from follow(jobs, job, progress)
         finally:
-            task.cancel()  # no-op when finished; stops the worker when Gradio closed us (Cancel)
-        if task.status == SUCCESS and task.result is not None:
-            r = task.result
-            yield str(r.video_path), str(r.thumbnail_path), r.final_prompt, r.seed_used
-        elif task.status == CANCELLED:
-            raise gr.Error("The generation was cancelled.", title="Cancelled")
-        elif isinstance(task.error, InvalidRequest):
-            raise gr.Error(str(task.error), title="Invalid input")
-        else:
-            raise gr.Error("The generation failed on the server; see the server log.", title="Failed")
+            if job.status not in TERMINAL:  # Gradio closed us (Cancel, page gone): stop the job
+                jobs.cancel(job.request_id, job.owner)
+        yield outputs_of(job)
 
     return generate
+
+
+def follow(jobs: JobService, job: Job, progress: gr.Progress) -> Iterator[tuple]:
+    """Yield (nothing changed) every heartbeat while showing the job's progress; return it finished."""
+    shown = ""
+    yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    while job.status not in TERMINAL:
+        shown = _show_progress(progress, live_progress(jobs, job), shown)
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        time.sleep(HEARTBEAT_S)
+        job = jobs.get(job.request_id, job.owner) or job
+    return job
+
+
+def outputs_of(job: Job) -> Outputs:
+    if job.status == Status.SUCCESS:
+        return job.video_path, job.thumbnail_path, job.final_prompt or "", job.seed_used
+    if job.status == Status.CANCELLED:
+        raise gr.Error("The generation was cancelled.", title="Cancelled")
+    if job.error_code == "invalid_input":
+        raise gr.Error(job.error_message or "invalid input", title="Invalid input")
+    raise gr.Error("The generation failed on the server; see the server log.", title="Failed")
 
 
 def example_runner(generate: Callable[..., Iterator[Outputs]]) -> Callable[..., Iterator[Outputs]]:
@@ -151,12 +171,11 @@ def example_runner(generate: Callable[..., Iterator[Outputs]]) -> Callable[..., 
     return run_example
 
 
-def _live_progress(worker: Worker, task) -> Progress:
-    """The task's own report, or its live place in the queue while it waits."""
-    position = worker.position(task)
-    if position:
-        return Progress("queued", queue_position=position)
-    return task.progress
+def live_progress(jobs: JobService, job: Job) -> Progress:
+    """The job's own report, or its place in the queue and ETA while it waits."""
+    if job.status == Status.QUEUED:
+        return Progress("queued", queue_position=jobs.position(job), eta_s=jobs.eta_s(job))
+    return job.progress_report
 
 
 def _show_progress(progress: gr.Progress, p: Progress, shown: str) -> str:

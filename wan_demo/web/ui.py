@@ -1,7 +1,7 @@
-"""Gradio Blocks UI: layout and event wiring only. Handlers live in ui_handlers.py.
+"""Gradio Blocks UI: layout and event wiring only. Handlers live in web/handlers.py.
 
-One public API endpoint, `/generate`; every other event is private. All generations go through the
-shared Worker, so the UI, the Gradio API and the REST API never run two at once.
+One public API endpoint, `/generate`; every other event is private. Every generation is a job in
+the one queue (jobs/) that the REST API shares; the worker runs one at a time.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
-from wan_demo.jobs.worker import Worker
+from wan_demo.jobs.service import JobService
 from wan_demo.web.handlers import AUTO, check_inputs, example_runner, make_generate
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -44,8 +45,7 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[list]:
     return rows
 
 
-def banner_markdown(worker: Worker) -> tuple[str, list[str]]:
-    engine = worker.engine
+def banner_markdown(engine: EngineInfo) -> tuple[str, list[str]]:
     if engine.is_tiny:
         return f"⚠️ {engine.banner}", ["tiny"]
     return engine.banner, []
@@ -89,12 +89,11 @@ def _outputs() -> list[gr.components.Component]:
     return [video, thumbnail, final_prompt, seed_used]
 
 
-def build_ui(worker: Worker, settings: Settings) -> gr.Blocks:
-    engine = worker.engine
+def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blocks:
     ttl_s = int(settings.output_ttl_h * 3600)
     with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, ttl_s) if ttl_s > 0 else None) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        text, classes = banner_markdown(worker)
+        text, classes = banner_markdown(engine)
         gr.Markdown(text, elem_id="banner", elem_classes=classes)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
@@ -104,10 +103,12 @@ def build_ui(worker: Worker, settings: Settings) -> gr.Blocks:
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=1):
                 outputs = _outputs()
-        generate = make_generate(worker, settings)
+        generate = make_generate(jobs)
+        # Handlers only follow their job; the worker runs one at a time, so they need not queue here.
         event = generate_btn.click(
             generate, inputs, outputs, api_name="generate", api_visibility="public", validator=check_inputs,
-            concurrency_id="generation", concurrency_limit=1, show_progress_on=outputs[0],
+            concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1,
+            show_progress_on=outputs[0],
         )  # fmt: skip
         cancel_btn.click(None, cancels=[event], api_visibility="private", queue=False)
         rows = load_examples()

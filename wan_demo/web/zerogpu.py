@@ -10,7 +10,7 @@ runs in a process forked from the server (arguments and result are pickled). Des
 - Progress and Cancel cross the process boundary through fork-inherited multiprocessing objects:
   the child reports into a Queue the server drains; the server sets an Event the child's step
   callback checks. A cancelled child returns None (an exception would arrive as a generic error).
-- The GPU lease is sized per request by `gpu_seconds` (frames, size, steps, CFG), a pure function.
+- The GPU lease is sized per request by `gpu_seconds` from the request's run plan (core.plan).
 
 Off ZeroGPU `spaces.GPU` returns the function unchanged, so the same path runs in-process.
 """
@@ -25,17 +25,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from wan_demo.core.request import GenerationRequest, GenerationResult
-from wan_demo.core.settings import MAX_AREA, SEGMENT_FRAMES, Settings
-from wan_demo.generate import ProgressFn, frames_for, generate
-from wan_demo.media.image import fit_size
-from wan_demo.model.pipeline import Engine, GenerationCancelled
+from wan_demo.core.plan import CostModel, EngineInfo, RunPlan, estimate_seconds, plan_run
+from wan_demo.core.request import GenerationCancelled, GenerationResult, ValidRequest
+from wan_demo.core.settings import Settings
+from wan_demo.generate import ProgressFn, generate
+from wan_demo.model.engine import Engine
 
 # Cost model for a ZeroGPU "large" slice (half an H200), fitted to published full-H200 figures:
 # 80 transformer forwards at 81x480x832 take ~366 s there (~4.6 s each), so ~9 s on half a card.
-SECONDS_PER_FORWARD = 9.0  # one transformer forward at 81 frames x 480x832, ZeroGPU large
-DECODE_SECONDS = 12.0  # VAE decode of one 81-frame 480P segment
-SETUP_SECONDS = 30.0  # weights onto the GPU, text + image encoders, MP4 encode
+ZEROGPU_COST = CostModel(
+    forward_s=9.0,  # one transformer forward at 81 frames x 480x832, ZeroGPU large
+    decode_s=12.0,  # VAE decode of one 81-frame 480P segment
+    setup_s=30.0,  # weights onto the GPU, text + image encoders, MP4 encode
+)
 SAFETY = 1.3  # margin: an over-run lease is aborted mid-generation
 MIN_SECONDS = 30
 POLL_S = 0.2  # how often the server side forwards progress and checks for Cancel
@@ -48,13 +50,10 @@ def enabled() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
-def gpu_seconds(num_frames: int, width: int, height: int, steps: int, cfg: bool) -> int:
-    """GPU lease in whole seconds for one clip. Transformer work scales with frames x pixels;
-    CFG doubles the forwards; each 81-frame segment pays one VAE decode."""
-    segments = max(1, math.ceil((num_frames - 1) / (SEGMENT_FRAMES - 1)))
-    scale = (width * height) / MAX_AREA
-    forwards = steps * (2 if cfg else 1) * segments
-    seconds = SETUP_SECONDS + forwards * SECONDS_PER_FORWARD * scale + segments * DECODE_SECONDS * scale
+def gpu_seconds(plan: RunPlan) -> int:
+    """GPU lease in whole seconds for one planned clip (the plan's forwards and segments, priced
+    with ZeroGPU's cost model, plus a safety margin)."""
+    seconds = estimate_seconds(ZEROGPU_COST, plan.width, plan.height, plan.segments, plan.forwards)
     return max(MIN_SECONDS, math.ceil(seconds * SAFETY))
 
 
@@ -77,7 +76,7 @@ class GpuBridge:
 
     def run(
         self,
-        request: GenerationRequest,
+        request: ValidRequest,
         engine: Engine,
         settings: Settings,
         on_progress: ProgressFn | None = None,
@@ -114,7 +113,7 @@ class GpuBridge:
 _BRIDGE: GpuBridge | None = None  # inherited by the ZeroGPU child process through fork
 
 
-def _generate_on_gpu(request: GenerationRequest, settings: Settings) -> GenerationResult | None:
+def _generate_on_gpu(request: ValidRequest, settings: Settings) -> GenerationResult | None:
     bridge = _BRIDGE
     if bridge is None:
         raise RuntimeError("GpuBridge was not created before the first GPU call")
@@ -124,14 +123,8 @@ def _generate_on_gpu(request: GenerationRequest, settings: Settings) -> Generati
         return None
 
 
-def duration_for(request: GenerationRequest, settings: Settings) -> int:
+def duration_for(request: ValidRequest, settings: Settings) -> int:
     """spaces.GPU duration callable: receives the decorated function's arguments."""
-    from wan_demo.model import speed
-
     engine = _BRIDGE.engine if _BRIDGE is not None else None
-    max_area = engine.max_area if engine is not None else MAX_AREA
-    mode = speed.resolve(settings, request.speed_mode, bool(engine and engine.fast_available))
-    steps = request.steps or mode.steps
-    guidance = mode.guidance if request.guidance is None else request.guidance
-    width, height = fit_size(request.image.width, request.image.height, max_area)
-    return gpu_seconds(frames_for(request.video_length_s), width, height, steps, cfg=guidance > 1.0)
+    info = engine.plan_info() if engine is not None else EngineInfo()
+    return gpu_seconds(plan_run(request, settings, info))

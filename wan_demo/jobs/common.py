@@ -1,0 +1,81 @@
+"""Types shared by the job store, the worker and the service: statuses, the job record, refusals."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from wan_demo.core.request import Progress
+
+
+class Status(StrEnum):
+    """A job's lifecycle: queued -> processing -> success | failed | cancelled (terminal, final)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.PROCESSING)
+TERMINAL = (Status.SUCCESS, Status.FAILED, Status.CANCELLED)
+MAX_ATTEMPTS = 2  # a job found `processing` after a crash is requeued once, then failed
+
+
+class QueueFull(Exception):
+    """More jobs are waiting than Settings.queue_max_size."""
+
+
+class TooManyActive(Exception):
+    """One owner (an API key) has Settings.max_active_per_key jobs queued or running."""
+
+
+@dataclass
+class Job:
+    """One generation request as the store keeps it, from any source (UI, Gradio API, REST)."""
+
+    request_id: str
+    owner: str  # "key_<16 hex>" for an API key (never the key itself), "ui:..." for UI users
+    source: str  # "rest" | "ui"
+    model: str
+    params: dict[str, Any]  # ValidRequest.params(): what generate() gets besides the image
+    payload: dict[str, Any]  # as echoed to the client (image abbreviated)
+    input_path: str  # the stored input image bytes
+    status: Status = Status.QUEUED
+    progress: int = 0  # percent, 0-100
+    progress_info: dict[str, Any] = field(default_factory=dict)  # the last Progress, as a dict
+    attempts: int = 0  # times a worker took it
+    cancel_requested: bool = False
+    worker_id: str | None = None
+    video_path: str | None = None
+    thumbnail_path: str | None = None
+    metadata_path: str | None = None
+    final_prompt: str | None = None
+    seed_used: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    est_seconds: float = 0.0  # the run plan's estimate at submit
+    created_at: float = field(default_factory=time.time)  # unix seconds
+    updated_at: float = 0.0
+    queued_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    @property
+    def progress_report(self) -> Progress:
+        known = {f.name for f in fields(Progress)}
+        return Progress(**{k: v for k, v in self.progress_info.items() if k in known} or {"stage": "queued"})
+
+
+COLUMNS = [f.name for f in fields(Job)]
+JSON_COLUMNS = ("params", "payload", "progress_info")
+
+
+def progress_percent(progress: Progress) -> int:
+    """0-100 for the store. Denoising is 2..97 %; encoding 98 %; only success reports 100 %."""
+    if progress.stage == "denoise":
+        return 2 + int(95 * progress.fraction)
+    return {"queued": 0, "prompt": 1, "image": 2, "encode": 98, "done": 99}.get(progress.stage, 0)

@@ -1,0 +1,152 @@
+"""JobService: the one interface the UI, the Gradio API and the REST API use for jobs.
+
+Submit (capacity checks, input image kept durably, row committed before the caller answers),
+look up, list, cancel, queue position and ETA. The web and REST layers never touch the store.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from wan_demo.core.plan import EngineInfo, plan_run
+from wan_demo.core.request import ValidRequest
+from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.common import ACTIVE, Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """The input as the client sent it (kept instead of re-encoding the decoded picture)."""
+
+    data: bytes
+    format: str  # "JPEG" | "PNG" | "WEBP"
+
+
+class WorkerHandle(Protocol):
+    """What the service needs from an in-process Worker: wake it, stop a running job."""
+
+    def wake(self) -> None: ...
+    def interrupt(self, request_id: str) -> None: ...
+
+
+class JobService:
+    def __init__(self, store: JobStore, settings: Settings, engine_info: Callable[[], EngineInfo]):
+        self.store, self.settings, self.engine_info = store, settings, engine_info
+        self.inputs_dir = Path(settings.data_dir) / "inputs"
+        self.worker: WorkerHandle | None = None  # set when a Worker runs in this process
+        self._admit = threading.Lock()  # capacity check + insert are one step
+
+    def start(self) -> JobService:
+        self.store.open()
+        self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        recovered = self.store.recover()
+        if any(recovered.values()):
+            log.warning("jobs recovered after a restart: %s", recovered)
+        return self
+
+    def close(self) -> None:
+        self.store.close()
+
+    def check_capacity(self, owner: str, per_owner: bool) -> None:
+        """Raise TooManyActive / QueueFull; `per_owner` applies the per-key limit (REST keys)."""
+        limit = self.settings.max_active_per_key
+        if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
+            raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
+        if self.store.count((Status.QUEUED,)) >= self.settings.queue_max_size:
+            raise QueueFull(f"{self.settings.queue_max_size} generations are waiting; try again later")
+
+    def submit(
+        self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
+        image: SourceImage | None = None,
+    ) -> Job:  # fmt: skip
+        """Plan (refusing what this engine cannot run), store the input, queue. Returns the job."""
+        plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
+        per_owner = source == "rest"
+        self.check_capacity(owner, per_owner)
+        request_id = str(uuid.uuid4())
+        image = image or SourceImage(_png(request), "PNG")
+        path = self.inputs_dir / f"{request_id}.{EXTENSIONS[image.format]}"
+        _write_durably(path, image.data)
+        params = request.params()
+        job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, str(path),
+                  est_seconds=plan.est_seconds)  # fmt: skip
+        with self._admit:
+            try:
+                self.check_capacity(owner, per_owner)
+                self.store.add(job)  # committed (fsynced) before the caller answers
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        if self.worker is not None:
+            self.worker.wake()
+        return job
+
+    def get(self, request_id: str, owner: str) -> Job | None:
+        """The job if it exists and belongs to `owner`; others' jobs look absent."""
+        job = self.store.get(request_id)
+        return job if job is not None and job.owner == owner else None
+
+    def list(
+        self,
+        owner: str,
+        model: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        return self.store.list_jobs(owner, model, status, limit, offset)
+
+    def cancel(self, request_id: str, owner: str) -> Status | None:
+        """Queued: cancelled at once; processing: stops at the next denoising step. Returns the
+        status before the call (None for an unknown or foreign id)."""
+        if self.get(request_id, owner) is None:
+            return None
+        before = self.store.cancel(request_id)
+        if before == Status.PROCESSING and self.worker is not None:
+            self.worker.interrupt(request_id)  # in-process: at once; other workers poll the flag
+        return before
+
+    def position(self, job: Job) -> int | None:
+        """1-based place in the queue, 0 while running, None once finished."""
+        if job.status == Status.QUEUED:
+            return self.store.queue_ahead(job)[0] + 1
+        return 0 if job.status == Status.PROCESSING else None
+
+    def eta_s(self, job: Job) -> float | None:
+        """Estimated seconds until `job` finishes: the running job's remainder, the jobs ahead, its own."""
+        if job.status == Status.PROCESSING:
+            return job.progress_report.eta_s if job.progress_report.eta_s is not None else job.est_seconds
+        if job.status != Status.QUEUED:
+            return None
+        _, ahead_s = self.store.queue_ahead(job)
+        running = self.store.running()
+        left = sum(r.progress_report.eta_s or r.est_seconds for r in running)
+        return round(left + ahead_s + job.est_seconds, 1)
+
+
+def _png(request: ValidRequest) -> bytes:
+    buffer = io.BytesIO()
+    request.image.save(buffer, format="PNG", compress_level=1)  # fast; the file is temporary
+    return buffer.getvalue()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

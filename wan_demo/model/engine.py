@@ -1,0 +1,125 @@
+"""Load the Wan I2V pipeline once: the built-in tiny model or real weights (hub id or folder).
+
+The Engine is the loaded pipeline plus what callers need to know about it. Loading runs the memory
+plan (model.memory) and the start-up speed levers (model.speed_setup) once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from wan_demo.core.plan import DEFAULT_COST, CostModel, EngineInfo
+from wan_demo.core.settings import MAX_AREA, REAL_MODEL_ID, Settings
+
+log = logging.getLogger(__name__)
+
+TINY_BANNER = (
+    "No CUDA GPU or model weights: running the built-in TINY model with random weights. "
+    "Its videos are noise; it exists to exercise the full pipeline. "
+    f"Set WAN_DEMO_MODEL={REAL_MODEL_ID} (or a local folder) on a GPU host for real videos."
+)
+
+
+class ModelUnavailable(RuntimeError):
+    """The requested weights cannot be loaded (not cached and no network, or a bad folder)."""
+
+
+@dataclass
+class Engine:
+    """The one loaded pipeline and what callers need to know about it."""
+
+    pipe: Any  # diffusers.WanImageToVideoPipeline
+    model_name: str  # hub id, folder, or the tiny model's name
+    is_tiny: bool
+    device: str  # where sampling runs: "cuda:<index>" | "cpu"
+    max_area: int  # output pixel budget (480*832 for the real model)
+    memory_plan: str = "resident"  # human-readable strategy, shown in the UI banner
+    fast_available: bool = False  # step-distilled LoRA loaded (fast mode possible)
+    details: dict[str, Any] = field(default_factory=dict)  # versions, dtype, plan details
+    parallel: Any = None  # distributed Group on rank 0 of a multi-GPU torchrun run, else None
+    cost: CostModel = DEFAULT_COST  # seconds per forward etc.; the Worker refines it from real runs
+
+    @property
+    def banner(self) -> str:
+        text = TINY_BANNER if self.is_tiny else f"Model: {self.model_name} on {self.device}"
+        return f"{text} | memory: {self.memory_plan}"
+
+    def plan_info(self) -> EngineInfo:
+        return EngineInfo(self.max_area, self.fast_available, self.cost, self.is_tiny, self.banner)
+
+
+def choose_device(settings: Settings) -> str:
+    import torch
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # pin the index: diffusers' offload turns a bare "cuda" into GPU 0 on every rank
+        device = f"cuda:{torch.cuda.current_device()}"
+    return device
+
+
+def wants_tiny(settings: Settings, device: str) -> bool:
+    """Explicit setting wins; `auto` means the real model on CUDA and the tiny one elsewhere."""
+    if settings.model == "tiny":
+        return True
+    return settings.model == "auto" and not device.startswith("cuda")
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Load the pipeline once: tiny in-process model, or real weights from hub cache / folder."""
+    import diffusers
+    import torch
+    import transformers
+
+    from wan_demo.model import memory, memory_apply, speed_setup, torchrun
+    from wan_demo.model.memory_estimate import Shape
+
+    device = choose_device(settings)
+    if wants_tiny(settings, device):
+        from wan_demo.model.tiny import TINY_MODEL_NAME, build_tiny_pipeline
+
+        log.warning(TINY_BANNER)
+        pipe = build_tiny_pipeline().to(device)
+        engine = Engine(pipe, TINY_MODEL_NAME, True, device, settings.tiny_max_area)
+    else:
+        model = REAL_MODEL_ID if settings.model == "auto" else settings.model
+        pipe = load_real_pipeline(model, settings)
+        engine = Engine(pipe, model, False, device, MAX_AREA)
+    pipe.set_progress_bar_config(disable=True)
+    ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment
+    plan = memory.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
+    memory_apply.apply_plan(pipe, plan, device)
+    engine.memory_plan, engine.details["memory"] = plan.summary, plan.info()
+    fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
+    engine.fast_available, engine.details["speed"] = fast.fast_available, fast.info()
+    engine.details.update(
+        torch=torch.__version__, diffusers=diffusers.__version__, transformers=transformers.__version__
+    )
+    return engine
+
+
+def load_real_pipeline(model: str, settings: Settings):
+    """diffusers' recipe: image encoder and VAE in fp32, transformer and text encoder in `dtype`."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    dtype = getattr(torch, settings.dtype)
+    local = os.path.isdir(model)
+    try:
+        return WanImageToVideoPipeline.from_pretrained(
+            model,
+            dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},
+            local_files_only=settings.offline or local,
+        )
+    except (OSError, ValueError) as e:
+        where = f"folder {model!r}" if local else f"hub repo {model!r}"
+        raise ModelUnavailable(
+            f"Cannot load the Wan I2V weights from {where}: {e.__class__.__name__}: {str(e)[:300]}\n"
+            f"Get them with `hf download {REAL_MODEL_ID} --local-dir ./Wan2.1-I2V-14B-480P-Diffusers` "
+            "and set WAN_DEMO_MODEL to that folder, or run with WAN_DEMO_MODEL=tiny for the built-in "
+            "test model."
+        ) from None
