@@ -115,4 +115,6 @@ def test_sigkill_mid_job_loses_nothing(tmp_path):
     worker_lost = [v for v in final.values() if v["status"] == "failed"]
     assert all(v["error"]["code"] == "worker_lost" for v in worker_lost), worker_lost
     assert counts["success"] >= 1
-    assert len(list((tmp_path / "outputs").glob("*.mp4"))) >= counts["success"]  # real files behind them
+    assert (
+        len(list((tmp_path / "outputs" / "rest").glob("*.mp4"))) >= counts["success"]
+    )  # real files behind them

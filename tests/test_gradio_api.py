@@ -54,7 +54,7 @@ def picture(tmp_path_factory) -> str:
 
 
 def mp4_count(app) -> int:
-    return len(list(Path(app.settings.output_dir).glob("*.mp4")))
+    return len(list((Path(app.settings.output_dir) / "ui").glob("*.mp4")))
 
 
 def test_api_lists_exactly_the_generate_endpoint(client):

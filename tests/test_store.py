@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.common import Job, Status
+from wan_demo.jobs.common import CLAIMS_PER_ATTEMPT, Job, Status
 from wan_demo.jobs.store_sqlite import MIGRATIONS, SqliteJobStore
 from wan_demo.rest.keys import KeyRing, digest, parse_entry
 
@@ -73,7 +73,13 @@ def test_claim_oldest_first_then_finish(store):
         add(store, rid)
     assert [store.queue_ahead(store.get(r)) for r in ("r1", "r2", "r3")] == [(0, 0), (1, 1.0), (2, 2.0)]
     rec = store.claim_next("w1")
-    assert (rec.request_id, rec.status, rec.attempts, rec.worker_id) == ("r1", PROCESSING, 1, "w1")
+    assert (rec.request_id, rec.status, rec.claims, rec.attempts, rec.worker_id) == (
+        "r1",
+        PROCESSING,
+        1,
+        0,
+        "w1",
+    )
     store.set_progress("r1", 40, {"stage": "denoise", "step": 2}, started=True)
     assert store.get("r1").progress == 40 and store.get("r1").started_at is not None
     assert store.get("r1").progress_report.step == 2 and [j.request_id for j in store.running()] == ["r1"]
@@ -105,9 +111,19 @@ def test_list_count_and_release(store):
     assert store.list_jobs("a", limit=1, offset=1)[0][0].request_id == "a1"
     assert store.count((QUEUED,)) == 3 and store.count((QUEUED, PROCESSING), owner="b") == 1
     rec = store.claim_next("w")
-    store.release(rec.request_id)  # worker full: back to the queue, not counted as an attempt
+    store.release(rec.request_id)  # worker shutting down: back to the queue, not counted
     again = store.get(rec.request_id)
-    assert again.status == QUEUED and again.attempts == 0
+    assert again.status == QUEUED and again.claims == again.attempts == 0
+
+
+def crash_while_processing(path, rid: str, ran: bool) -> None:
+    """A worker claims `rid` (and reaches its first denoising step if `ran`), then the process dies."""
+    store = open_store(path)
+    assert store.claim_next("w").request_id == rid
+    store.set_progress(rid, 1, {"stage": "prompt"}, started=True)
+    if ran:
+        store.set_progress(rid, 5, {"stage": "denoise", "step": 1}, ran=True)
+    store.close()
 
 
 def test_recover_requeues_once_then_fails(tmp_path):
@@ -117,19 +133,51 @@ def test_recover_requeues_once_then_fails(tmp_path):
     add(store, "cancel-me")
     store.claim_next("w")
     store.claim_next("w")
+    store.set_progress("crash", 5, {"stage": "denoise"}, ran=True)
     store.cancel("cancel-me")
     store.close()  # the process "dies" with two requests processing
 
     store = open_store(path)
     assert store.recover() == {"requeued": 1, "failed": 0, "cancelled": 1}
     assert store.get("crash").status == QUEUED and store.get("cancel-me").status == CANCELLED
-    assert store.claim_next("w").attempts == 2
     store.close()
+    crash_while_processing(path, "crash", ran=True)
 
     store = open_store(path)
     assert store.recover() == {"requeued": 0, "failed": 1, "cancelled": 0}
     lost = store.get("crash")
-    assert lost.status == FAILED and lost.error_code == "worker_lost"
+    assert (lost.status, lost.error_code, lost.attempts) == (FAILED, "worker_lost", 2)
+    assert "2 times" in lost.error_message
+    store.close()
+
+
+def test_restarts_before_the_first_step_do_not_use_up_attempts(tmp_path):
+    """Issue 16: two restarts in a row that never reached denoising leave the job queued; only a
+    crash loop (claims >= max_attempts x CLAIMS_PER_ATTEMPT) fails it."""
+    path = tmp_path / "r.sqlite3"
+    store = open_store(path)
+    add(store, "early")
+    store.close()
+    for _ in range(2 * CLAIMS_PER_ATTEMPT - 1):
+        crash_while_processing(path, "early", ran=False)
+        store = open_store(path)
+        assert store.recover(max_attempts=2) == {"requeued": 1, "failed": 0, "cancelled": 0}
+        store.close()
+    crash_while_processing(path, "early", ran=False)
+    store = open_store(path)
+    assert store.recover(max_attempts=2)["failed"] == 1
+    assert (store.get("early").attempts, store.get("early").claims) == (0, 2 * CLAIMS_PER_ATTEMPT)
+    store.close()
+
+
+def test_max_attempts_is_a_setting(tmp_path):
+    path = tmp_path / "r.sqlite3"
+    store = open_store(path)
+    add(store, "once")
+    store.close()
+    crash_while_processing(path, "once", ran=True)
+    store = open_store(path)
+    assert store.recover(max_attempts=1)["failed"] == 1
     store.close()
 
 

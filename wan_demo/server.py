@@ -15,7 +15,7 @@ from typing import Any
 from wan_demo.core.settings import Settings, from_env
 from wan_demo.jobs.service import JobService
 from wan_demo.jobs.store_sqlite import SqliteJobStore
-from wan_demo.jobs.worker import Worker
+from wan_demo.jobs.worker import Worker, output_dir
 from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine
 from wan_demo.rest import routes
@@ -63,8 +63,8 @@ def launch(server: Server, block: bool = True):
     settings, demo = server.settings, server.demo
     server.start()
     demo.queue(api_open=False, max_size=settings.queue_max_size, default_concurrency_limit=1)
-    output_dir = Path(settings.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ui_outputs = output_dir(settings, "ui").resolve()  # REST outputs live beside it, never served here
+    ui_outputs.mkdir(parents=True, exist_ok=True)
     demo.launch(
         server_name=settings.host,
         server_port=settings.port,
@@ -72,7 +72,7 @@ def launch(server: Server, block: bool = True):
         show_error=False,  # gr.Error text still reaches users; tracebacks stay in the log
         enable_monitoring=False,
         max_file_size=f"{settings.max_file_size_mb}mb",
-        allowed_paths=[str(output_dir)],  # results are copied from here into Gradio's cache
+        allowed_paths=[str(ui_outputs)],  # UI results are copied from here into Gradio's cache
         mcp_server=mcp_available(),
         css=ui.CSS,
         footer_links=["api", "gradio"],

@@ -74,6 +74,7 @@ class Settings:
     api_key_file: str = ""  # file with one key (or sha256:<hex>) per line
     allow_url_inputs: bool = False  # accept https URLs in path_input_image (SSRF-guarded)
     max_active_per_key: int = 4  # queued + processing requests per API key
+    max_attempts: int = 2  # runs of a job that reached denoising before a crash fails it (worker_lost)
     public_url: str = ""  # base URL for outcome links; "" = the request's own host
 
     def replace(self, **changes: Any) -> Settings:

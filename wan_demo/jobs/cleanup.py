@@ -1,6 +1,7 @@
 """The clean-up sweeper, run by the worker when idle, for UI and REST jobs alike.
 
-- output files (MP4, thumbnail, sidecar, half-written parts) older than Settings.output_ttl_h;
+- output files (MP4, thumbnail, sidecar, half-written parts) older than Settings.output_ttl_h,
+  in the output folder and its per-source subfolders (ui/, rest/);
 - stored input images older than that, unless their job is still queued or running;
 - finished job rows older than Settings.history_ttl_h (their files are gone long before).
 """
@@ -35,7 +36,9 @@ def sweep(store: JobStore, settings: Settings, now: float | None = None) -> dict
     removed = {"outputs": 0, "inputs": 0, "rows": 0}
     if settings.output_ttl_h > 0:
         cutoff = now - settings.output_ttl_h * HOUR_S
-        for path in old_files(Path(settings.output_dir), OUTPUT_SUFFIXES, cutoff):
+        out = Path(settings.output_dir)
+        folders = [out, *(d for d in out.iterdir() if d.is_dir())] if out.is_dir() else []
+        for path in (p for folder in folders for p in old_files(folder, OUTPUT_SUFFIXES, cutoff)):
             path.unlink(missing_ok=True)
             removed["outputs"] += 1
         for path in old_files(Path(settings.data_dir) / "inputs", None, cutoff):

@@ -22,7 +22,9 @@ class Status(StrEnum):
 
 ACTIVE = (Status.QUEUED, Status.PROCESSING)
 TERMINAL = (Status.SUCCESS, Status.FAILED, Status.CANCELLED)
-MAX_ATTEMPTS = 2  # a job found `processing` after a crash is requeued once, then failed
+MAX_ATTEMPTS = 2  # default Settings.max_attempts: real runs (reached denoising) before worker_lost
+CLAIMS_PER_ATTEMPT = 3  # a job claimed this many times per allowed attempt without ever denoising
+# (a crash loop before the first step) also fails with worker_lost
 
 
 class QueueFull(Exception):
@@ -47,7 +49,8 @@ class Job:
     status: Status = Status.QUEUED
     progress: int = 0  # percent, 0-100
     progress_info: dict[str, Any] = field(default_factory=dict)  # the last Progress, as a dict
-    attempts: int = 0  # times a worker took it
+    attempts: int = 0  # runs that reached the first denoising step
+    claims: int = 0  # times a worker took it
     cancel_requested: bool = False
     worker_id: str | None = None
     video_path: str | None = None

@@ -52,7 +52,7 @@ class JobService:
     def start(self) -> JobService:
         self.store.open()
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
-        recovered = self.store.recover()
+        recovered = self.store.recover(self.settings.max_attempts)
         if any(recovered.values()):
             log.warning("jobs recovered after a restart: %s", recovered)
         return self

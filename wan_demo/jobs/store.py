@@ -27,14 +27,20 @@ class JobStore(Protocol):
 
     def running(self) -> list[Job]: ...
     def claim_next(self, worker_id: str) -> Job | None:
-        """Atomically move the next queued job to processing (attempts + 1) and return it."""
+        """Atomically move the next queued job to processing (claims + 1) and return it."""
         ...
 
     def release(self, request_id: str) -> None:
-        """Give a claimed job back to the queue (worker shutting down): not an attempt."""
+        """Give a claimed job back to the queue (worker shutting down): not a claim, not an attempt."""
         ...
 
-    def set_progress(self, request_id: str, percent: int, info: dict[str, Any], started: bool) -> None: ...
+    def set_progress(
+        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False
+    ) -> None:
+        """`started`: the worker began (sets started_at); `ran`: the first denoising step finished,
+        so this run counts as an attempt."""
+        ...
+
     def finish(self, request_id: str, status: Status, **outcome: Any) -> None:
         """Record a terminal status; only a processing job can finish (terminal states never change)."""
         ...
@@ -44,7 +50,8 @@ class JobStore(Protocol):
         ...
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
-        """At start-up: jobs left processing by a dead process are requeued, cancelled or failed."""
+        """At start-up: jobs left processing by a dead process are cancelled (if asked), failed with
+        worker_lost (max_attempts real runs, or max_attempts x CLAIMS_PER_ATTEMPT claims), else requeued."""
         ...
 
     def finished_before(self, cutoff: float) -> list[Job]:

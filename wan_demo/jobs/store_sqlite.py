@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wan_demo.jobs.common import COLUMNS, JSON_COLUMNS, MAX_ATTEMPTS, TERMINAL, Job, Status
+from wan_demo.jobs.common import (
+    CLAIMS_PER_ATTEMPT,
+    COLUMNS,
+    JSON_COLUMNS,
+    MAX_ATTEMPTS,
+    TERMINAL,
+    Job,
+    Status,
+)
 
 MIGRATIONS = (
     # 0 -> 1: the REST request table of the first landing
@@ -45,6 +53,11 @@ MIGRATIONS = (
         'prompt_extend', json(CASE WHEN json_extract(payload, '$.prompt_extend') THEN 'true' ELSE 'false' END)
     );
     CREATE INDEX IF NOT EXISTS requests_finished ON requests (status, completed_at);
+    """,
+    # 2 -> 3: attempts count runs that reached denoising; claims count every take by a worker
+    """
+    ALTER TABLE requests ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+    UPDATE requests SET claims = attempts;
     """,
 )
 
@@ -165,7 +178,7 @@ class SqliteJobStore:
             if row is None:
                 return None
             db.execute(
-                "UPDATE requests SET status = ?, attempts = attempts + 1, worker_id = ?, progress = 0,"
+                "UPDATE requests SET status = ?, claims = claims + 1, worker_id = ?, progress = 0,"
                 " progress_info = '{}', updated_at = ? WHERE request_id = ?",
                 (Status.PROCESSING, worker_id, time.time(), row["request_id"]),
             )
@@ -175,20 +188,21 @@ class SqliteJobStore:
     def release(self, request_id: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE requests SET status = ?, attempts = MAX(attempts - 1, 0), started_at = NULL,"
+                "UPDATE requests SET status = ?, claims = MAX(claims - 1, 0), started_at = NULL,"
                 " progress = 0, progress_info = '{}', updated_at = ? WHERE request_id = ? AND status = ?",
                 (Status.QUEUED, time.time(), request_id, Status.PROCESSING),
             )
 
     def set_progress(
-        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False
+        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False
     ) -> None:
         now = time.time()
         start = ", started_at = COALESCE(started_at, ?)" if started else ""
+        attempt = ", attempts = attempts + 1" if ran else ""
         args = [percent, json.dumps(info), now, *([now] if started else []), request_id, Status.PROCESSING]
         with self._tx() as db:
             db.execute(
-                f"UPDATE requests SET progress = ?, progress_info = ?, updated_at = ?{start}"
+                f"UPDATE requests SET progress = ?, progress_info = ?, updated_at = ?{start}{attempt}"
                 " WHERE request_id = ? AND status = ?",
                 args,
             )
@@ -229,7 +243,8 @@ class SqliteJobStore:
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
         now = time.time()
-        message = f"the server stopped during this request {max_attempts} times"
+        message = f"the server stopped while running this request {max_attempts} times"
+        max_claims = max_attempts * CLAIMS_PER_ATTEMPT
         with self._tx() as db:
             cancelled = db.execute(
                 "UPDATE requests SET status = ?, updated_at = ?, completed_at = ? WHERE status = ?"
@@ -238,8 +253,8 @@ class SqliteJobStore:
             ).rowcount
             failed = db.execute(
                 "UPDATE requests SET status = ?, error_code = 'worker_lost', error_message = ?,"
-                " updated_at = ?, completed_at = ? WHERE status = ? AND attempts >= ?",
-                (Status.FAILED, message, now, now, Status.PROCESSING, max_attempts),
+                " updated_at = ?, completed_at = ? WHERE status = ? AND (attempts >= ? OR claims >= ?)",
+                (Status.FAILED, message, now, now, Status.PROCESSING, max_attempts, max_claims),
             ).rowcount
             requeued = db.execute(
                 "UPDATE requests SET status = ?, progress = 0, progress_info = '{}', started_at = NULL,"

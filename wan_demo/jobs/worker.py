@@ -115,8 +115,9 @@ class Worker:
         stop = threading.Event()
         self._current = (job.request_id, stop)
         reporter = _Reporter(self.store, job.request_id, stop)
+        settings = self.settings.replace(output_dir=output_dir(self.settings, job.source))
         try:
-            result = self.run(request, self.engine, self.settings, reporter, stop)
+            result = self.run(request, self.engine, settings, reporter, stop)
         except GenerationCancelled:
             if self._stopping.is_set() and not reporter.user_cancelled():
                 self.store.release(job.request_id)  # server shutting down: run it after the restart
@@ -145,24 +146,30 @@ class Worker:
                 log.info("clean-up: %s", removed)
 
 
+def output_dir(settings: Settings, source: str) -> Path:
+    """Outputs per source: the UI's folder is the only one Gradio may serve; REST outputs are
+    reachable only through the authenticated REST routes."""
+    return Path(settings.output_dir) / ("ui" if source == "ui" else "rest")
+
+
 class _Reporter:
     """The progress callback: throttled writes into the store, and a look at the cancel flag
-    (set by a cancel in another process) whenever it writes."""
+    (set by a cancel in another process) whenever it writes. The first denoising step makes the
+    run count as an attempt (a crash before it does not use one up)."""
 
     def __init__(self, store: JobStore, request_id: str, stop: threading.Event):
         self.store, self.request_id, self.stop = store, request_id, stop
         self._last = 0.0
-        self._started = False
+        self._started = self._ran = False
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
-        first = not self._started
-        if not first and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
+        first, ran = not self._started, progress.stage == "denoise" and not self._ran
+        if not (first or ran) and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
             return
-        self._started, self._last = True, now
-        self.store.set_progress(
-            self.request_id, progress_percent(progress), progress.as_dict(), started=first
-        )
+        self._started, self._ran, self._last = True, self._ran or ran, now
+        percent, info = progress_percent(progress), progress.as_dict()
+        self.store.set_progress(self.request_id, percent, info, started=first, ran=ran)
         if self.user_cancelled():
             self.stop.set()
 
