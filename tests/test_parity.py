@@ -70,6 +70,11 @@ def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
     return Ours(captured["frames"], starts, result)
 
 
+def used(ours: Ours) -> dict:
+    """The sampling settings generate() reports it used (shown when frames differ)."""
+    return {k: ours.result.settings[k] for k in ("speed_mode", "steps", "guidance", "shift")}
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return Path(save_tiny_pipeline(str(tmp_path_factory.mktemp("parity") / "tiny")))
@@ -137,11 +142,12 @@ def _readme() -> str:
 
 
 def test_readme_size_examples_are_the_tested_ones():
-    size_bullet = re.search(r"\*\*Size\*\*.*?\)", _readme()).group(0)
+    size_bullet = re.search(r"\*\*Size\*\*(.*?)- \*\*", _readme()).group(1)
     documented = re.findall(r"(\d+x\d+|\d+:\d+) -> (\d+)x(\d+)", size_bullet)
     table = [(label, str(w), str(h)) for _, (w, h), label in SIZE_TABLE if label]
     assert sorted(documented) == sorted(table)
     assert "inside the 480x832 pixel budget at multiples of 16" in size_bullet
+    assert "scaled with Lanczos to cover that size and centre-cropped" in size_bullet  # = ref.resize
     assert MAX_AREA == ref.MAX_AREA_480P
 
 
@@ -166,13 +172,11 @@ def test_readme_defaults_are_the_tested_ones():
 def test_quality_matches_reference(quality, quality_reference):
     _, _, ours = quality
     _, frames, _ = quality_reference
-    q = ref.QUALITY
-    assert (ours.result.width, ours.result.height) == (64, 48)
-    expected = {"steps": q.steps, "guidance": q.guidance, "shift": q.shift}
-    assert ours.result.settings.items() >= expected.items()
     # the image the pipeline got: the size rule + Lanczos centre crop, pixel for pixel
     np.testing.assert_array_equal(np.asarray(ours.starts[0]), np.asarray(ref.resize(IMAGE, PARITY_AREA)))
-    np.testing.assert_array_equal(ours.frames, frames)
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert (ours.result.width, ours.result.height) == (64, 48)
+    assert used(ours) == {"speed_mode": "quality", **vars(ref.QUALITY)}
 
 
 def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, quality_reference):
@@ -181,20 +185,18 @@ def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, qual
     pipe = ref.load(tiny_folder, ref.QUALITY, cache=True)
     image = ref.resize(IMAGE, PARITY_AREA)
     frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED))
-    np.testing.assert_array_equal(ours.frames, frames)
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
 
 
-def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora, quality_reference):
+def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora):
     engine, settings = engine_for(lora=str(lora))  # auto: fast, the LoRA is fused at start-up
     ours = run_ours(engine, settings)
-    f = ref.FAST
-    expected = {"speed_mode": "fast", "steps": f.steps, "guidance": f.guidance, "shift": f.shift}
-    assert ours.result.settings.items() >= expected.items()
-    pipe = ref.load(tiny_folder, f, lora=lora)
+    pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), f, ref.generator(SEED))
-    np.testing.assert_array_equal(ours.frames, frames)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert used(ours) == {"speed_mode": "fast", **vars(ref.FAST)}
 
 
 def test_quality_on_a_server_with_the_lora(engine_for, lora, quality_reference):
