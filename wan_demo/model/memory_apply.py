@@ -35,9 +35,11 @@ def _store_fp8(pipe) -> None:
     """Weights of the transformer and the text encoder stored in float8_e4m3fn, upcast per layer."""
     from diffusers.hooks import apply_layerwise_casting
 
-    compute = next(pipe.transformer.parameters()).dtype
+    # `.dtype`, not the first parameter's: Wan keeps scale_shift_table/norms in fp32 (_keep_in_fp32_modules),
+    # and an fp32 compute dtype there makes the pipeline feed fp32 latents to the bf16 patch embedding.
+    compute = pipe.transformer.dtype
     pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
-    compute = next(pipe.text_encoder.parameters()).dtype
+    compute = pipe.text_encoder.dtype
     apply_layerwise_casting(
         pipe.text_encoder,
         torch.float8_e4m3fn,

@@ -1,0 +1,126 @@
+"""The reference side of tests/test_parity.py: a plain diffusers WanImageToVideoPipeline call.
+
+Written from the documentation (README "How a generation flows" and "Memory and speed", the
+diffusers Wan I2V example, the model card), never from wan_demo: nothing here imports wan_demo, so
+a change in our wiring cannot change the reference with it. The defaults below are the documented
+ones; test_parity asserts that README states them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+MAX_AREA_480P = 480 * 832  # pixel budget of the 480P model
+SIZE_MULTIPLE = 16  # VAE spatial factor 8 x transformer patch 2
+SEGMENT_FRAMES = 81  # one pass: the training length, 5.06 s at 16 fps
+TEXT_TOKENS = 512  # max_sequence_length: Wan's attention assumes exactly 512 text tokens
+FBCACHE_THRESHOLD = 0.05  # README: FirstBlockCache default threshold
+# diffusers' Wan I2V recipe: CLIP image encoder and VAE in fp32, the rest in bf16
+DTYPES = {"image_encoder": torch.float32, "vae": torch.float32, "default": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Mode:
+    steps: int
+    guidance: float
+    shift: float
+
+
+QUALITY = Mode(steps=40, guidance=5.0, shift=3.0)  # official 480P sampling
+FAST = Mode(steps=4, guidance=1.0, shift=5.0)  # lightx2v step+CFG-distilled LoRA, fused
+
+
+def fit_size(width: int, height: int, max_area: int) -> tuple[int, int]:
+    """The official Wan size rule: keep the aspect ratio inside `max_area` at multiples of 16.
+
+    side = round(sqrt(max_area * ratio)) // 16 * 16, with ratio = height / width for the height
+    and width / height for the width.
+    """
+    ratio = height / width
+    out_h = round(math.sqrt(max_area * ratio)) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    out_w = round(math.sqrt(max_area / ratio)) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return out_w, out_h
+
+
+def resize(image: Image.Image, max_area: int) -> Image.Image:
+    """Cover the fitted size and centre-crop the rounding pixels, Lanczos (no distortion)."""
+    return ImageOps.fit(image, fit_size(*image.size, max_area), method=Image.Resampling.LANCZOS)
+
+
+def to_pixels(frame: np.ndarray) -> np.ndarray:
+    """A decoded float32 frame in [0, 1] as the 8-bit pixels of the video: x * 255 rounded half up,
+    in float32 (the frame's own precision; float64 would round a few values differently)."""
+    return np.clip(frame * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+
+
+def readme_negative_prompt() -> str:
+    """The default negative prompt as README documents it (the ```text block of its bullet)."""
+    text = README.read_text()
+    block = re.search(r"\*\*Negative prompt\*\*.*?```text\n(.*?)```", text, flags=re.S)
+    assert block, "README documents no default negative prompt"
+    return " ".join(line.strip() for line in block.group(1).strip().splitlines())
+
+
+def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool = False):
+    """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA fused, cache."""
+    from diffusers import FirstBlockCacheConfig, UniPCMultistepScheduler, WanImageToVideoPipeline
+
+    pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=DTYPES)
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=mode.shift)
+    if lora is not None:
+        pipe.load_lora_weights(lora)
+        pipe.fuse_lora(lora_scale=1.0)
+    if cache:
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, image: Image.Image, prompt: str, negative_prompt: str, mode: Mode, generator) -> np.ndarray:
+    """One 81-frame pass at the image's size; float32 frames (F, H, W, 3) in [0, 1]."""
+    return pipe(
+        image=image,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        height=image.height,
+        width=image.width,
+        num_frames=SEGMENT_FRAMES,
+        num_inference_steps=mode.steps,
+        guidance_scale=mode.guidance,
+        generator=generator,
+        output_type="np",
+        max_sequence_length=TEXT_TOKENS,
+    ).frames[0]
+
+
+def generator(seed: int) -> torch.Generator:
+    """Noise drawn on the CPU (same frames on any device), one generator for the whole clip."""
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def write_lora(folder: str | Path, out: Path) -> Path:
+    """A random rank-4 LoRA on the tiny transformer's attention and FFN projections (the layers
+    lightx2v's LoRA targets), saved in the diffusers/peft layout `load_lora_weights` reads."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer")
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        # init_lora_weights=False: random A and B (peft's default B = 0 would be a no-op LoRA)
+        config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+        transformer.add_adapter(config)
+    WanImageToVideoPipeline.save_lora_weights(
+        out, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name="fast.safetensors"
+    )
+    return out / "fast.safetensors"

@@ -1,0 +1,302 @@
+"""Reference parity: generate() gives the frames a plain diffusers WanImageToVideoPipeline call gives.
+
+Our side: load_engine(Settings(model=<tiny folder>)) + generate(), frames captured where generate()
+hands them to the MP4 encoder. Reference side: tests/parity_reference.py (diffusers only, written
+from the documentation). Both load the same random-weight tiny folder through from_pretrained with
+the documented dtypes (transformer + text encoder bf16, VAE + CLIP fp32), so where the computation
+is the same the frames must be bit-identical; where a layer changes the arithmetic (fp8 storage,
+LoRA unfusing) the tolerance and its reason sit next to the assertion.
+
+Tiny shapes: a 96x64 input fitted into a 64*64 pixel budget (-> 64x48), 81 frames per segment.
+The size rule itself is checked at the real 480*832 budget against README's examples.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import parity_reference as ref
+import pytest
+import torch
+from conftest import make_image
+from PIL import Image
+
+from wan_demo.generate import generate
+from wan_demo.image import fit_size
+from wan_demo.pipeline import Engine, load_engine
+from wan_demo.prompt import DEFAULT_NEGATIVE_PROMPT
+from wan_demo.request import GenerationRequest, GenerationResult
+from wan_demo.settings import MAX_AREA, Settings
+from wan_demo.tiny import save_tiny_pipeline
+
+PARITY_AREA = 64 * 64  # tiny pixel budget: 96x64 -> 64x48 (crops, so the resize filter matters)
+IMAGE = make_image(96, 64, seed=3)
+PROMPT = "a cat walking in the light"
+SEED = 1234
+
+
+# --- our side ----------------------------------------------------------------------------------
+@dataclass
+class Ours:
+    frames: np.ndarray  # (F, H, W, 3) float32 in [0, 1]: exactly what the MP4 encoder received
+    starts: list[Image.Image]  # the conditioning image handed to the pipeline, per segment
+    result: GenerationResult
+
+
+def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
+    """generate() with two seams in its own module (found through the function, so they follow
+    a move): run_segment is wrapped to record each segment's start image, write_mp4 captures the
+    float frames instead of encoding them (the encode is lossy and tested in test_video.py)."""
+    module = sys.modules[generate.__module__]
+    real_segment, captured, starts = module.run_segment, {}, []
+
+    def segment(engine, *, image, **kwargs):
+        starts.append(image.copy())
+        return real_segment(engine, image=image, **kwargs)
+
+    def encode(frames, path, fps, metadata):
+        captured["frames"] = np.stack(frames)
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "run_segment", segment)
+        patch.setattr(module, "write_mp4", encode)
+        request = GenerationRequest(image=IMAGE, prompt=PROMPT, seed=SEED, **request)
+        result = generate(request, engine, settings)
+    return Ours(captured["frames"], starts, result)
+
+
+def used(ours: Ours) -> dict:
+    """The sampling settings generate() reports it used (shown when frames differ)."""
+    return {k: ours.result.settings[k] for k in ("speed_mode", "steps", "guidance", "shift")}
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    return Path(save_tiny_pipeline(str(tmp_path_factory.mktemp("parity") / "tiny")))
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_folder, tmp_path_factory) -> Path:
+    return ref.write_lora(tiny_folder, tmp_path_factory.mktemp("parity-lora"))
+
+
+@pytest.fixture(scope="module")
+def engine_for(tiny_folder, tmp_path_factory):
+    """Settings changes -> (a fresh engine on the tiny folder, its settings)."""
+    out = tmp_path_factory.mktemp("parity-out")
+
+    def make(**changes) -> tuple[Engine, Settings]:
+        settings = Settings(
+            model=str(tiny_folder), device="cpu", output_dir=out, prompt_extender="off", **changes
+        )
+        engine = load_engine(settings)
+        # Test-only: a folder model gets the real 480*832 budget (~2 min per run on CPU). Same rule,
+        # smaller budget; test_size_rule_matches_readme checks the rule at 480*832.
+        engine.max_area = PARITY_AREA
+        return engine, settings
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def quality(engine_for):
+    """Our run with default settings (no LoRA: quality, 40 steps, guidance 5, shift 3, cache off)."""
+    engine, settings = engine_for()
+    return engine, settings, run_ours(engine, settings)
+
+
+@pytest.fixture(scope="module")
+def quality_reference(tiny_folder):
+    """Plain diffusers at the documented quality settings; also the generator state after it."""
+    pipe = ref.load(tiny_folder, ref.QUALITY)
+    generator = ref.generator(SEED)
+    image = ref.resize(IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, generator)
+    return pipe, frames, generator.get_state()
+
+
+# --- README is what is tested ------------------------------------------------------------------
+# input size -> output size at 480P by the official rule; README's examples are marked documented
+SIZE_TABLE = [
+    ((832, 480), (832, 480), "832x480"),
+    ((1024, 1024), (624, 624), "1:1"),
+    ((1024, 768), (720, 544), "4:3"),
+    ((1920, 1080), (832, 464), "1920x1080"),
+    ((480, 832), (480, 832), None),
+    ((768, 1024), (544, 720), None),  # 3:4
+    ((1080, 1920), (464, 832), None),  # 9:16
+    ((3000, 2000), (768, 512), None),  # 3:2
+    ((1600, 800), (880, 432), None),  # 2:1
+    ((1600, 400), (1264, 304), None),  # 4:1, the widest input accepted
+    ((400, 1600), (304, 1264), None),  # 1:4
+]
+
+
+def _readme() -> str:
+    return " ".join(ref.README.read_text().split())  # whitespace-normalised: wrapping is free
+
+
+def test_readme_size_examples_are_the_tested_ones():
+    size_bullet = re.search(r"\*\*Size\*\*(.*?)- \*\*", _readme()).group(1)
+    documented = re.findall(r"(\d+x\d+|\d+:\d+) -> (\d+)x(\d+)", size_bullet)
+    table = [(label, str(w), str(h)) for _, (w, h), label in SIZE_TABLE if label]
+    assert sorted(documented) == sorted(table)
+    assert "inside the 480x832 pixel budget at multiples of 16" in size_bullet
+    assert "scaled with Lanczos to cover that size and centre-cropped" in size_bullet  # = ref.resize
+    assert MAX_AREA == ref.MAX_AREA_480P
+
+
+@pytest.mark.parametrize(("size", "expected", "_label"), SIZE_TABLE)
+def test_size_rule_matches_readme(size, expected, _label):
+    assert ref.fit_size(*size, ref.MAX_AREA_480P) == expected  # the rule as written out
+    assert fit_size(*size, MAX_AREA) == expected  # ours
+
+
+def test_readme_defaults_are_the_tested_ones():
+    readme = _readme()
+    assert DEFAULT_NEGATIVE_PROMPT == ref.readme_negative_prompt()
+    q, f = ref.QUALITY, ref.FAST
+    assert f"official {q.steps} steps, guidance {q.guidance}, shift {q.shift:g}" in readme
+    assert f"{f.steps} steps, guidance {f.guidance}, shift {f.shift:g} = {f.steps} forwards" in readme
+    assert f"`WAN_DEMO_CACHE_THRESHOLD`, default {ref.FBCACHE_THRESHOLD}" in readme
+    assert '| `"bfloat16"` | transformer + text encoder dtype on GPU (VAE, CLIP stay fp32) |' in readme
+    assert ref.DTYPES["default"] == getattr(torch, Settings().dtype)
+
+
+# --- speed modes: bit-identical to plain diffusers ---------------------------------------------
+def test_quality_matches_reference(quality, quality_reference):
+    _, _, ours = quality
+    _, frames, _ = quality_reference
+    # the image the pipeline got: the size rule + Lanczos centre crop, pixel for pixel
+    np.testing.assert_array_equal(np.asarray(ours.starts[0]), np.asarray(ref.resize(IMAGE, PARITY_AREA)))
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert (ours.result.width, ours.result.height) == (64, 48)
+    assert used(ours) == {"speed_mode": "quality", **vars(ref.QUALITY)}
+
+
+def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, quality_reference):
+    engine, settings = engine_for(speed_mode="quality", cache="fbcache")
+    ours = run_ours(engine, settings)
+    pipe = ref.load(tiny_folder, ref.QUALITY, cache=True)
+    image = ref.resize(IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED))
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
+
+
+def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora):
+    engine, settings = engine_for(lora=str(lora))  # auto: fast, the LoRA is fused at start-up
+    ours = run_ours(engine, settings)
+    pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
+    image = ref.resize(IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert used(ours) == {"speed_mode": "fast", **vars(ref.FAST)}
+
+
+def test_quality_on_a_server_with_the_lora(engine_for, lora, quality_reference):
+    """Quality after the fast LoRA was fused (at start-up) and unfused (for this request).
+
+    Not bit-identical: peft unfuses by subtracting the LoRA delta from the fused bf16 weight, so
+    about a quarter of the LoRA-targeted base weights come back rounded (by about one bf16 ulp of
+    the fused weight). Measured on the tiny model (random weights amplify it): mean |diff| 0.004,
+    99.9th percentile 0.08, max 0.2. Tolerance: mean <= 0.01 (2.5/255), 99.9th percentile <= 0.15.
+    On this model the base weights reach a fixed point after the first round trip: further mode
+    switches do not move them (checked below), so the error does not grow on a long-running server.
+    The same rounding makes a fast request after a quality one differ slightly from a fresh fuse
+    (7 of ~12k fused weights on the tiny model). Exact parity would need an unfused LoRA.
+    """
+    engine, settings = engine_for(lora=str(lora))
+    ours = run_ours(engine, settings, speed_mode="quality")
+    diff = np.abs(ours.frames - quality_reference[1])
+    assert diff.mean() <= 0.01 and np.quantile(diff, 0.999) <= 0.15, (diff.mean(), diff.max())
+    after_first = {k: v.clone() for k, v in engine.pipe.transformer.state_dict().items()}
+    for _ in range(2):
+        run_ours(engine, settings, speed_mode="fast", steps=1)
+        again = run_ours(engine, settings, speed_mode="quality", steps=1)
+    assert again.result.settings["speed_mode"] == "quality"
+    for name, value in engine.pipe.transformer.state_dict().items():
+        torch.testing.assert_close(value, after_first[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason="known: fusing a LoRA into fp8 storage")
+def test_fp8_plan_with_the_fast_lora(engine_for, lora):
+    """fp8 plans store the LoRA-targeted linears in float8_e4m3fn; peft's fuse computes the delta
+    in the weight's dtype and torch has no fp8 matmul (CPU here; CUDA has none either): load_engine
+    fails at start-up. Remove the xfail once fast mode works on an fp8 plan."""
+    engine, settings = engine_for(lora=str(lora), memory_mode="fp8_resident")
+    assert run_ours(engine, settings).result.settings["speed_mode"] == "fast"
+
+
+# --- memory plans: the same frames as everything resident ---------------------------------------
+PLANS_STEPS = 4  # quality (CFG on: both text encodings run) at 4 steps; placement is step-independent
+PLACEMENTS = ["resident_te_cpu", "model_offload", "group_block", "group_leaf"]  # streams off on CPU
+FP8_PLANS = ["fp8_resident_te_cpu", "fp8_model_offload", "fp8_group_block", "fp8_group_block_te_gpu",
+             "fp8_group_leaf"]  # fmt: skip
+# "sequential" does not run on CPU (enable_sequential_cpu_offload fails inside accelerate)
+
+
+@pytest.fixture(scope="module")
+def plan_runs(engine_for):
+    """Frames per memory plan, resident and fp8_resident first (the baselines)."""
+    runs = {}
+
+    def frames(plan: str) -> np.ndarray:
+        if plan not in runs:
+            engine, settings = engine_for(speed_mode="quality", steps=PLANS_STEPS, memory_mode=plan)
+            assert engine.info["memory"]["strategy"] == plan
+            if plan.startswith("fp8"):
+                assert engine.pipe.transformer.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
+            runs[plan] = run_ours(engine, settings).frames
+        return runs[plan]
+
+    return frames
+
+
+def test_resident_plan_matches_reference(plan_runs, tiny_folder):
+    mode = ref.Mode(PLANS_STEPS, ref.QUALITY.guidance, ref.QUALITY.shift)
+    pipe = ref.load(tiny_folder, mode)
+    frames = ref.run(pipe, ref.resize(IMAGE, PARITY_AREA), PROMPT, ref.readme_negative_prompt(), mode,
+                     ref.generator(SEED))  # fmt: skip
+    np.testing.assert_array_equal(plan_runs("resident"), frames)
+
+
+@pytest.mark.parametrize("plan", PLACEMENTS)
+def test_placement_plans_give_the_resident_frames(plan_runs, plan):
+    np.testing.assert_array_equal(plan_runs(plan), plan_runs("resident"))  # placement moves, never rounds
+
+
+def test_fp8_storage_stays_close_to_resident(plan_runs):
+    """fp8 (e4m3: 3 mantissa bits, up to 6 % error per stored weight) in the transformer and text
+    encoder linears. Measured on the tiny model at 4 steps: mean |diff| 0.007, max 0.21. Tolerance:
+    mean |diff| <= 0.02 (5/255); and the run must differ (fp8 storage is really on)."""
+    fp8, resident = plan_runs("fp8_resident"), plan_runs("resident")
+    diff = np.abs(fp8 - resident)
+    assert 0 < diff.mean() <= 0.02, (diff.mean(), diff.max())
+
+
+@pytest.mark.parametrize("plan", FP8_PLANS)
+def test_fp8_placement_plans_give_the_fp8_resident_frames(plan_runs, plan):
+    np.testing.assert_array_equal(plan_runs(plan), plan_runs("fp8_resident"))
+
+
+# --- segment chaining ---------------------------------------------------------------------------
+def test_ten_second_clip_chains_on_the_last_decoded_frame(quality, quality_reference):
+    engine, settings, five = quality
+    ten = run_ours(engine, settings, video_length_s=10)
+    assert ten.frames.shape == (161, 48, 64, 3) and len(ten.starts) == 2
+    np.testing.assert_array_equal(ten.frames[:81], five.frames)  # same seed: segment 1 is the 5 s clip
+    # segment 2 starts from the last frame of segment 1 as the video shows it (8-bit pixels)
+    np.testing.assert_array_equal(np.asarray(ten.starts[1]), ref.to_pixels(ten.frames[80]))
+    # and matches plain diffusers chained by hand: same pipeline, the generator carried on
+    pipe, first, state = quality_reference
+    generator = torch.Generator("cpu")
+    generator.set_state(state)
+    start = Image.fromarray(ref.to_pixels(first[-1]))
+    second = ref.run(pipe, start, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, generator)
+    np.testing.assert_array_equal(ten.frames[81:], second[1:])  # its first frame repeats the start
