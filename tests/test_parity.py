@@ -25,13 +25,14 @@ import torch
 from conftest import make_image
 from PIL import Image
 
+from wan_demo.core.plan import DEFAULT_NEGATIVE_PROMPT, fit_size
+from wan_demo.core.request import GenerationRequest, GenerationResult
+from wan_demo.core.settings import MAX_AREA, Settings
+from wan_demo.core.validate import validate
 from wan_demo.generate import generate
-from wan_demo.image import fit_size
-from wan_demo.pipeline import Engine, load_engine
-from wan_demo.prompt import DEFAULT_NEGATIVE_PROMPT
-from wan_demo.request import GenerationRequest, GenerationResult
-from wan_demo.settings import MAX_AREA, Settings
-from wan_demo.tiny import save_tiny_pipeline
+from wan_demo.media.video import write_outputs
+from wan_demo.model.engine import Engine, load_engine
+from wan_demo.model.tiny import save_tiny_pipeline
 
 PARITY_AREA = 64 * 64  # tiny pixel budget: 96x64 -> 64x48 (crops, so the resize filter matters)
 IMAGE = make_image(96, 64, seed=3)
@@ -48,10 +49,11 @@ class Ours:
 
 
 def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
-    """generate() with two seams in its own module (found through the function, so they follow
-    a move): run_segment is wrapped to record each segment's start image, write_mp4 captures the
-    float frames instead of encoding them (the encode is lossy and tested in test_video.py)."""
-    module = sys.modules[generate.__module__]
+    """generate() with two seams found through the functions that use them (so they follow a
+    move): run_segment in generate's module is wrapped to record each segment's start image,
+    write_mp4 in the output writer's module captures the float frames instead of encoding them
+    (the encode is lossy and tested in test_video.py)."""
+    module, writer = sys.modules[generate.__module__], sys.modules[write_outputs.__module__]
     real_segment, captured, starts = module.run_segment, {}, []
 
     def segment(engine, *, image, **kwargs):
@@ -64,8 +66,8 @@ def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "run_segment", segment)
-        patch.setattr(module, "write_mp4", encode)
-        request = GenerationRequest(image=IMAGE, prompt=PROMPT, seed=SEED, **request)
+        patch.setattr(writer, "write_mp4", encode)
+        request = validate(GenerationRequest(image=IMAGE, prompt=PROMPT, seed=SEED, **request))
         result = generate(request, engine, settings)
     return Ours(captured["frames"], starts, result)
 
@@ -249,7 +251,7 @@ def plan_runs(engine_for):
     def frames(plan: str) -> np.ndarray:
         if plan not in runs:
             engine, settings = engine_for(speed_mode="quality", steps=PLANS_STEPS, memory_mode=plan)
-            assert engine.info["memory"]["strategy"] == plan
+            assert engine.details["memory"]["strategy"] == plan
             if plan.startswith("fp8"):
                 assert engine.pipe.transformer.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
             runs[plan] = run_ours(engine, settings).frames
