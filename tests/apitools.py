@@ -41,12 +41,15 @@ def auth(key: str = KEY_A) -> dict[str, str]:
 
 
 @contextmanager
-def serve(settings: Settings, engine) -> Iterator[tuple[str, RestService, Worker]]:
-    """Job queue + worker + REST routes on a plain FastAPI app behind uvicorn on a free port."""
+def serve(settings: Settings, engine, run_worker: bool = True) -> Iterator[tuple[str, RestService, Worker]]:
+    """Job queue + worker + REST routes on a plain FastAPI app behind uvicorn on a free port.
+    `run_worker=False`: accepted requests stay queued (fuzzing: nothing is generated)."""
     jobs = JobService(SqliteJobStore(settings.data_dir / "requests.sqlite3"), settings, engine.plan_info)
     jobs.start()
-    worker = Worker(jobs.store, engine, settings).start()
-    jobs.worker = worker
+    worker = Worker(jobs.store, engine, settings)
+    if run_worker:
+        worker.start()
+        jobs.worker = worker
     app = FastAPI()
     service = RestService(jobs, settings, KeyRing.from_settings(settings))
     routes.attach(app, service)

@@ -27,6 +27,22 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def is_encodable(text: str) -> bool:
+    """True when UTF-8 can encode `text` (Python strings may hold lone surrogates; JSON and SQLite can't)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encodable(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD: safe to store and to send as JSON."""
+    if is_encodable(text):
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
 def check_text(field: str, value: Any, limit: int, required: bool) -> str:
     """A string of at most `limit` characters that UTF-8 can encode (no lone surrogates, no NUL)."""
     if not isinstance(value, str):

@@ -66,6 +66,8 @@ class Job:
     queued_at: float = 0.0
     started_at: float | None = None
     completed_at: float | None = None
+    # Not stored: why the stored row could not be read as written (set by jobs.records, shown by views)
+    damage: str | None = field(default=None, metadata={"stored": False})
 
     @property
     def progress_report(self) -> Progress:
@@ -73,7 +75,7 @@ class Job:
         return Progress(**{k: v for k, v in self.progress_info.items() if k in known} or {"stage": "queued"})
 
 
-COLUMNS = [f.name for f in fields(Job)]
+COLUMNS = [f.name for f in fields(Job) if f.metadata.get("stored", True)]
 JSON_COLUMNS = ("params", "payload", "progress_info")
 
 

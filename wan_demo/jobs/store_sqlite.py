@@ -6,7 +6,6 @@ PRAGMA user_version and migrated forward at open() (MIGRATIONS[i] takes version 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -15,15 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wan_demo.jobs.common import (
-    CLAIMS_PER_ATTEMPT,
-    COLUMNS,
-    JSON_COLUMNS,
-    MAX_ATTEMPTS,
-    TERMINAL,
-    Job,
-    Status,
-)
+from wan_demo.jobs.common import CLAIMS_PER_ATTEMPT, COLUMNS, MAX_ATTEMPTS, TERMINAL, Job, Status
+from wan_demo.jobs.records import clean, job_from_row, json_text, read_text, row_values, status_of
 
 MIGRATIONS = (
     # 0 -> 1: the REST request table of the first landing
@@ -72,6 +64,7 @@ class SqliteJobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
         db.row_factory = sqlite3.Row
+        db.text_factory = read_text  # a damaged row is read, flagged and shown; it never breaks a query
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -108,18 +101,11 @@ class SqliteJobStore:
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
-        values = dict(row)
-        for name in JSON_COLUMNS:
-            values[name] = json.loads(values[name])
-        values["cancel_requested"] = bool(values["cancel_requested"])
-        values["status"] = Status(values["status"])
-        return Job(**values)
+        return job_from_row(row)
 
     def add(self, job: Job) -> None:
         job.updated_at = job.queued_at = job.created_at
-        values = {name: getattr(job, name) for name in COLUMNS}
-        for name in JSON_COLUMNS:
-            values[name] = json.dumps(values[name], ensure_ascii=False)
+        values = row_values(job)
         marks = ", ".join("?" for _ in COLUMNS)
         with self._tx() as db:
             db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
@@ -199,7 +185,7 @@ class SqliteJobStore:
         now = time.time()
         start = ", started_at = COALESCE(started_at, ?)" if started else ""
         attempt = ", attempts = attempts + 1" if ran else ""
-        args = [percent, json.dumps(info), now, *([now] if started else []), request_id, Status.PROCESSING]
+        args = [percent, json_text(info), now, *([now] if started else []), request_id, Status.PROCESSING]
         with self._tx() as db:
             db.execute(
                 f"UPDATE requests SET progress = ?, progress_info = ?, updated_at = ?{start}{attempt}"
@@ -213,6 +199,7 @@ class SqliteJobStore:
             raise ValueError(f"bad finish: {status} {sorted(unknown)}")
         now = time.time()
         values = {"status": status, "updated_at": now, "completed_at": now, **outcome}
+        values = {k: clean(v) for k, v in values.items()}  # e.g. an error message quoting bad text
         if status == Status.SUCCESS:
             values["progress"] = 100
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -239,7 +226,7 @@ class SqliteJobStore:
                     "UPDATE requests SET cancel_requested = 1, updated_at = ? WHERE request_id = ?",
                     (now, request_id),
                 )
-            return Status(row["status"])
+            return status_of(row["status"]) or Status.FAILED  # a damaged status is not cancellable
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
         now = time.time()

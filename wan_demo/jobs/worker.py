@@ -107,6 +107,10 @@ class Worker:
                 self._current = None
 
     def _run(self, job: Job) -> None:
+        if job.damage:  # its stored parameters cannot be trusted: refuse it rather than guess
+            why = f"the stored request cannot be read ({job.damage})"
+            self.store.finish(job.request_id, Status.FAILED, error_code="damaged_record", error_message=why)
+            return
         try:
             request = ValidRequest.restore(job.params, load_stored(Path(job.input_path).read_bytes()))
         except (InvalidRequest, OSError) as e:

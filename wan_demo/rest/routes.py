@@ -9,8 +9,10 @@ OpenAPI: /api/v1/openapi.json, docs at /api/v1/docs.
 from __future__ import annotations
 
 import logging
+import re
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +21,7 @@ from starlette.routing import Mount
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID
 from wan_demo.jobs.common import Status
+from wan_demo.rest.errors import BodyLimit, InternalErrors, error_response
 from wan_demo.rest.keys import SETUP_HINT
 from wan_demo.rest.schema import (
     ErrorBody,
@@ -35,55 +38,19 @@ from wan_demo.rest.service import ApiError, RestService
 log = logging.getLogger(__name__)
 
 MOUNT = "/api/v1"
-ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429, 503)}
-
-
-def error_response(
-    status: int, code: str, message: str, field: str | None = None, headers=None
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies over the limit, counted as they stream in (a body
-    without Content-Length is cut off at the limit; the app's own answer is then replaced)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        message = f"request body is over {self.max_bytes} bytes"
-        too_large = error_response(413, "body_too_large", message, "body")
-        if length.isdigit() and int(length) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen, over = 0, False
-
-        async def counted():
-            nonlocal seen, over
-            event = await receive()
-            seen += len(event.get("body", b""))
-            if seen > self.max_bytes:
-                over = True
-                return {"type": "http.request", "body": b"", "more_body": False}  # stop reading here
-            return event
-
-        async def guarded(event):
-            if not over:  # once over, the app's (parse error) answer is dropped
-                await send(event)
-
-        await self.app(scope, counted, guarded)
-        if over:
-            await too_large(scope, receive, send)
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429, 500, 503)}
+MAX_OFFSET = 1_000_000_000  # far past any key's history; SQLite's OFFSET overflows past 2**63 - 1
+MAX_ID_CHARS = 64  # request ids are 36-character UUIDs
+MAX_MODEL_ID_CHARS = 128  # model ids are short names like Wan-AI_Wan2.1-I2V-14B-480P
+RequestId = Annotated[str, Path(max_length=MAX_ID_CHARS)]
+ModelId = Annotated[str, Path(max_length=MAX_MODEL_ID_CHARS)]
 
 
 def build_app(service: RestService) -> FastAPI:
     app = FastAPI(title="Wan2.1 I2V REST API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     limit = service.settings.max_file_size_mb * 1024 * 1024 * 4 // 3 + 64 * 1024  # base64 + JSON overhead
     app.add_middleware(BodyLimit, max_bytes=limit)
+    app.add_middleware(InternalErrors)  # added last = outermost: it also covers BodyLimit
     _add_handlers(app)
     caller = Depends(service.caller)
     kw = {"responses": ERRORS}
@@ -105,28 +72,31 @@ def build_app(service: RestService) -> FastAPI:
     @app.get("/apikey/requests", response_model=RequestList, **kw)
     def list_requests(
         request: Request,
-        model_id: str | None = None,
+        model_id: str | None = Query(None, max_length=MAX_MODEL_ID_CHARS),
         status: Status | None = None,
         limit: int = Query(20, ge=1, le=100),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
         owner: str = caller,
     ):
         return service.list(request, owner, model_id, status, limit, offset)
 
     @app.get("/apikey/requests/{request_id}", response_model=RequestView, name="get_request", **kw)
-    def get_request(request_id: str, request: Request, owner: str = caller):
+    def get_request(request_id: RequestId, request: Request, owner: str = caller):
         return service.view(service.own(request_id, owner), request)
 
     @app.post("/apikey/requests/{request_id}/cancel", response_model=RequestView, **kw)
-    def cancel_request(request_id: str, request: Request, owner: str = caller):
+    def cancel_request(request_id: RequestId, request: Request, owner: str = caller):
         return service.view(service.cancel(request_id, owner), request)
 
-    @app.get("/apikey/requests/{request_id}/video", name="video", response_class=FileResponse, **kw)
-    def video(request_id: str, owner: str = caller):
+    def file_kw(media: str) -> dict:
+        return {"response_class": FileResponse, "responses": {200: {"content": {media: {}}}, **ERRORS}}
+
+    @app.get("/apikey/requests/{request_id}/video", name="video", **file_kw("video/mp4"))
+    def video(request_id: RequestId, owner: str = caller):
         return service.file(service.own(request_id, owner), "video")
 
-    @app.get("/apikey/requests/{request_id}/thumbnail", name="thumbnail", response_class=FileResponse, **kw)
-    def thumbnail(request_id: str, owner: str = caller):
+    @app.get("/apikey/requests/{request_id}/thumbnail", name="thumbnail", **file_kw("image/jpeg"))
+    def thumbnail(request_id: RequestId, owner: str = caller):
         return service.file(service.own(request_id, owner), "thumbnail")
 
     @app.get("/apikey/models", response_model=ModelIds, **kw)
@@ -134,7 +104,7 @@ def build_app(service: RestService) -> FastAPI:
         return ModelIds(model_ids=[API_MODEL_ID])
 
     @app.get("/apikey/models/{model_id}", response_model=ModelInfo, **kw)
-    def get_model(model_id: str, owner: str = caller):
+    def get_model(model_id: ModelId, owner: str = caller):
         if model_id != API_MODEL_ID:
             raise ApiError(
                 404, "unknown_model", f"{model_id[:80]!r} is not served here; use {API_MODEL_ID!r}"
@@ -166,8 +136,17 @@ def _add_handlers(app: FastAPI) -> None:
         return error_response(e.status_code, "http_error", str(e.detail), headers=getattr(e, "headers", None))
 
 
+class RestMount(Mount):
+    """Starlette's Mount pattern ends in `.*`, which stops at a newline: a path holding %0A fell
+    through to Gradio's plain 404. This one owns every path under its prefix."""
+
+    def __init__(self, path: str, app) -> None:
+        super().__init__(path, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
+
+
 def attach(app, service: RestService) -> None:
     """Add the /api/v1/apikey/* routes to the running FastAPI app (before Gradio's own routes)."""
     if not service.keys.enabled:
         log.warning(SETUP_HINT)
-    app.router.routes.insert(0, Mount(MOUNT, app=build_app(service)))
+    app.router.routes.insert(0, RestMount(MOUNT, app=build_app(service)))

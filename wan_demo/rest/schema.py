@@ -38,7 +38,7 @@ class SubmitPayload(BaseModel):
 
 
 class SubmitBody(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")  # one rule at every level: unknown = 422
     model: str = Field(json_schema_extra={"enum": [API_MODEL_ID]})
     payload: SubmitPayload
 
@@ -61,6 +61,7 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     field: str | None = None
+    request_id: str | None = Field(None, description="code internal only: the id the server log also shows")
 
 
 class RequestView(BaseModel):

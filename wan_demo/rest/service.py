@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields, replace
 from pathlib import Path
 
 from fastapi import Request
@@ -19,10 +20,11 @@ from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
 from wan_demo.jobs.common import Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.records import clean, clean_deep
 from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.rest.inputs import load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
-from wan_demo.rest.schema import Outcome, RequestList, RequestView, SubmitBody
+from wan_demo.rest.schema import ErrorInfo, Outcome, RequestList, RequestView, SubmitBody
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,36 @@ class RestService:
         return self.own(request_id, owner)
 
     def view(self, job: Job, request: Request) -> RequestView:
+        """The client's view of a job. A stored record that cannot be shown as stored (text UTF-8
+        cannot encode, broken JSON) still renders, with unreadable text as U+FFFD and error code
+        "damaged_record": never a 500 for it or for the listing that holds it, never skipped."""
+        damage = job.damage
+        if damage is None:
+            try:
+                view = self._view(job, request)
+                view.model_dump_json()  # raises on text that JSON over UTF-8 cannot carry
+                return view
+            except (ValueError, TypeError, UnicodeError) as e:
+                damage = f"it cannot be rendered ({type(e).__name__})"
+        log.warning("request %s: damaged record, shown with an error: %s", clean(job.request_id), damage)
+        return self._damaged_view(job, request, damage)
+
+    def _damaged_view(self, job: Job, request: Request, damage: str) -> RequestView:
+        message = f"this request's stored record is damaged: {damage}; unreadable text is shown as U+FFFD"
+        if job.error_code:
+            message += f" (its own error: {job.error_code}: {job.error_message})"
+        error = ErrorInfo(code="damaged_record", message=clean(message))
+        try:
+            cleaned = replace(job, **{f.name: clean_deep(getattr(job, f.name)) for f in fields(job)})
+            return self._view(cleaned, request).model_copy(update={"error": error})
+        except (ValueError, TypeError, UnicodeError):  # e.g. a timestamp that is not a number
+            return RequestView(
+                request_id=clean(str(job.request_id)), org_id=clean(f"key_{job.owner}"),
+                model=clean(str(job.model)), status=clean(str(job.status)), is_public=False, payload={},
+                outcome=Outcome(), qworker_id=None, created_at=0, updated_at=0, queued_at=0, error=error,
+            )  # fmt: skip
+
+    def _view(self, job: Job, request: Request) -> RequestView:
         outcome = Outcome()
         if job.status == Status.SUCCESS:
             video, thumbnail = self._url(request, "video", job), self._url(request, "thumbnail", job)
