@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from apitools import KEY_A, auth, b64_image, body, wait_status
 from conftest import make_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
@@ -37,7 +38,7 @@ def readme_snippet(marker: str) -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("gradio_api")) as running:
+    with running_app(tmp_path_factory.mktemp("gradio_api"), api_keys=KEY_A) as running:
         yield running
 
 
@@ -104,6 +105,68 @@ def test_unsupported_file_gets_a_clear_message(client, tmp_path):
     make_image(64, 64).save(gif, format="GIF")
     with pytest.raises(ValidationError, match="GIF is not allowed; use JPEG, PNG or WEBP"):
         client.predict(handle_file(str(gif)), "a cat", api_name="/generate")
+
+
+def test_non_image_upload_names_the_rule_not_server_internals(client, app, tmp_path):
+    """Gradio's own 400 quoted its temp path, the validator's name and the component list."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    with pytest.raises(httpx.HTTPStatusError) as caught:  # gradio_client: the 400 of queue/join
+        client.predict(handle_file(str(text)), "a cat", api_name="/generate")
+    shown = caught.value.response.text
+    assert "not a readable JPEG, PNG or WEBP image" in shown, shown
+    url = app.url.rstrip("/")
+    uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("x.png", b"\x89PNG broken")}).json()[0]
+    image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto"]
+    raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": data}, timeout=30)
+    assert raw.status_code == 400 and "not a readable JPEG, PNG or WEBP image" in raw.text
+    for leak in (uploaded, "/tmp", "check_inputs", "Original error", "index 0", "UnidentifiedImageError"):
+        assert leak not in raw.text and leak not in shown, leak
+
+
+def gradio_file_urls(url: str, target: Path, ui_dir: Path) -> list[str]:
+    """Every way Gradio 6.31 serves files (gradio/routes.py: file=, file/, static, assets, svelte,
+    proxy=, and file= of an http URL), aimed at one REST output, plain and through traversal."""
+    rest_url = f"{url}/api/v1/apikey/requests/x/video"
+    up = "/".join([".."] * len(target.parts))
+    return [
+        f"{url}/gradio_api/file={target}",
+        f"{url}/gradio_api/file/{target}",
+        f"{url}/file={target}",
+        f"{url}/file/{target}",
+        f"{url}/gradio_api/file={ui_dir}/../rest/{target.name}",
+        f"{url}/gradio_api/file={ui_dir}/%2e%2e/rest/{target.name}",
+        f"{url}/gradio_api/file={str(target).replace('/', '%2F')}",
+        f"{url}/static/{up}{target}".replace("..", "%2e%2e"),
+        f"{url}/assets/{up}{target}".replace("..", "%2e%2e"),
+        f"{url}/svelte/{up}{target}".replace("..", "%2e%2e"),
+        f"{url}/gradio_api/proxy={rest_url}",
+        f"{url}/gradio_api/file={rest_url}",
+    ]
+
+
+def test_rest_outputs_are_reachable_only_through_the_rest_routes(client, app, picture):
+    url = app.url.rstrip("/")
+    with httpx.Client(base_url=url, timeout=60) as http:
+        rid = http.post("/api/v1/apikey/requests", json=body(b64_image(make_image())), headers=auth()).json()
+        done = wait_status(http, f"/api/v1/apikey/requests/{rid['request_id']}", ("success", "failed"))
+        assert done["status"] == "success", done
+        video = http.get(done["outcome"]["video_url"], headers=auth())
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"  # the REST route serves it
+    output_dir = Path(app.settings.output_dir).resolve()
+    rest_files = sorted((output_dir / "rest").glob("*"))
+    assert {p.suffix for p in rest_files} >= {".mp4", ".jpg", ".json"}  # the sidecar holds the prompt
+    for target in rest_files:
+        for link in gradio_file_urls(url, target, output_dir / "ui"):
+            for method in ("GET", "HEAD") if "file=" in link else ("GET",):
+                r = httpx.request(method, link, timeout=30)
+                assert r.status_code in (400, 403, 404, 405), (method, link, r.status_code)
+                assert b"ftyp" not in r.content[:16] and b"final_prompt" not in r.content, link
+    # not vacuous: a UI result is served by the same route
+    ui_video, *_ = client.predict(handle_file(picture), "ui", seed=1, api_name="/generate")
+    ui_file = next((output_dir / "ui").glob("*.mp4"))
+    assert httpx.get(f"{url}/gradio_api/file={ui_file}", timeout=30).status_code == 200 and ui_video
 
 
 def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):

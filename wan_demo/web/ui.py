@@ -15,6 +15,7 @@ from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
 from wan_demo.jobs.service import JobService
+from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_inputs, example_runner, make_generate
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -53,10 +54,10 @@ def banner_markdown(engine: EngineInfo) -> tuple[str, list[str]]:
 
 def _inputs(engine) -> list[gr.components.Component]:
     """The /generate parameters, in API order (see ui_handlers.INPUT_FIELDS)."""
-    image = gr.Image(
+    image = guarded_upload(gr.Image(
         label="Input image (JPEG, PNG or WEBP)", type="filepath", sources=["upload", "clipboard"],
         elem_id="input-image", height=320,
-    )  # fmt: skip
+    ))  # fmt: skip
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder="What should happen?")
     with gr.Row():
         extend = gr.Checkbox(label="Prompt extend", value=False, elem_id="prompt-extend")
