@@ -193,3 +193,15 @@ def test_keys_plain_and_hashed(tmp_path):
     assert not KeyRing.from_settings(Settings()).enabled
     with pytest.raises(ValueError, match="64 hex"):
         parse_entry("sha256:abc")
+
+
+def test_the_store_writes_only_text_utf8_can_encode(store):
+    """A lone surrogate in server-made text (an error quoting input, an extended prompt) is stored as
+    U+FFFD: storing it raw would fail the write, or poison every later read."""
+    add(store, "r")
+    store.add(Job("s", "a", "rest", "m", {}, {"prompt": "cat \ud800"}, "/in/s.png"))
+    assert store.get("s").payload == {"prompt": "cat \ufffd"} and store.get("s").damage is None
+    store.claim_next("w")
+    store.finish("r", FAILED, error_code="x", error_message="bad \udcff", final_prompt="\ud800!")
+    done = store.get("r")
+    assert (done.error_message, done.final_prompt, done.damage) == ("bad \ufffd", "\ufffd!", None)
