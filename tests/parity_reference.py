@@ -36,7 +36,7 @@ class Mode:
 
 
 QUALITY = Mode(steps=40, guidance=5.0, shift=3.0)  # official 480P sampling
-FAST = Mode(steps=4, guidance=1.0, shift=5.0)  # lightx2v step+CFG-distilled LoRA, fused
+FAST = Mode(steps=4, guidance=1.0, shift=5.0)  # lightx2v step+CFG-distilled LoRA, loaded
 
 
 def fit_size(width: int, height: int, max_area: int) -> tuple[int, int]:
@@ -71,14 +71,16 @@ def readme_negative_prompt() -> str:
 
 
 def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool = False):
-    """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA fused, cache."""
+    """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA, cache.
+
+    The LoRA as `load_lora_weights` leaves it (a peft adapter; diffusers documents `fuse_lora` as an
+    optional speed-up): README "Memory and speed" says the app keeps it unfused."""
     from diffusers import FirstBlockCacheConfig, UniPCMultistepScheduler, WanImageToVideoPipeline
 
     pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=DTYPES)
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=mode.shift)
     if lora is not None:
         pipe.load_lora_weights(lora)
-        pipe.fuse_lora(lora_scale=1.0)
     if cache:
         pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD))
     pipe.set_progress_bar_config(disable=True)

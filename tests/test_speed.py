@@ -1,4 +1,4 @@
-"""Speed modes: resolve(), the fast LoRA (fuse/unfuse per request), step cache, attention backend."""
+"""Speed modes: resolve(), the fast LoRA (adapter on/off per request), step cache, attention backend."""
 
 from __future__ import annotations
 
@@ -63,22 +63,26 @@ def lora_engine(tmp_path_factory):
     return load_engine(s), s
 
 
-def test_lora_loads_fuses_and_unfuses(lora_engine):
+def test_lora_adapter_switches_on_and_off_without_touching_weights(lora_engine):
     engine, s = lora_engine
     pipe = engine.pipe
     assert engine.fast_available and engine.details["speed"]["default_mode"] == "fast"
-    assert speed.lora_fused(pipe) and not pipe.transformer.is_cache_enabled  # fast: fused, no cache
-    fused = _latents(pipe)
+    assert speed.lora_active(pipe) and not pipe.transformer.is_cache_enabled  # fast: adapter on, no cache
+    weights = {k: v.clone() for k, v in pipe.transformer.state_dict().items() if "lora" not in k}
+    fast = _latents(pipe)
     reference = _latents(build_tiny_pipeline())  # same seed, no LoRA
 
     speed.activate(pipe, "quality", s)
-    assert not speed.lora_fused(pipe) and pipe.transformer.is_cache_enabled
+    assert not speed.lora_active(pipe) and pipe.transformer.is_cache_enabled
     speed.set_cache(pipe, s, on=False)  # compare weights only
-    torch.testing.assert_close(_latents(pipe), reference)  # unfused + disabled = base model
-    assert not torch.allclose(fused, reference)  # the LoRA changes the output
+    assert torch.equal(_latents(pipe), reference)  # adapter off = the base model, bit for bit
+    assert not torch.allclose(fast, reference)  # the LoRA changes the output
 
     speed.activate(pipe, "fast", s)
-    torch.testing.assert_close(_latents(pipe), fused)  # fusing again restores fast mode
+    assert torch.equal(_latents(pipe), fast)  # on again: exactly fast mode again
+    for k, v in pipe.transformer.state_dict().items():  # no mode switch ever rewrites a base weight
+        if "lora" not in k:
+            assert torch.equal(v, weights[k]), k
 
 
 def test_requests_switch_modes_and_cache_on_one_engine(lora_engine, image):
@@ -95,7 +99,7 @@ def test_requests_switch_modes_and_cache_on_one_engine(lora_engine, image):
     assert fast.settings["speed_mode"] == "fast" and fast.settings["guidance"] == 1.0
     assert counter.calls == counter.computed == 8  # cache off in fast mode, CFG off
     assert fast.num_frames == quality.num_frames == 81
-    assert speed.lora_fused(engine.pipe)
+    assert speed.lora_active(engine.pipe)
 
 
 def test_attention_backend_falls_back_without_leaking_the_global_default():

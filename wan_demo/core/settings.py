@@ -34,6 +34,9 @@ class Settings:
     device: str = "auto"  # "auto" | "cuda" | "cpu"; auto = cuda when available
     dtype: str = "bfloat16"  # transformer + text encoder dtype on GPU (VAE, CLIP stay fp32)
     offline: bool = False  # never try the network when loading weights
+    # single-file transformer replacing the repo's: GGUF (Q8_0 ... Q3_K) or original-layout
+    # .safetensors; local path or owner/repo/path/file.gguf on the hub; "" = the repo's bf16 weights
+    transformer_file: str = ""
     tiny_max_area: int = 192 * 336  # pixel budget of the built-in tiny model (noise output)
     # -- memory (see wan_demo/memory.py)
     memory_mode: str = "auto"  # auto | resident | model_offload | group_block | group_leaf | fp8 ...

@@ -123,7 +123,8 @@ class Group:
             self._choose_split(args["width"], args["height"], args["num_frames"])
             image = np.asarray(args["image"].convert("RGB"))
             state = generator.get_state().numpy().tobytes()
-            fast = dict(lora_fused=speed.lora_fused(engine.pipe))  # generate.py set it on rank 0 only
+            # generate.py switched the adapter on rank 0 only
+            fast = dict(lora_active=speed.has_fast_lora(engine.pipe) and speed.lora_active(engine.pipe))
             message = dict(
                 args={**args, "image": image}, generator=(generator.device.type, state), speed=fast
             )
@@ -155,7 +156,7 @@ class Group:
         generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
         self._choose_split(args["width"], args["height"], args["num_frames"])
         if speed.has_fast_lora(engine.pipe):
-            speed.set_lora(engine.pipe, message["speed"]["lora_fused"])  # same weights as rank 0
+            speed.set_lora(engine.pipe, message["speed"]["lora_active"])  # same weights as rank 0
         self.join()
         on_step = self.synced(lambda _i: None, last_step=args["steps"] - 1)
         try:

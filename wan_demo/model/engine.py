@@ -107,14 +107,23 @@ def load_real_pipeline(model: str, settings: Settings):
     import torch
     from diffusers import WanImageToVideoPipeline
 
+    from wan_demo.model.gguf import WeightsFileError
+    from wan_demo.model.load import load_transformer_file
+
     dtype = getattr(torch, settings.dtype)
     local = os.path.isdir(model)
     try:
+        parts = {}
+        if settings.transformer_file:  # replaces the repo's transformer, which is then never read
+            parts["transformer"] = load_transformer_file(settings.transformer_file, model, settings)
         return WanImageToVideoPipeline.from_pretrained(
             model,
             dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},
             local_files_only=settings.offline or local,
+            **parts,
         )
+    except WeightsFileError as e:
+        raise ModelUnavailable(f"Cannot start: {e}") from None
     except (OSError, ValueError) as e:
         where = f"folder {model!r}" if local else f"hub repo {model!r}"
         raise ModelUnavailable(

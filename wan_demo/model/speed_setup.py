@@ -49,7 +49,7 @@ def setup(pipe, settings: Settings) -> SpeedSetup:
     except InvalidRequest as e:  # WAN_DEMO_SPEED_MODE=fast without WAN_DEMO_LORA
         raise ValueError(f"speed_mode: {e.rule}") from None
     result.default_mode = default.name
-    speed.activate(pipe, default.name, settings)  # fuse now so the first fast request pays nothing
+    speed.activate(pipe, default.name, settings)  # adapter on/off now, as the first request wants
     if settings.compile:
         compile_blocks(pipe)
         warm_up(pipe)

@@ -113,7 +113,8 @@ def build_tiny_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def build_tiny_components(seed: int = 0, num_layers: int = 2) -> dict:
+def build_tiny_components(seed: int = 0, num_layers: int = 2, head_dim: int = HEAD_DIM) -> dict:
+    """`head_dim` 16 gives 32-wide linears, which GGUF's 32-weight quant blocks can hold (tests)."""
     tokenizer = build_tiny_tokenizer()
 
     torch.manual_seed(seed)
@@ -130,7 +131,10 @@ def build_tiny_components(seed: int = 0, num_layers: int = 2) -> dict:
     vae = AutoencoderKLWan(**VAE_CONFIG).eval()
 
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "num_layers": num_layers}).eval()
+    inner = HEADS * head_dim
+    config = {**TRANSFORMER_CONFIG, "num_layers": num_layers, "attention_head_dim": head_dim,
+              "added_kv_proj_dim": inner}  # fmt: skip
+    transformer = WanTransformer3DModel(**config).eval()
 
     scheduler = UniPCMultistepScheduler(**SCHEDULER_CONFIG)
 
@@ -146,13 +150,15 @@ def build_tiny_components(seed: int = 0, num_layers: int = 2) -> dict:
     )
 
 
-def build_tiny_pipeline(seed: int = 0, num_layers: int = 2) -> WanImageToVideoPipeline:
-    pipe = WanImageToVideoPipeline(**build_tiny_components(seed, num_layers))
+def build_tiny_pipeline(
+    seed: int = 0, num_layers: int = 2, head_dim: int = HEAD_DIM
+) -> WanImageToVideoPipeline:  # noqa: E501
+    pipe = WanImageToVideoPipeline(**build_tiny_components(seed, num_layers, head_dim))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def save_tiny_pipeline(path: str, seed: int = 0) -> str:
+def save_tiny_pipeline(path: str, seed: int = 0, head_dim: int = HEAD_DIM) -> str:
     """Write a diffusers folder (model_index.json + subfolders) that the real loader can read.
 
     Class names in model_index.json are rewritten to the hub repo's (T5TokenizerFast,
@@ -161,7 +167,7 @@ def save_tiny_pipeline(path: str, seed: int = 0) -> str:
     import json
     import os
 
-    build_tiny_pipeline(seed).save_pretrained(path, safe_serialization=True)
+    build_tiny_pipeline(seed, head_dim=head_dim).save_pretrained(path, safe_serialization=True)
     index_path = os.path.join(path, "model_index.json")
     with open(index_path) as f:
         index = json.load(f)

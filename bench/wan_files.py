@@ -1,0 +1,145 @@
+"""Write Wan transformers and LoRAs in the key layouts of the PUBLISHED files, for tests and benches.
+
+- `write_transformer_files`: a WanTransformer3DModel as a single .safetensors (bf16) and as GGUF
+  files (Q8_0, Q4_0, ... quantized with the `gguf` package) in the original Wan key layout that
+  city96/Wan2.1-I2V-14B-480P-gguf uses (`blocks.0.self_attn.q.weight`, `head.modulation`, ...):
+  2-D linear weights quantized, 1-D tensors and modulation tables F32, the 5-dim patch embedding
+  F16 reshaped to 4 dims with `comfy.gguf.orig_shape.*` metadata (ComfyUI-GGUF's convention).
+- `write_lightx2v_lora`: a random LoRA in the key layout of Kijai's
+  lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors (`diffusion_model.` prefix,
+  lora_down / lora_up / alpha, `diff_b` bias deltas, `diff` norm deltas, `diff_m` modulation).
+
+The `gguf` package can quantize Q8_0/Q5_x/Q4_x but not the K types (Q6_K, Q4_K, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# diffusers name -> original Wan name (the inverse of diffusers' convert_wan_transformer_to_diffusers)
+TO_ORIGINAL = [
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
+    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
+    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
+    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
+    (".attn1.", ".self_attn."),
+    (".attn2.", ".cross_attn."),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    (".add_k_proj.", ".k_img."),
+    (".add_v_proj.", ".v_img."),
+    (".norm_added_k.", ".norm_k_img."),
+    ("ffn.net.0.proj", "ffn.0"),
+    ("ffn.net.2", "ffn.2"),
+    (".norm2.", ".norm3."),  # the cross-attention norm: norm2 in diffusers, norm3 in the original
+    ("proj_out", "head.head"),
+]
+
+
+def original_key(key: str) -> str:
+    if key == "scale_shift_table":
+        return "head.modulation"
+    key = re.sub(r"^blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation", key)
+    for ours, theirs in TO_ORIGINAL:
+        key = key.replace(ours, theirs)
+    return key
+
+
+def original_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The original-layout state dict; checked against diffusers' own converter."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    state = {original_key(k): v.detach() for k, v in transformer.state_dict().items()}
+    back = convert_wan_transformer_to_diffusers(dict(state))
+    assert set(back) == set(transformer.state_dict()), set(back) ^ set(transformer.state_dict())
+    return state
+
+
+def write_safetensors(transformer: torch.nn.Module, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in original_state_dict(transformer).items()}
+    save_file(state, str(path))
+    return path
+
+
+def write_gguf(transformer: torch.nn.Module, path: Path, quant: str) -> Path:
+    """One GGUF file; `quant` is a gguf.GGMLQuantizationType name the gguf package can quantize."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]  # weights per block: rows must split into whole blocks
+    writer = gguf.GGUFWriter(str(path), arch="wan")
+    for name, tensor in original_state_dict(transformer).items():
+        data = tensor.float().numpy()
+        if data.ndim == 2 and data.shape[1] % block == 0 and name.endswith(".weight"):
+            packed = gguf.quants.quantize(data, qtype)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
+        elif data.ndim > 4:  # GGUF holds at most 4 dims: store flat-ish and record the shape
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", list(data.shape))
+            writer.add_tensor(name, data.astype(np.float16).reshape(*data.shape[:2], -1, data.shape[-1]))
+        else:
+            writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_transformer_files(transformer: torch.nn.Module, folder: Path, quants=("Q8_0", "Q4_0")) -> dict:
+    """{"bf16": .safetensors, "Q8_0": .gguf, ...} in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"bf16": write_safetensors(transformer, folder / "transformer-bf16.safetensors")}
+    for q in quants:
+        files[q] = write_gguf(transformer, folder / f"transformer-{q}.gguf", q)
+    return files
+
+
+# --- lightx2v LoRA layout -----------------------------------------------------------------------
+LORA_LINEARS = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q",
+                "cross_attn.k", "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img",
+                "ffn.0", "ffn.2"]  # fmt: skip
+LORA_NORMS = ["self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k",
+              "cross_attn.norm_k_img", "norm3"]  # fmt: skip
+
+
+def write_lightx2v_lora(transformer: torch.nn.Module, path: Path, rank: int = 4, seed: int = 1) -> Path:
+    """Random LoRA for every block linear (down/up/alpha + diff_b), zero norm diffs, diff_m."""
+    from safetensors.torch import save_file
+
+    modules = dict(transformer.named_modules())
+    by_original = {original_key(k + "."): k for k in modules}  # "blocks.0.self_attn.q." -> diffusers name
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(len(transformer.blocks)):
+        for name in LORA_LINEARS:
+            layer = modules[by_original[f"blocks.{i}.{name}."]]
+            key = f"diffusion_model.blocks.{i}.{name}"
+            out[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=gen) * 0.1
+            out[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=gen) * 0.1
+            out[f"{key}.alpha"] = torch.tensor(float(rank))
+            out[f"{key}.diff_b"] = torch.randn(layer.out_features, generator=gen) * 0.01
+        for name in LORA_NORMS:  # published files carry these as zeros; diffusers drops them
+            weight = modules[f"blocks.{i}"].get_submodule(_norm_path(name)).weight
+            out[f"diffusion_model.blocks.{i}.{name}.diff"] = torch.zeros_like(weight)
+        out[f"diffusion_model.blocks.{i}.diff_m"] = torch.zeros_like(transformer.blocks[i].scale_shift_table)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}, str(path))
+    return path
+
+
+def _norm_path(original: str) -> str:
+    return {"self_attn.norm_q": "attn1.norm_q", "self_attn.norm_k": "attn1.norm_k",
+            "cross_attn.norm_q": "attn2.norm_q", "cross_attn.norm_k": "attn2.norm_k",
+            "cross_attn.norm_k_img": "attn2.norm_added_k", "norm3": "norm2"}[original]  # fmt: skip
