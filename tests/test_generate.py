@@ -96,3 +96,20 @@ def test_fast_mode_without_its_lora_is_refused_before_any_work(engine, settings,
     with pytest.raises(InvalidRequest, match="'fast' needs the step-distilled LoRA"):
         generate(ask(image, "ok", speed_mode="fast"), engine, settings)
     assert not settings.output_dir.exists()
+
+
+def test_prompt_is_encoded_once_and_reused_across_seeds_and_segments(engine, settings, image):
+    """A re-roll (new seed, same prompt) and the second segment of a 10 s clip skip the text
+    encoder: its forward runs once per (prompt, negative prompt) (2 calls with CFG: both texts)."""
+    calls = []
+    hook = engine.pipe.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        prompt = "a re-rolled prompt, encoded once"
+        generate(ask(image, prompt, seed=1, video_length_s=10), engine, settings.replace(guidance=5.0))
+        assert len(calls) == 2  # prompt + negative prompt, for both segments together
+        generate(ask(image, prompt, seed=2), engine, settings.replace(guidance=5.0))
+        assert len(calls) == 2  # re-roll: no encoder run
+        generate(ask(image, prompt + " (changed)", seed=2), engine, settings.replace(guidance=5.0))
+        assert len(calls) == 4
+    finally:
+        hook.remove()

@@ -13,6 +13,7 @@ from typing import Any
 
 from wan_demo.core.plan import DEFAULT_COST, CostModel, EngineInfo
 from wan_demo.core.settings import MAX_AREA, REAL_MODEL_ID, Settings
+from wan_demo.model.text_cache import PromptEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,18 @@ class Engine:
     device: str  # where sampling runs: "cuda:<index>" | "cpu"
     max_area: int  # output pixel budget (480*832 for the real model)
     memory_plan: str = "resident"  # human-readable strategy, shown in the UI banner
+    weights: str = ""  # human-readable weight formats, e.g. "transformer Q4_K (GGUF), text encoder fp8"
     fast_available: bool = False  # step-distilled LoRA loaded (fast mode possible)
     details: dict[str, Any] = field(default_factory=dict)  # versions, dtype, plan details
     parallel: Any = None  # distributed Group on rank 0 of a multi-GPU torchrun run, else None
     cost: CostModel = DEFAULT_COST  # seconds per forward etc.; the Worker refines it from real runs
+    prompts: PromptEmbeddings = field(default_factory=PromptEmbeddings)  # encoded once per prompt
 
     @property
     def banner(self) -> str:
         text = TINY_BANNER if self.is_tiny else f"Model: {self.model_name} on {self.device}"
-        return f"{text} | memory: {self.memory_plan}"
+        weights = f" | weights: {self.weights}" if self.weights else ""
+        return f"{text}{weights} | memory: {self.memory_plan}"
 
     def plan_info(self) -> EngineInfo:
         return EngineInfo(self.max_area, self.fast_available, self.cost, self.is_tiny, self.banner)
@@ -65,8 +69,14 @@ def choose_device(settings: Settings) -> str:
 def wants_tiny(settings: Settings, device: str) -> bool:
     """Explicit setting wins; `auto` means the real model on CUDA and the tiny one elsewhere."""
     if settings.model == "tiny":
+        if settings.transformer_file:  # never a silent fall back to the tiny model
+            raise ValueError(
+                "transformer_file is set but model is 'tiny': set WAN_DEMO_MODEL to the diffusers repo "
+                f"or folder the file belongs to (e.g. {REAL_MODEL_ID}), or unset WAN_DEMO_TRANSFORMER_FILE"
+            )
         return True
-    return settings.model == "auto" and not device.startswith("cuda")
+    # auto = the real model on CUDA; elsewhere too when real weights were asked for
+    return settings.model == "auto" and not device.startswith("cuda") and not settings.transformer_file
 
 
 def load_engine(settings: Settings) -> Engine:
@@ -94,6 +104,9 @@ def load_engine(settings: Settings) -> Engine:
     plan = memory.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device)
     engine.memory_plan, engine.details["memory"] = plan.summary, plan.info()
+    engine.details["weights"] = memory_apply.weights_info(pipe, plan)
+    engine.weights = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in engine.details["weights"].items()
+                               if k in ("transformer", "text_encoder"))  # fmt: skip
     fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
     engine.fast_available, engine.details["speed"] = fast.fast_available, fast.info()
     engine.details.update(

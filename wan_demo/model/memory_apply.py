@@ -37,8 +37,9 @@ def _store_fp8(pipe) -> None:
 
     # `.dtype`, not the first parameter's: Wan keeps scale_shift_table/norms in fp32 (_keep_in_fp32_modules),
     # and an fp32 compute dtype there makes the pipeline feed fp32 latents to the bf16 patch embedding.
-    compute = pipe.transformer.dtype
-    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+    if not is_quantized(pipe.transformer):  # a GGUF transformer is already stored quantized
+        compute = pipe.transformer.dtype
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
     compute = pipe.text_encoder.dtype
     apply_layerwise_casting(
         pipe.text_encoder,
@@ -46,6 +47,11 @@ def _store_fp8(pipe) -> None:
         compute,
         skip_modules_pattern=FP8_SKIP_PATTERNS["text_encoder"],
     )
+
+
+def is_quantized(module: torch.nn.Module) -> bool:
+    """Loaded from a GGUF file (diffusers attaches its quantizer)."""
+    return getattr(module, "hf_quantizer", None) is not None
 
 
 def _group_offload(pipe, transformer_level: str, device: str) -> None:
@@ -90,3 +96,24 @@ def _to(value, device: str):
             value[k] = _to(value[k], device)
         return value
     return value
+
+
+def weights_info(pipe, plan: Plan) -> dict:
+    """What the weights are, for the banner and every video's metadata."""
+    from wan_demo.model import gguf
+
+    transformer = pipe.transformer
+    if is_quantized(transformer):
+        kind = f"{gguf.main_type(transformer)} (GGUF)"
+    elif plan.strategy.fp8:
+        kind = "fp8 e4m3 storage, bf16 compute"
+    else:
+        kind = str(transformer.dtype).removeprefix("torch.")
+    te = "fp8 e4m3 storage" if plan.strategy.fp8 else str(pipe.text_encoder.dtype).removeprefix("torch.")
+    info = dict(
+        transformer=kind, text_encoder=te + (" on the CPU" if plan.strategy.text_encoder == "cpu" else "")
+    )
+    if getattr(transformer, "weights_file", None):
+        info["transformer_file"] = transformer.weights_file
+        info.update(gguf.describe(transformer))
+    return info

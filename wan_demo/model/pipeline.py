@@ -62,11 +62,11 @@ def run_segment(
         on_step(i)
         return kwargs
 
+    embeds = engine.prompts.get(pipe, prompt, negative_prompt, cfg=guidance > 1.0)  # cached per prompt
     try:
         frames = pipe(
             image=image,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
+            **embeds,
             height=height,
             width=width,
             num_frames=num_frames,

@@ -1,0 +1,49 @@
+"""Prompt embeddings computed once per (prompt, negative prompt) and reused: a re-roll with a new
+seed, the second segment of a 10 s clip and a repeated prompt skip the UMT5 encoder (5.7 B params,
+the slowest part when it runs on the CPU or is offloaded).
+
+The embeddings come from the pipeline's own `encode_prompt` with the arguments its `__call__` would
+use, and go back in as `prompt_embeds` / `negative_prompt_embeds`, so the frames are bit-identical
+to a call that encodes the text itself (tests/test_parity.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from wan_demo.core.settings import TEXT_TOKENS
+
+MAX_ENTRIES = 8  # one entry is 2 x 512 x 4096 bf16 = 8 MB for the real encoder
+
+
+class PromptEmbeddings:
+    """A small LRU cache of encoded prompts, keyed by (prompt, negative prompt, CFG on/off)."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, dict] = OrderedDict()
+        self._lock = threading.Lock()
+        self.encoded = 0  # times the text encoder actually ran (tests, info)
+
+    def get(self, pipe, prompt: str, negative_prompt: str, cfg: bool) -> dict:
+        """Keyword arguments for the pipeline call: prompt_embeds (+ negative_prompt_embeds with CFG)."""
+        key = (prompt, negative_prompt if cfg else None, cfg)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        import torch
+
+        with torch.no_grad():  # as inside the pipeline call: with grad on, CPU bf16 kernels round differently
+            positive, negative = pipe.encode_prompt(
+                prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
+                max_sequence_length=TEXT_TOKENS, device=pipe._execution_device,
+            )  # fmt: skip
+        entry = dict(prompt_embeds=positive, negative_prompt_embeds=negative)
+        with self._lock:
+            self.encoded += 1
+            self._entries[key] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return entry
