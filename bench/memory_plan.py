@@ -1,31 +1,33 @@
-"""Print the memory planner's choice for common cards: python -m bench.memory_plan
+"""The memory plan for every common machine: python -m bench.memory_plan
 
-Sizes come from the real Wan2.1-I2V-14B-480P component configs instantiated on the meta device
-(no weights, no network); activations for one 81-frame 480x832 segment (a 10 s clip is two).
+Cards 8-80 GB x host RAM 16/32/64 GB. Sizes come from the real Wan2.1-I2V-14B-480P component configs
+on the meta device (no weights, no network), GGUF sizes from the types' block sizes (estimated);
+activations for one 81-frame 480x832 segment (a 10 s clip is two) from the per-token constant that
+bench/activations.py measured on the CPU. Each row names the weights, the placement, the estimated
+peaks and speed, and the quality cost (memory_start.recommend).
 """
 
 from __future__ import annotations
 
-from wan_demo.model.memory import Budget, choose
-from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes
+from wan_demo.model.memory import Budget
+from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, Shape, real_sizes
+from wan_demo.model.memory_start import recommend
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
-HOST_RAM_GB = (64, 32)
-REAL_DIMS = (
-    TRANSFORMER_CONFIG["num_attention_heads"] * TRANSFORMER_CONFIG["attention_head_dim"],
-    TRANSFORMER_CONFIG["ffn_dim"],
-    VAE_CONFIG["base_dim"],
-)
+HOST_RAM_GB = (64, 32, 16)
+# Figures measured on this CPU (bench/activations.py, bench/load.py), shown beside the estimates
+MEASURED_ACT_MIB_PER_1K_TOKENS = 123.7  # one real-width block, bf16, peak RSS above the weights
+MEASURED_LOAD_PEAK_OVER_FINAL_GB = 0.0  # GGUF loader, reduced-depth real-width file (bench/load.py)
 
 
-def rows(shape: Shape) -> list[dict]:
-    sizes = real_sizes()
-    out = []
-    for vram in CARDS_GB:
-        for ram in HOST_RAM_GB:
-            plan = choose(Budget(vram, ram, "bench"), sizes, shape, REAL_DIMS)
-            out.append(dict(vram=vram, ram=ram, plan=plan))
-    return out
+def row(vram: int, ram: int, shape: Shape) -> str:
+    p = recommend(Budget(vram, ram, "bench"), real_sizes(), shape)
+    name = p.strategy.name + (" + VAE tiling" if p.vae_tiling else "")
+    verdict = "runs" if p.fits else f"TOO LITTLE {p.limit.upper()} (nearest)"
+    return (
+        f"| {vram} GB | {ram} GB | {verdict} | {p.weights} | {name} | {p.peak_vram_gb:.1f} | "
+        f"{p.load_host_gb:.1f} | {p.host_ram_gb:.1f} | {p.speed:.2f}x | {p.quality} |"
+    )
 
 
 def main() -> None:
@@ -34,24 +36,19 @@ def main() -> None:
     for s in sizes.values():
         print(f"  {s.name:14s} {s.params / 1e9:6.2f} B params  {s.weights_gb():5.1f} GB as loaded")
     shape = Shape()
-    print(f"Segment: {shape.num_frames} frames at {shape.height}x{shape.width} = {shape.tokens} tokens\n")
-    columns = f"{'card':>5} | {'host RAM':>8} | {'strategy':<40} | {'peak VRAM':>9} | {'host RAM est':>12}"
-    header = f"| {columns} | speed |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for r in rows(shape):
-        p = r["plan"]
-        name = p.strategy.name + (" + VAE tiling" if p.vae_tiling else "")
-        if not p.fits:
-            name = f"TOO LITTLE {p.limit.upper()} ({name})"
-        print(
-            f"| {r['vram']:>3} GB | {r['ram']:>5} GB | {name:<40} | {p.peak_vram_gb:>6.1f} GB"
-            f" | {p.host_ram_gb:>9.1f} GB | {p.speed:.2f}x |"
-        )
-    print("\nspeed = expected speed relative to everything resident (estimate, not measured).")
-    notes = {n for r in rows(shape) for n in r["plan"].notes}
-    for n in sorted(notes):
-        print(f"note (32 GB host RAM rows): {n}")
+    act = shape.tokens * ACT_BYTES_PER_TOKEN / 1e9
+    measured = shape.tokens * MEASURED_ACT_MIB_PER_1K_TOKENS / 1000 * 2**20 / 1e9
+    print(f"Segment: {shape.num_frames} frames at {shape.height}x{shape.width} = {shape.tokens} tokens")
+    print(f"Transformer activations: est. {act:.2f} GB; measured on CPU (fitted line): {measured:.2f} GB\n")
+    print("| card | host RAM | verdict | weights | placement | est. peak VRAM GB | est. host RAM "
+          "loading GB | est. host RAM running GB | est. speed | quality cost |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for vram in CARDS_GB:
+        for ram in HOST_RAM_GB:
+            print(row(vram, ram, shape))
+    print("\nest. = estimated by the planner (no GPU here). speed = relative to everything resident in")
+    print("bf16 on the same card (GGUF dequantizes per layer: ~0.9-0.95x, estimated). Loading: weights")
+    print("stream from disk to their place; est. = running + 2 GB in flight.")
 
 
 if __name__ == "__main__":

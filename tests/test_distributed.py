@@ -49,7 +49,7 @@ def test_single_process_is_not_distributed():
 def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     """Under context parallelism each GPU holds all weights but 1/N of the tokens' activations,
     and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
-    from wan_demo.model import memory
+    from wan_demo.model import memory, memory_start
     from wan_demo.model.memory_estimate import real_sizes
 
     dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
@@ -61,7 +61,7 @@ def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     assert four.per_component["transformer"]["vram_gb"] > weights  # weights are not sharded
     assert Shape(ranks=4).tokens_per_rank == -(-Shape().tokens // 4)
     settings = Settings(vram_gb=80, ram_gb=64)  # budgets as settings: no GPU needed to plan
-    plan = memory.plan_for(engine.pipe, settings, "cuda:0", Shape(ranks=8), ranks_per_host=8)
+    plan = memory_start.plan_for(engine.pipe, settings, "cuda:0", Shape(ranks=8), ranks_per_host=8)
     assert plan.budget.ram_gb == 8 and plan.budget.vram_gb == 80
 
 

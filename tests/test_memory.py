@@ -6,27 +6,31 @@ import pytest
 import torch
 
 from wan_demo.core.settings import Settings
-from wan_demo.model import memory, memory_apply
+from wan_demo.model import memory, memory_apply, memory_start
 from wan_demo.model.memory import BY_NAME, Budget, choose, estimate
 from wan_demo.model.memory_estimate import Shape, real_sizes
 from wan_demo.model.tiny import build_tiny_pipeline
 
 REAL_DIMS = (5120, 13824, 96)
 
-# (card GB, host RAM GB) -> strategy the planner must pick for one 81x480x832 segment; None = too small
+# (card GB, host RAM GB) -> strategy the planner must pick for one 81x480x832 segment with the
+# repo's bf16 weights (fp8 = layerwise storage); None = does not fit (a GGUF file would: see below)
 EXPECTED = {
     (80, 64): "resident",
     (80, 32): "resident",
     (48, 64): "resident_te_cpu",
     (48, 32): "resident_te_cpu",
-    (24, 64): "group_block",
+    (48, 16): "fp8_resident",
+    (24, 64): "fp8_model_offload",  # 0.93 x 0.92 beats group_block's 0.85
     (24, 32): "fp8_group_block_te_gpu",
+    (24, 16): None,
     (16, 64): "group_block",
-    (16, 32): None,  # host RAM: fp8 weights + pinned copies need ~30 GB
+    (16, 32): "fp8_group_block_te_gpu",
     (12, 64): "group_block",
-    (12, 32): None,
-    (8, 64): None,
+    (12, 32): None,  # host RAM: fp8 weights on the host need ~32 GB while loading
+    (8, 64): "group_block",
     (8, 32): None,
+    (8, 16): None,
 }
 
 
@@ -60,7 +64,7 @@ def test_plan_choice_per_card(sizes, vram, ram):
     else:
         assert plan.fits and plan.strategy.name == expected
         assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE
-        assert plan.host_ram_gb <= ram * memory.RAM_USABLE
+        assert plan.load_host_gb <= ram * memory.RAM_USABLE and plan.host_ram_gb < plan.load_host_gb
         assert set(plan.per_component) == {"transformer", "text_encoder", "image_encoder", "vae"}
 
 
@@ -86,9 +90,9 @@ def test_forced_strategy_and_unknown_name(sizes):
 
 
 def test_budget_comes_from_settings_or_psutil():
-    b = memory.read_budget(Settings(vram_gb=12, ram_gb=64), "cuda")
+    b = memory_start.read_budget(Settings(vram_gb=12, ram_gb=64), "cuda")
     assert (b.vram_gb, b.ram_gb, b.source) == (12, 64, "settings")
-    b = memory.read_budget(Settings(), "cpu")
+    b = memory_start.read_budget(Settings(), "cpu")
     assert b.ram_gb > 0 and b.source == "psutil"
 
 
@@ -127,7 +131,7 @@ def reference_latents():
 def test_strategy_wiring_on_cpu(mode, reference_latents):
     """Each strategy's real diffusers wiring runs on CPU (onload device cpu, no CUDA streams)."""
     pipe = build_tiny_pipeline()
-    plan = memory.plan_for(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
+    plan = memory_start.plan_for(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
     memory_apply.apply_plan(pipe, plan, "cpu")
     assert plan.strategy.name == mode
     latents = _run(pipe)
@@ -139,3 +143,56 @@ def test_strategy_wiring_on_cpu(mode, reference_latents):
         torch.testing.assert_close(latents, reference_latents)  # placement never changes results
     if mode == "resident_te_cpu":
         assert pipe.text_encoder._wan_demo_runs_on_cpu
+
+
+# --- weights: GGUF files, the recommendation per machine, the start-up check ---------------------
+def test_activation_estimate_is_within_15_percent_of_the_measured_peaks():
+    from wan_demo.model.memory_estimate import MEASURED_ACTIVATIONS_MIB, transformer_activations_gb
+
+    for tokens, measured in MEASURED_ACTIVATIONS_MIB:
+        est = (
+            transformer_activations_gb(Shape(num_frames=4 * (tokens // 1560) - 3), 5120, 13824) * 1e9 / 2**20
+        )
+        assert Shape(num_frames=4 * (tokens // 1560) - 3).tokens == tokens
+        assert abs(est - measured) / measured <= 0.15, (tokens, est, measured)
+
+
+@pytest.mark.parametrize(("vram", "ram"), [(12, 32), (16, 32), (8, 32)])
+def test_goal_machines_get_a_runnable_quantized_plan(sizes, vram, ram):
+    from wan_demo.model.memory_start import MIN_SPEED, recommend
+
+    plan = recommend(Budget(vram, ram, "test"), sizes, Shape())
+    assert plan.fits and plan.speed >= MIN_SPEED
+    assert plan.weights in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # a GGUF transformer file
+    assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE and plan.load_host_gb <= ram * memory.RAM_USABLE
+
+
+def test_sixteen_gb_of_host_ram_gets_the_best_possible_answer(sizes):
+    from wan_demo.model.memory_start import recommend
+
+    assert recommend(Budget(24, 16, "t"), sizes, Shape()).fits  # a 24 GB card keeps the transformer resident
+    small = recommend(Budget(12, 16, "t"), sizes, Shape())
+    assert not small.fits and small.limit and small.weights == "Q3_K_M"  # the nearest miss, named
+
+
+def test_quality_cost_is_said_plainly():
+    from wan_demo.model.memory_weights import quality_of
+
+    assert "Q4 loses fine detail" in quality_of("Q4_K_M")
+    assert quality_of("bf16") == "reference" and "near-lossless" in quality_of("Q8_0")
+
+
+def test_start_up_check_names_the_nearest_file_that_fits():
+    from wan_demo.model.memory_start import file_weights, preflight
+
+    with pytest.raises(MemoryError) as e:
+        preflight(Settings(vram_gb=12, ram_gb=32), "cuda:0", Shape())
+    message = str(e.value)
+    assert "does not fit" in message and "too little host RAM" in message
+    assert "WAN_DEMO_TRANSFORMER_FILE=city96/Wan2.1-I2V-14B-480P-gguf/wan2.1-i2v-14b-480p-Q" in message
+    q4 = "city96/Wan2.1-I2V-14B-480P-gguf/wan2.1-i2v-14b-480p-Q4_K_M.gguf"
+    assert file_weights(q4) == "Q4_K_M"
+    plan = preflight(Settings(vram_gb=12, ram_gb=32, transformer_file=q4), "cuda:0", Shape())
+    assert plan.fits and plan.weights == "Q4_K_M"
+    forced = preflight(Settings(vram_gb=8, ram_gb=16, memory_mode="group_leaf"), "cuda:0", Shape())
+    assert not forced.fits  # a forced plan is the user's call: no error, the banner says it does not fit

@@ -85,10 +85,11 @@ def load_engine(settings: Settings) -> Engine:
     import torch
     import transformers
 
-    from wan_demo.model import memory, memory_apply, speed_setup, torchrun
+    from wan_demo.model import memory_apply, memory_start, speed_setup, torchrun
     from wan_demo.model.memory_estimate import Shape
 
     device = choose_device(settings)
+    ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment
     if wants_tiny(settings, device):
         from wan_demo.model.tiny import TINY_MODEL_NAME, build_tiny_pipeline
 
@@ -97,11 +98,17 @@ def load_engine(settings: Settings) -> Engine:
         engine = Engine(pipe, TINY_MODEL_NAME, True, device, settings.tiny_max_area)
     else:
         model = REAL_MODEL_ID if settings.model == "auto" else settings.model
-        pipe = load_real_pipeline(model, settings)
+        target = None
+        if device.startswith("cuda"):  # plan before loading: fail fast, load to the final place
+            try:
+                pre = memory_start.preflight(settings, device, Shape(ranks=ranks), ranks_per_host)
+            except MemoryError as e:
+                raise ModelUnavailable(f"Cannot start: {e}") from None
+            target = device if pre.strategy.transformer == "gpu" else None
+        pipe = load_real_pipeline(model, settings, transformer_device=target)
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
-    ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment
-    plan = memory.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
+    plan = memory_start.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device)
     engine.memory_plan, engine.details["memory"] = plan.summary, plan.info()
     engine.details["weights"] = memory_apply.weights_info(pipe, plan)
@@ -115,10 +122,13 @@ def load_engine(settings: Settings) -> Engine:
     return engine
 
 
-def load_real_pipeline(model: str, settings: Settings):
-    """diffusers' recipe: image encoder and VAE in fp32, transformer and text encoder in `dtype`."""
+def load_real_pipeline(model: str, settings: Settings, transformer_device: str | None = None):
+    """diffusers' recipe: image encoder and VAE in fp32, transformer and text encoder in `dtype`.
+
+    `transformer_device`: where a plan keeps the transformer resident; its weights then go from the
+    files straight there, tensor by tensor (never all 33 GB staged in host RAM first)."""
     import torch
-    from diffusers import WanImageToVideoPipeline
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 
     from wan_demo.model.gguf import WeightsFileError
     from wan_demo.model.load import load_transformer_file
@@ -128,7 +138,14 @@ def load_real_pipeline(model: str, settings: Settings):
     try:
         parts = {}
         if settings.transformer_file:  # replaces the repo's transformer, which is then never read
-            parts["transformer"] = load_transformer_file(settings.transformer_file, model, settings)
+            parts["transformer"] = load_transformer_file(
+                settings.transformer_file, model, settings, device=transformer_device
+            )
+        elif transformer_device is not None:
+            parts["transformer"] = WanTransformer3DModel.from_pretrained(
+                model, subfolder="transformer", torch_dtype=dtype, device_map=transformer_device,
+                local_files_only=settings.offline or local,
+            )  # fmt: skip
         return WanImageToVideoPipeline.from_pretrained(
             model,
             dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},

@@ -53,8 +53,9 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         raise WeightsFileError(path, f"not a complete safetensors file (truncated or corrupt: {e})") from None
 
 
-def load_transformer_file(source: str, model: str, settings: Settings):
-    """The transformer from `source`, its config from `model` (hub id or diffusers folder)."""
+def load_transformer_file(source: str, model: str, settings: Settings, device: str | None = None):
+    """The transformer from `source`, its config from `model` (hub id or diffusers folder), its
+    weights placed on `device` tensor by tensor (None: they stay in the file mapping, on the host)."""
     from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
 
     path = resolve_file(source, settings.offline)
@@ -67,7 +68,7 @@ def load_transformer_file(source: str, model: str, settings: Settings):
     try:
         transformer = WanTransformer3DModel.from_single_file(
             checkpoint, config=model, subfolder="transformer", quantization_config=quant,
-            torch_dtype=dtype, local_files_only=local,
+            torch_dtype=dtype, local_files_only=local, device=device,
         )  # fmt: skip
     except (ValueError, RuntimeError, KeyError) as e:
         raise WeightsFileError(path, f"diffusers could not load it: {str(e)[:300]}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wan_demo.core.settings import Settings
+from wan_demo.model import memory_weights
 from wan_demo.model.memory_estimate import (
     ComponentSize,
     Shape,
@@ -23,6 +23,9 @@ VRAM_USABLE = 0.95  # fraction of the budget a plan may use (allocator fragmenta
 RAM_USABLE = 0.90  # fraction of host RAM a plan may use (OS, page cache)
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuBLAS workspace, latents, prompt embeddings
 HOST_BASELINE_GB = 3.0  # Python, torch + CUDA libraries, Gradio server
+# Loading: weights stream from disk (mmap, low_cpu_mem_usage) to their final place; the extra host
+# RAM in flight is one tensor / shard (bench/load.py measures peak RSS over final RSS).
+LOAD_SLACK_GB = 2.0
 FP8_SPEED = 0.93  # layerwise casting upcasts each layer's weights per forward
 
 # Placements, per component: "gpu" = always on the GPU; "offload" = moved there while it runs
@@ -90,10 +93,18 @@ class Plan:
     fits: bool
     budget: Budget
     notes: tuple[str, ...] = field(default=())
+    weights: str = "bf16"  # transformer weights: "bf16" | "fp8" | a GGUF type ("Q4_K_M")
+    load_host_gb: float = 0.0  # estimated peak host RAM while loading
+
+    @property
+    def quality(self) -> str:
+        return memory_weights.quality_of(self.weights)
 
     @property
     def speed(self) -> float:
-        return round(self.strategy.speed * (VAE_TILING_SPEED if self.vae_tiling else 1.0), 3)
+        gguf = memory_weights.BY_NAME.get(self.weights)
+        factor = (VAE_TILING_SPEED if self.vae_tiling else 1.0) * (gguf.speed if gguf else 1.0)
+        return round(self.strategy.speed * factor, 3)
 
     @property
     def summary(self) -> str:
@@ -113,7 +124,7 @@ class Plan:
             name
             for name, need, have, usable in (
                 ("VRAM", self.peak_vram_gb, self.budget.vram_gb, VRAM_USABLE),
-                ("host RAM", self.host_ram_gb, self.budget.ram_gb, RAM_USABLE),
+                ("host RAM", max(self.host_ram_gb, self.load_host_gb), self.budget.ram_gb, RAM_USABLE),
             )
             if need > have * usable
         ]
@@ -124,6 +135,9 @@ class Plan:
         return dict(
             strategy=self.strategy.name,
             explanation=self.strategy.why,
+            weights=self.weights,
+            quality=self.quality,
+            est_load_host_ram_gb=self.load_host_gb,
             vae_tiling=self.vae_tiling,
             fits=self.fits,
             est_peak_vram_gb=self.peak_vram_gb,
@@ -135,19 +149,6 @@ class Plan:
             per_component=self.per_component,
             notes=list(self.notes),
         )
-
-
-def read_budget(settings: Settings, device: str) -> Budget:
-    """Free VRAM from torch and available RAM from psutil; Settings.vram_gb / ram_gb override."""
-    import psutil
-    import torch
-
-    vram, ram, source = settings.vram_gb, settings.ram_gb, []
-    if not vram and device.startswith("cuda") and torch.cuda.is_available():
-        vram, source = torch.cuda.mem_get_info(device)[0] / 1e9, ["torch"]
-    if not ram:
-        ram, source = psutil.virtual_memory().available / 1e9, [*source, "psutil"]
-    return Budget(vram, ram, "/".join(source) or "settings", device)
 
 
 def _working_gb(size: ComponentSize, placement: str, fp8: bool) -> float:
@@ -165,13 +166,19 @@ def _working_gb(size: ComponentSize, placement: str, fp8: bool) -> float:
 
 def estimate(
     strategy: Strategy, sizes: dict[str, ComponentSize], shape: Shape, budget: Budget,
-    dims: tuple[int, int, int], vae_tiling: bool = False,
+    dims: tuple[int, int, int], vae_tiling: bool = False, weights: str = "bf16",
 ) -> Plan:  # fmt: skip
-    """Peak VRAM over the phases text -> image -> VAE encode -> denoise -> VAE decode, and host RAM.
+    """Peak VRAM over the phases text -> image -> VAE encode -> denoise -> VAE decode, host RAM
+    while running and while loading.
 
-    `dims` = (transformer dim, transformer ffn_dim, VAE base_dim) for the activation estimates.
+    `dims` = (transformer dim, transformer ffn_dim, VAE base_dim) for the activation estimates;
+    `weights` = a GGUF type when the transformer comes from a GGUF file (fp8 then applies to the
+    text encoder only).
     """
     dim, ffn_dim, vae_base = dims
+    gguf = weights in memory_weights.BY_NAME
+    sizes = memory_weights.with_weights(sizes, weights)
+    weights = weights if gguf else ("fp8" if strategy.fp8 else "bf16")
     placement = {
         "transformer": strategy.transformer,
         "text_encoder": strategy.text_encoder,
@@ -179,8 +186,9 @@ def estimate(
         "vae": strategy.others,
     }
     fp8 = {name: strategy.fp8 and name in ("transformer", "text_encoder") for name in placement}
+    dequantized = sizes["transformer"].largest_leaf_params * 2 / 1e9 if gguf else 0.0  # one bf16 layer
     activations = {
-        "transformer": transformer_activations_gb(shape, dim, ffn_dim),
+        "transformer": transformer_activations_gb(shape, dim, ffn_dim) + dequantized,
         "vae": vae_activations_gb(shape, vae_base, vae_tiling),
     }
     resident = sum(sizes[n].weights_gb(fp8[n]) for n in sizes if placement[n] == "gpu")
@@ -194,19 +202,18 @@ def estimate(
         per_component[name] = {"vram_gb": round(active, 2), "host_gb": round(host, 2)}
     peak = max(peaks) + CUDA_OVERHEAD_GB
     host = sum(c["host_gb"] for c in per_component.values()) + HOST_BASELINE_GB
-    fits = peak <= budget.vram_gb * VRAM_USABLE and host <= budget.ram_gb * RAM_USABLE
-    notes = []
-    load_gb = max(s.weights_gb() for s in sizes.values()) + HOST_BASELINE_GB
-    if load_gb > budget.ram_gb * RAM_USABLE:
-        notes.append(f"loading stages each component in host RAM first (largest {load_gb:.0f} GB): add swap")
-    return Plan(
-        strategy, vae_tiling, round(peak, 1), round(host, 1), per_component, fits, budget, tuple(notes)
-    )
+    load_host = host + LOAD_SLACK_GB
+    fits = peak <= budget.vram_gb * VRAM_USABLE and load_host <= budget.ram_gb * RAM_USABLE
+    notes = ("sequential offload rebuilds GGUF parameters (diffusers #14691): not with GGUF",) if gguf else ()
+    if gguf and strategy.transformer == "sequential":
+        fits = False
+    return Plan(strategy, vae_tiling, round(peak, 1), round(host, 1), per_component, fits, budget, notes,
+                weights, round(load_host, 1))  # fmt: skip
 
 
 def choose(
     budget: Budget, sizes: dict[str, ComponentSize], shape: Shape, dims: tuple[int, int, int],
-    forced: str = "auto",
+    forced: str = "auto", weights: str = "bf16",
 ) -> Plan:  # fmt: skip
     """The fastest plan that fits (trying VAE tiling when only the VAE phase overflows).
 
@@ -216,38 +223,15 @@ def choose(
     if forced != "auto":
         if forced not in BY_NAME:
             raise ValueError(f"memory_mode {forced!r}: must be 'auto' or one of {', '.join(BY_NAME)}")
-        plan = estimate(BY_NAME[forced], sizes, shape, budget, dims)
-        return plan if plan.fits else estimate(BY_NAME[forced], sizes, shape, budget, dims, vae_tiling=True)
+        plan = estimate(BY_NAME[forced], sizes, shape, budget, dims, weights=weights)
+        if plan.fits:
+            return plan
+        return estimate(BY_NAME[forced], sizes, shape, budget, dims, vae_tiling=True, weights=weights)
     tried = []
     for strategy in STRATEGIES:
         for tiling in (False, True):
-            plan = estimate(strategy, sizes, shape, budget, dims, vae_tiling=tiling)
+            plan = estimate(strategy, sizes, shape, budget, dims, vae_tiling=tiling, weights=weights)
             if plan.fits:
                 return plan
             tried.append(plan)
-    return min(tried, key=lambda p: (p.peak_vram_gb, p.host_ram_gb))
-
-
-def dims_of(pipe) -> tuple[int, int, int]:
-    """(transformer dim, ffn_dim, VAE base_dim) of a loaded pipeline, for the activation model."""
-    c = pipe.transformer.config
-    return c.num_attention_heads * c.attention_head_dim, c.ffn_dim, pipe.vae.config.base_dim
-
-
-def plan_for(
-    pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
-) -> Plan:
-    """The plan for this pipeline on this device. On the CPU device memory is host RAM and the
-    default is everything resident; Settings.memory_mode forces a strategy anywhere.
-
-    Under torchrun every rank holds a full copy of the weights (context parallelism shards only
-    the token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
-    from wan_demo.model.memory_estimate import sizes_of_pipe
-
-    budget = read_budget(settings, device)
-    budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
-    forced = settings.memory_mode
-    if not device.startswith("cuda"):
-        budget = Budget(budget.ram_gb, budget.ram_gb, budget.source, device)
-        forced = "resident" if forced == "auto" else forced
-    return choose(budget, sizes_of_pipe(pipe), shape or Shape(), dims_of(pipe), forced)
+    return min(tried, key=lambda p: (not p.fits, p.peak_vram_gb, p.host_ram_gb))

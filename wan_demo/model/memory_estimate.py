@@ -8,6 +8,7 @@ excluded) and is cached. All sizes are in GB (1e9 bytes) unless a name says GiB.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 GB = 1e9
@@ -56,10 +57,14 @@ FP8_SKIP_PATTERNS = {
 # --- activation model (inference, batch 1: diffusers' Wan pipeline runs cond and uncond apart) --
 VAE_TIME_STRIDE, VAE_SPACE_STRIDE = 4, 8  # latent frames = (F - 1) / 4 + 1, latent side = px / 8
 PATCH_AREA = 4  # (1, 2, 2) patches: one token per 2x2 latent pixels
-ACT_HIDDEN_COPIES = (
-    14  # live (tokens x dim) bf16 tensors in one block: q, k, v, fp32 rope copies of q, k, norm
-)
-ACT_FFN_COPIES = 2  # live (tokens x ffn_dim) bf16 tensors: GELU input and output
+# Measured with bench/activations.py (one real-width block, bf16, CPU, peak RSS above the weights):
+# 193 / 365 / 701 MiB at 1560 / 3120 / 6240 tokens; the fitted line is 111 KiB per token + 24 MiB,
+# i.e. 11.1 bf16 copies of a (tokens x dim) tensor plus the text/image context. A CPU proxy: GPU
+# kernels (flash attention, fused norms) differ.
+MEASURED_ACTIVATIONS_MIB = ((1560, 193), (3120, 365), (6240, 701))  # (tokens, MiB), bench/activations.py
+ACT_DIM_COPIES = 11.1
+ACT_FIXED_GB = 0.025  # the fitted intercept: context projections, rope tables
+ACT_BYTES_PER_TOKEN = ACT_DIM_COPIES * 5120 * 2  # at the real width
 VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames at a time
 VAE_FULLRES_COPIES = 6  # live fp32 (base_dim x H x W) maps per frame at full resolution
 VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) when tiling is on
@@ -69,7 +74,7 @@ VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) 
 class ComponentSize:
     name: str
     params: int
-    load_bytes: int  # bytes per weight as loaded (2 = bf16, 4 = fp32)
+    load_bytes: float  # bytes per weight as loaded (2 = bf16, 4 = fp32, ~0.6 = GGUF Q4_K_M)
     block_params: int = 0  # params of one repeated block (0 = no block list)
     n_blocks: int = 0
     largest_leaf_params: int = 0  # biggest single module with its own weights (leaf-level group)
@@ -97,7 +102,7 @@ def size_of(name: str, module, load_bytes: int | None = None) -> ComponentSize:
     """Count one module's parameters (shared ones once), its repeated blocks and its biggest leaf."""
     import torch
 
-    params = sum(p.numel() for p in module.parameters())
+    params = sum(_logical_numel(p) for p in module.parameters())
     blocks = _block_list(module)
     block_params = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
     leaves = [
@@ -105,11 +110,16 @@ def size_of(name: str, module, load_bytes: int | None = None) -> ComponentSize:
         for m in module.modules()
         if isinstance(m, torch.nn.Module)
     ]
-    if load_bytes is None:
-        first = next(module.parameters(), None)
-        load_bytes = first.element_size() if first is not None else 2
+    if load_bytes is None:  # stored bytes over logical weights (GGUF tensors store packed bytes)
+        stored = sum(p.numel() * p.element_size() for p in module.parameters())
+        load_bytes = stored / params if params else 2
     fp8 = fp8_castable_params(module, FP8_SKIP_PATTERNS.get(name, ()))
     return ComponentSize(name, params, load_bytes, block_params, len(blocks), max(leaves, default=0), fp8)
+
+
+def _logical_numel(p) -> int:
+    shape = getattr(p, "quant_shape", None)  # diffusers' GGUFParameter: the unpacked weight's shape
+    return int(math.prod(shape)) if shape is not None else p.numel()
 
 
 def fp8_castable_params(module, skip_patterns: tuple[str, ...]) -> int:
@@ -185,9 +195,11 @@ class Shape:
 
 
 def transformer_activations_gb(shape: Shape, dim: int, ffn_dim: int) -> float:
-    """Peak live activations inside one transformer block (blocks run one after another)."""
-    per_token = ACT_HIDDEN_COPIES * dim + ACT_FFN_COPIES * ffn_dim
-    return shape.tokens_per_rank * per_token * 2 / GB
+    """Peak live activations inside one transformer block (blocks run one after another).
+
+    `ffn_dim` is kept for callers: the measurement was at the real ffn/dim ratio (2.7), which
+    the per-dim constant folds in."""
+    return shape.tokens_per_rank * ACT_DIM_COPIES * dim * 2 / GB + ACT_FIXED_GB
 
 
 def vae_activations_gb(shape: Shape, base_dim: int, tiling: bool) -> float:

@@ -1,0 +1,160 @@
+"""Measure the activation peaks the memory planner uses, on the CPU, with the REAL architecture:
+python -m bench.activations [--tokens 1560,3120,6240] [--vae-frames 2]
+
+Transformer: a real-width Wan I2V transformer (dim 5120, 40 heads, ffn 13824, image cross-attention,
+config from memory_estimate.TRANSFORMER_CONFIG) with ONE block, random bf16 weights, no grad, SDPA;
+512 text + 257 image tokens. Blocks run one after another, so one block's peak is the transformer's
+at any depth. VAE: the real AutoencoderKLWan config (fp32) decoding 480x832 latents, tiled and not.
+
+Method: one process per case (clean allocator), MALLOC_MMAP_THRESHOLD_=65536 so large frees go back
+to the OS, a thread samples RSS from /proc/self/statm every 2 ms, one warm-up run, then
+peak - RSS before the measured run. A measured CPU proxy: GPU kernels (flash attention, fused
+norms) differ. The fitted line gives the planner's per-token constant (memory_estimate.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+MIB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Highest RSS seen by a 2 ms sampling thread while the block runs."""
+
+    def __enter__(self):
+        self.start = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+    @property
+    def above_start(self) -> int:
+        return self.peak - self.start
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def transformer_case(latent_frames: int) -> dict:
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "num_layers": 1}).to(torch.bfloat16).eval()
+    h, w = 480 // 8, 832 // 8
+
+    def run(frames: int) -> None:
+        x = torch.randn(1, 36, frames, h, w, dtype=torch.bfloat16)
+        text = torch.randn(1, 512, 4096, dtype=torch.bfloat16)
+        image = torch.randn(1, 257, 1280, dtype=torch.bfloat16)
+        with torch.no_grad():
+            model(x, torch.tensor([500]), text, image, return_dict=False)
+
+    run(1)  # warm-up at the smallest size: kernels, allocator pools
+    with PeakRss() as peak:
+        start = time.perf_counter()
+        run(latent_frames)
+    tokens = latent_frames * h * w // 4
+    return dict(kind="transformer", tokens=tokens, peak_mib=peak.above_start / MIB,
+                seconds=time.perf_counter() - start)  # fmt: skip
+
+
+def vae_case(latent_frames: int, tiled: bool) -> dict:
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from wan_demo.model.memory_estimate import VAE_CONFIG
+
+    vae = AutoencoderKLWan(**VAE_CONFIG).eval()
+    if tiled:
+        vae.enable_tiling()
+    z = torch.randn(1, 16, latent_frames, 480 // 8, 832 // 8)
+    with torch.no_grad():
+        vae.decode(z[:, :, :1])  # warm-up
+        with PeakRss() as peak:
+            start = time.perf_counter()
+            vae.decode(z)
+    return dict(kind="vae_tiled" if tiled else "vae", latent_frames=latent_frames,
+                peak_mib=peak.above_start / MIB, seconds=time.perf_counter() - start)  # fmt: skip
+
+
+def measure(args: list[str]) -> dict:
+    """Run one case in a fresh process (the allocator keeps no memory from another case)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-m", "bench.activations", "--child", *args],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares line y = slope * x + intercept."""
+    n = len(points)
+    mx, my = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return slope, my - slope * mx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs="*")
+    parser.add_argument(
+        "--latent-frames", default="1,2,4", help="transformer sizes (1 latent frame = 1560 tokens)"
+    )
+    parser.add_argument(
+        "--vae-frames", type=int, default=2, help="latent frames decoded (4 video frames each)"
+    )
+    a = parser.parse_args()
+    if a.child is not None:
+        kind, n = a.child[0], int(a.child[1])
+        print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind == "vae_tiled")))
+        return
+    from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, Shape, vae_activations_gb
+
+    rows = [measure(["transformer", f]) for f in a.latent_frames.split(",")]
+    slope, intercept = fit([(r["tokens"], r["peak_mib"] * MIB) for r in rows])
+    print("Transformer, one real-width block (dim 5120, ffn 13824), bf16, CPU:\n")
+    print("| tokens | measured on CPU MiB | planner estimate MiB | estimate / measured | forward s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        est = r["tokens"] * ACT_BYTES_PER_TOKEN / MIB
+        print(
+            f"| {r['tokens']} | {r['peak_mib']:.0f} | {est:.0f} | {est / r['peak_mib']:.2f} | {r['seconds']:.1f} |"
+        )
+    print(f"\nfit: {slope / 1024:.1f} KiB per token + {intercept / MIB:.0f} MiB "
+          f"(= {slope / (2 * 5120):.2f} bf16 copies of a tokens x 5120 tensor)")  # fmt: skip
+    print(
+        f"at 81x480x832 ({Shape().tokens} tokens): fitted {(slope * Shape().tokens + intercept) / 1e9:.2f} GB\n"
+    )
+    print("| VAE decode 480x832 | latent frames | measured on CPU MiB | planner estimate MiB | seconds |")
+    print("|---|---|---|---|---|")
+    for kind in ("vae", "vae_tiled"):
+        r = measure([kind, str(a.vae_frames)])
+        est = vae_activations_gb(Shape(), 96, kind == "vae_tiled") * 1e9 / MIB
+        print(f"| {kind} | {a.vae_frames} | {r['peak_mib']:.0f} | {est:.0f} | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
