@@ -131,7 +131,7 @@ def main() -> None:
         kind, n = a.child[0], int(a.child[1])
         print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind == "vae_tiled")))
         return
-    from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, Shape, vae_activations_gb
+    from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb
 
     rows = [measure(["transformer", f]) for f in a.latent_frames.split(",")]
     slope, intercept = fit([(r["tokens"], r["peak_mib"] * MIB) for r in rows])
@@ -139,15 +139,13 @@ def main() -> None:
     print("| tokens | measured on CPU MiB | planner estimate MiB | estimate / measured | forward s |")
     print("|---|---|---|---|---|")
     for r in rows:
-        est = r["tokens"] * ACT_BYTES_PER_TOKEN / MIB
-        print(
-            f"| {r['tokens']} | {r['peak_mib']:.0f} | {est:.0f} | {est / r['peak_mib']:.2f} | {r['seconds']:.1f} |"
-        )
+        est = (r["tokens"] * ACT_BYTES_PER_TOKEN + ACT_FIXED_GB * 1e9) / MIB
+        ratio = est / r["peak_mib"]
+        print(f"| {r['tokens']} | {r['peak_mib']:.0f} | {est:.0f} | {ratio:.2f} | {r['seconds']:.1f} |")
     print(f"\nfit: {slope / 1024:.1f} KiB per token + {intercept / MIB:.0f} MiB "
           f"(= {slope / (2 * 5120):.2f} bf16 copies of a tokens x 5120 tensor)")  # fmt: skip
-    print(
-        f"at 81x480x832 ({Shape().tokens} tokens): fitted {(slope * Shape().tokens + intercept) / 1e9:.2f} GB\n"
-    )
+    full = (slope * Shape().tokens + intercept) / 1e9
+    print(f"at 81x480x832 ({Shape().tokens} tokens): fitted {full:.2f} GB\n")
     print("| VAE decode 480x832 | latent frames | measured on CPU MiB | planner estimate MiB | seconds |")
     print("|---|---|---|---|---|")
     for kind in ("vae", "vae_tiled"):

@@ -9,15 +9,18 @@ peaks and speed, and the quality cost (memory_start.recommend).
 
 from __future__ import annotations
 
-from wan_demo.model.memory import Budget
-from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, Shape, real_sizes
+from bench.activations import fit
+from wan_demo.model.memory import LOAD_SLACK_GB, MEASURED_LOAD_OVERHEAD_GB, Budget
+from wan_demo.model.memory_estimate import (
+    MEASURED_ACTIVATIONS_MIB,
+    Shape,
+    real_sizes,
+    transformer_activations_gb,
+)
 from wan_demo.model.memory_start import recommend
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
 HOST_RAM_GB = (64, 32, 16)
-# Figures measured on this CPU (bench/activations.py, bench/load.py), shown beside the estimates
-MEASURED_ACT_MIB_PER_1K_TOKENS = 123.7  # one real-width block, bf16, peak RSS above the weights
-MEASURED_LOAD_PEAK_OVER_FINAL_GB = 0.0  # GGUF loader, reduced-depth real-width file (bench/load.py)
 
 
 def row(vram: int, ram: int, shape: Shape) -> str:
@@ -36,10 +39,20 @@ def main() -> None:
     for s in sizes.values():
         print(f"  {s.name:14s} {s.params / 1e9:6.2f} B params  {s.weights_gb():5.1f} GB as loaded")
     shape = Shape()
-    act = shape.tokens * ACT_BYTES_PER_TOKEN / 1e9
-    measured = shape.tokens * MEASURED_ACT_MIB_PER_1K_TOKENS / 1000 * 2**20 / 1e9
-    print(f"Segment: {shape.num_frames} frames at {shape.height}x{shape.width} = {shape.tokens} tokens")
-    print(f"Transformer activations: est. {act:.2f} GB; measured on CPU (fitted line): {measured:.2f} GB\n")
+    print(f"Segment: {shape.num_frames} frames at {shape.height}x{shape.width} = {shape.tokens} tokens\n")
+    print("| transformer activations, one block | tokens | est. GB | measured on CPU GB |")
+    print("|---|---|---|---|")
+    for tokens, mib in MEASURED_ACTIVATIONS_MIB:
+        est = transformer_activations_gb(Shape(num_frames=4 * (tokens // 1560) - 3), 5120, 13824)
+        print(f"| measured point | {tokens} | {est:.2f} | {mib * 2**20 / 1e9:.2f} |")
+    slope, intercept = fit([(t, m * 2**20) for t, m in MEASURED_ACTIVATIONS_MIB])
+    line = (slope * shape.tokens + intercept) / 1e9
+    print(f"| 81x480x832 segment | {shape.tokens} | {transformer_activations_gb(shape, 5120, 13824):.2f} | "
+          f"{line:.2f} (fitted line) |")  # fmt: skip
+    print(
+        f"| loader: host RAM in flight | - | {LOAD_SLACK_GB:.1f} | {MEASURED_LOAD_OVERHEAD_GB:.2f} "
+        "(peak - final RSS, bench/load.py) |\n"
+    )
     print("| card | host RAM | verdict | weights | placement | est. peak VRAM GB | est. host RAM "
           "loading GB | est. host RAM running GB | est. speed | quality cost |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")

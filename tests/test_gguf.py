@@ -222,3 +222,34 @@ def test_lora_for_another_model_is_refused_by_name(folder, tmp_path):
     )
     with pytest.raises(ValueError, match=r"lora '.*flux_lora\.safetensors'"):
         _engine(folder, lora=str(path))
+
+
+@pytest.mark.slow
+def test_real_width_files_load_and_stay_close(tmp_path):
+    """2 of the 40 blocks at the real width (dim 5120, ffn 13824): written as bf16 safetensors and
+    GGUF Q8_0 / Q4_0 in the published layout, loaded by the app's loader (~4 GB, a few minutes)."""
+    from bench.load import write_files
+    from wan_demo.model.load import load_transformer_file
+
+    files = write_files(tmp_path, blocks=2)
+    outputs = {}
+    for kind, path in files.items():
+        t = load_transformer_file(str(path), str(tmp_path / "model"), Settings(offline=True))
+        ffn = t.blocks[1].ffn.net[0].proj
+        assert (ffn.out_features, ffn.in_features) == (13824, 5120) and len(t.blocks) == 2
+        if kind == "bf16":
+            assert ffn.weight.dtype == torch.bfloat16
+        else:
+            assert isinstance(ffn, GGUFLinear) and ffn.weight.quant_type.name == kind
+            assert tuple(ffn.weight.quant_shape) == (13824, 5120) and ffn.weight.dtype == torch.uint8
+            assert t.patch_embedding.weight.shape == (5120, 36, 1, 2, 2)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 36, 1, 16, 16, generator=g).bfloat16()
+        text = torch.randn(1, 16, 4096, generator=g).bfloat16()
+        image = torch.randn(1, 257, 1280, generator=g).bfloat16()
+        with torch.no_grad():
+            outputs[kind] = t(x, torch.tensor([500]), text, image, return_dict=False)[0].float()
+        del t
+    scale = outputs["bf16"].abs().mean()
+    err = {k: ((outputs[k] - outputs["bf16"]).abs().mean() / scale).item() for k in ("Q8_0", "Q4_0")}
+    assert 0 < err["Q8_0"] < 0.02 and err["Q8_0"] * 3 < err["Q4_0"] < 0.3, err

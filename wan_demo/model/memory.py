@@ -26,6 +26,7 @@ HOST_BASELINE_GB = 3.0  # Python, torch + CUDA libraries, Gradio server
 # Loading: weights stream from disk (mmap, low_cpu_mem_usage) to their final place; the extra host
 # RAM in flight is one tensor / shard (bench/load.py measures peak RSS over final RSS).
 LOAD_SLACK_GB = 2.0
+MEASURED_LOAD_OVERHEAD_GB = 0.0  # placeholder until bench/load.py reports
 FP8_SPEED = 0.93  # layerwise casting upcasts each layer's weights per forward
 
 # Placements, per component: "gpu" = always on the GPU; "offload" = moved there while it runs
