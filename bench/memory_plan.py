@@ -13,9 +13,11 @@ from bench.activations import fit
 from wan_demo.model.memory import LOAD_SLACK_GB, MEASURED_LOAD_OVERHEAD_GB, Budget
 from wan_demo.model.memory_estimate import (
     MEASURED_ACTIVATIONS_MIB,
+    MEASURED_VAE_MIB,
     Shape,
     real_sizes,
     transformer_activations_gb,
+    vae_activations_gb,
 )
 from wan_demo.model.memory_start import recommend
 
@@ -49,6 +51,9 @@ def main() -> None:
     line = (slope * shape.tokens + intercept) / 1e9
     print(f"| 81x480x832 segment | {shape.tokens} | {transformer_activations_gb(shape, 5120, 13824):.2f} | "
           f"{line:.2f} (fitted line) |")  # fmt: skip
+    for kind, mib in MEASURED_VAE_MIB.items():
+        est = vae_activations_gb(shape, 96, kind == "tiled")
+        print(f"| VAE decode 480x832, {kind} | - | {est:.2f} | {mib * 2**20 / 1e9:.2f} |")
     print(
         f"| loader: host RAM in flight | - | {LOAD_SLACK_GB:.1f} | {MEASURED_LOAD_OVERHEAD_GB:.2f} "
         "(peak - final RSS, bench/load.py) |\n"

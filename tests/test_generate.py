@@ -24,6 +24,8 @@ def test_five_second_clip_writes_mp4_thumbnail_and_metadata(engine, settings, im
     assert stored["seed"] == 7 and stored["final_prompt"] == "a cat walks"
     assert stored["settings"]["steps"] == 2 and stored["num_frames"] == 81
     assert stored["is_tiny_model"] is True and "random weights" in stored["model"]
+    assert stored["settings"]["weights"]["transformer"] == "float32"  # the weights and the plan, named
+    assert stored["settings"]["memory"]["strategy"] == "resident"
     sidecar = json.loads(result.metadata_path.read_text())
     assert sidecar["id"] == result.id and set(sidecar["timings_s"]) >= {"pipeline", "encode", "image"}
     steps = [p for p in reports if p.stage == "denoise"]

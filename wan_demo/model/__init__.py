@@ -1,6 +1,8 @@
-"""model: the diffusers pipeline. Load it once (tiny or real weights), run one 81-frame segment
-through the pipeline's own sampler, memory plans (offload, fp8), speed modes (fast LoRA, step
-cache, compile) and multi-GPU (torchrun + context parallelism).
+"""model: the diffusers pipeline. Load it once (tiny or real weights; a GGUF or single-file
+transformer: gguf.py, load.py), run one 81-frame segment through the pipeline's own sampler with
+prompt embeddings cached (text_cache.py), memory plans (memory*.py: offload, fp8, GGUF weights,
+the start-up check), speed modes (fast LoRA adapter, step cache, compile) and multi-GPU (torchrun +
+context parallelism).
 
-May import: core, torch, diffusers, transformers, accelerate, peft. Not media, prompt, jobs, web, rest.
+May import: core, torch, diffusers, transformers, accelerate, peft, gguf, safetensors. Not media, prompt, jobs, web, rest.
 """

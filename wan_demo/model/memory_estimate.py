@@ -66,7 +66,11 @@ ACT_DIM_COPIES = 11.1
 ACT_FIXED_GB = 0.025  # the fitted intercept: context projections, rope tables
 ACT_BYTES_PER_TOKEN = ACT_DIM_COPIES * 5120 * 2  # at the real width
 VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames at a time
-VAE_FULLRES_COPIES = 6  # live fp32 (base_dim x H x W) maps per frame at full resolution
+# Measured with bench/activations.py (real VAE config, fp32, 480x832, CPU): decode peak 7717 MiB
+# untiled, 1299 MiB tiled, i.e. 13.2 live fp32 (base_dim x H x W) maps per frame of a 4-frame chunk
+# (CPU convolutions keep im2col buffers; cuDNN may need less: conservative on GPUs).
+VAE_FULLRES_COPIES = 13.2
+MEASURED_VAE_MIB = {"untiled": 7717, "tiled": 1299}
 VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) when tiling is on
 
 
