@@ -4,5 +4,6 @@ prompt embeddings cached (text_cache.py), memory plans (memory*.py: offload, fp8
 the start-up check), speed modes (fast LoRA adapter, step cache, compile) and multi-GPU (torchrun +
 context parallelism).
 
-May import: core, torch, diffusers, transformers, accelerate, peft, gguf, safetensors. Not media, prompt, jobs, web, rest.
+May import: core, torch, diffusers, transformers, accelerate, peft, gguf, safetensors.
+Not media, prompt, jobs, web, rest.
 """
