@@ -6,6 +6,7 @@ selected or RUN_SLOW=1); `-m browser` selects headless-Chromium tests (skipped w
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -50,6 +51,32 @@ def settings(tmp_path) -> Settings:
         model="tiny", device="cpu", tiny_max_area=TEST_AREA, steps=2, output_dir=tmp_path / "outputs",
         data_dir=tmp_path / "data", prompt_extender="rules",
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (bench/services.py: initdb + pg_ctl in /tmp).
+    CI installs the package (.ci/run), so there a missing server fails instead of skipping."""
+    from bench.services import TempPostgres, postgres_bin
+
+    if postgres_bin() is None:
+        message = "PostgreSQL server binaries not found: apt-get install -y postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = TempPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(postgres, request) -> str:
+    """A fresh, empty database on the session's server."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return postgres.create_database(f"{name}_{next(_DB_NUMBERS)}")
+
+
+_DB_NUMBERS = itertools.count()
 
 
 @pytest.fixture(scope="session")

@@ -163,7 +163,7 @@ def test_the_worker_fails_a_damaged_job_instead_of_guessing(engine, tmp_path):
         plant_damaged_rows(store, "k")
         store.cancel("good")
         for rid in ("escaped-surrogate", "not-json"):
-            job = store.claim_next("w")
+            job = store.claim_next("w", 30.0)
             assert job.request_id == rid and job.damage
             Worker(store, engine, settings)._run(job)
             done = store.get(rid)

@@ -146,7 +146,7 @@ def test_restart_requeues_a_job_that_was_running(engine, settings, image):
     path = settings.data_dir / "r.sqlite3"
     jobs = JobService(SqliteJobStore(path), settings, engine.plan_info).start()
     job = jobs.submit(ask(image, "interrupted"), "ui", "ui")
-    assert jobs.store.claim_next("dead-worker").request_id == job.request_id
+    assert jobs.store.claim_next("dead-worker", 30.0).request_id == job.request_id
     jobs.close()  # the process "dies" mid-job
 
     jobs = JobService(SqliteJobStore(path), settings, engine.plan_info).start()  # recovers at start

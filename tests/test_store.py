@@ -1,78 +1,71 @@
-"""SqliteJobStore: lifecycle, terminal states never change, restart recovery, pragmas, migrations."""
+"""The job store suite, run against both backends (SQLite file, real PostgreSQL server): lifecycle,
+terminal states never change, capacity, restart recovery, leases, claims under contention,
+workers. Backend-specific checks (pragmas, migrations) follow at the end."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 
 import pytest
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.common import CLAIMS_PER_ATTEMPT, Job, Status
+from wan_demo.jobs.common import CLAIMS_PER_ATTEMPT, Job, QueueFull, Status, TooManyActive, claim_of
+from wan_demo.jobs.store_postgres import MIGRATIONS as PG_MIGRATIONS
+from wan_demo.jobs.store_postgres import PostgresJobStore
 from wan_demo.jobs.store_sqlite import MIGRATIONS, SqliteJobStore
 from wan_demo.rest.keys import KeyRing, digest, parse_entry
 
 QUEUED, PROCESSING, SUCCESS = Status.QUEUED, Status.PROCESSING, Status.SUCCESS
 FAILED, CANCELLED = Status.FAILED, Status.CANCELLED
+LEASE_S = 30.0
 
 
-def open_store(path) -> SqliteJobStore:
-    store = SqliteJobStore(path)
-    store.open()
-    return store
+@pytest.fixture(params=["sqlite", "postgres"])
+def connect(request, tmp_path):
+    """connect() -> a newly opened store on the same database (a new process, as far as the store knows)."""
+    if request.param == "sqlite":
+        path = tmp_path / "requests.sqlite3"
+
+        def make():
+            return SqliteJobStore(path)
+    else:
+        url = request.getfixturevalue("database_url")
+
+        def make():
+            return PostgresJobStore(url, pool_size=4)
+
+    opened = []
+
+    def connect():
+        store = make()
+        store.open()
+        opened.append(store)
+        return store
+
+    yield connect
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(tmp_path / "requests.sqlite3")
-    yield s
-    s.close()
+def store(connect):
+    return connect()
 
 
-def add(store: SqliteJobStore, rid: str, owner: str = "a", model: str = "m", est: float = 1.0) -> Job:
+def add(store, rid: str, owner: str = "a", model: str = "m", est: float = 1.0, **limits) -> Job:
     job = Job(rid, owner, "rest", model, {"prompt": rid}, {"prompt": rid}, f"/in/{rid}.png", est_seconds=est)
-    store.add(job)
+    store.add(job, **limits)
     return job
-
-
-def test_pragmas_wal_and_full_sync(store):
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-
-
-def test_constructing_opens_nothing(tmp_path):
-    store = SqliteJobStore(tmp_path / "sub" / "jobs.sqlite3")
-    assert not (tmp_path / "sub").exists()
-    with pytest.raises(RuntimeError, match="not open"):
-        store.get("x")
-
-
-def test_a_first_landing_database_is_migrated(tmp_path):
-    """Rows written by the REST-only schema (version 1) survive, with params derived from payload."""
-    path = tmp_path / "old.sqlite3"
-    db = sqlite3.connect(path)
-    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
-    payload = {"prompt": "old", "video_length": 10, "seed": 4, "prompt_extend": True, "path_input_image": "x"}
-    db.execute(
-        "INSERT INTO requests (request_id, owner, model, payload, input_path, status, created_at, updated_at,"
-        " queued_at) VALUES ('r0', 'k', 'm', ?, '/in/r0.png', 'queued', 1, 1, 1)",
-        (json.dumps(payload),),
-    )
-    db.commit()
-    db.close()
-    store = open_store(path)
-    job = store.get("r0")
-    assert job.params == {"prompt": "old", "video_length_s": 10, "seed": 4, "prompt_extend": True}
-    assert (job.source, job.payload, job.status) == ("rest", payload, QUEUED)
-    store.close()
 
 
 def test_claim_oldest_first_then_finish(store):
     for rid in ("r1", "r2", "r3"):
         add(store, rid)
     assert [store.queue_ahead(store.get(r)) for r in ("r1", "r2", "r3")] == [(0, 0), (1, 1.0), (2, 2.0)]
-    rec = store.claim_next("w1")
+    rec = store.claim_next("w1", LEASE_S)
     assert (rec.request_id, rec.status, rec.claims, rec.attempts, rec.worker_id) == (
         "r1",
         PROCESSING,
@@ -80,23 +73,25 @@ def test_claim_oldest_first_then_finish(store):
         0,
         "w1",
     )
+    assert rec.lease_until > time.time() + LEASE_S - 5
     store.set_progress("r1", 40, {"stage": "denoise", "step": 2}, started=True)
     assert store.get("r1").progress == 40 and store.get("r1").started_at is not None
     assert store.get("r1").progress_report.step == 2 and [j.request_id for j in store.running()] == ["r1"]
-    store.finish("r1", SUCCESS, video_path="/o/v.mp4", final_prompt="p!", seed_used=7)
+    assert store.finish("r1", SUCCESS, video_path="/o/v.mp4", final_prompt="p!", seed_used=7)
     done = store.get("r1")
     assert (done.status, done.progress, done.seed_used, done.final_prompt) == (SUCCESS, 100, 7, "p!")
-    store.finish("r1", FAILED, error_code="x")  # terminal states never change
+    assert not store.finish("r1", FAILED, error_code="x")  # terminal states never change
     store.set_progress("r1", 3, {})
     assert store.get("r1").status == SUCCESS and store.get("r1").progress == 100
     assert store.cancel("r1") == SUCCESS and store.get("r1").status == SUCCESS
+    assert store.get("r1").payload == {"prompt": "r1"} and store.get("nope") is None
 
 
 def test_cancel_queued_and_processing(store):
     add(store, "q")
     add(store, "p")
     assert store.cancel("q") == QUEUED and store.get("q").status == CANCELLED
-    assert store.claim_next("w").request_id == "p"  # the cancelled one is skipped
+    assert store.claim_next("w", LEASE_S).request_id == "p"  # the cancelled one is skipped
     assert store.cancel("p") == PROCESSING
     assert store.get("p").status == PROCESSING and store.get("p").cancel_requested
     assert store.cancel("missing") is None
@@ -109,76 +104,211 @@ def test_list_count_and_release(store):
     assert [r.request_id for r in recs] == ["a2", "a1"] and total == 2  # newest first
     assert [r.request_id for r in store.list_jobs("a", model="m")[0]] == ["a1"]
     assert store.list_jobs("a", limit=1, offset=1)[0][0].request_id == "a1"
+    assert store.list_jobs("a", status="queued")[1] == 2 and store.list_jobs("a", status="success")[1] == 0
     assert store.count((QUEUED,)) == 3 and store.count((QUEUED, PROCESSING), owner="b") == 1
-    rec = store.claim_next("w")
-    store.release(rec.request_id)  # worker shutting down: back to the queue, not counted
+    rec = store.claim_next("w", LEASE_S)
+    store.release(rec.request_id, claim_of(rec))  # worker shutting down: back to the queue, not counted
     again = store.get(rec.request_id)
-    assert again.status == QUEUED and again.claims == again.attempts == 0
+    assert again.status == QUEUED and again.claims == again.attempts == 0 and again.lease_until is None
 
 
-def crash_while_processing(path, rid: str, ran: bool) -> None:
+def test_capacity_is_checked_in_the_insert(store):
+    add(store, "k1", owner="key", queue_max=3, owner_max=2)
+    add(store, "k2", owner="key", queue_max=3, owner_max=2)
+    with pytest.raises(TooManyActive, match="2 active requests; the limit is 2"):
+        add(store, "k3", owner="key", queue_max=3, owner_max=2)
+    add(store, "u1", owner="ui", queue_max=3)
+    with pytest.raises(QueueFull, match="3 generations are waiting"):
+        add(store, "u2", owner="ui", queue_max=3)
+    assert store.count((QUEUED,)) == 3 and store.get("k3") is None and store.get("u2") is None
+
+
+def crash_while_processing(connect, rid: str, ran: bool) -> None:
     """A worker claims `rid` (and reaches its first denoising step if `ran`), then the process dies."""
-    store = open_store(path)
-    assert store.claim_next("w").request_id == rid
+    store = connect()
+    assert store.claim_next("w", LEASE_S).request_id == rid
     store.set_progress(rid, 1, {"stage": "prompt"}, started=True)
     if ran:
         store.set_progress(rid, 5, {"stage": "denoise", "step": 1}, ran=True)
     store.close()
 
 
-def test_recover_requeues_once_then_fails(tmp_path):
-    path = tmp_path / "r.sqlite3"
-    store = open_store(path)
+def test_recover_requeues_once_then_fails(connect):
+    store = connect()
     add(store, "crash")
     add(store, "cancel-me")
-    store.claim_next("w")
-    store.claim_next("w")
+    store.claim_next("w", LEASE_S)
+    store.claim_next("w", LEASE_S)
     store.set_progress("crash", 5, {"stage": "denoise"}, ran=True)
     store.cancel("cancel-me")
     store.close()  # the process "dies" with two requests processing
 
-    store = open_store(path)
+    store = connect()
     assert store.recover() == {"requeued": 1, "failed": 0, "cancelled": 1}
     assert store.get("crash").status == QUEUED and store.get("cancel-me").status == CANCELLED
-    store.close()
-    crash_while_processing(path, "crash", ran=True)
-
-    store = open_store(path)
+    crash_while_processing(connect, "crash", ran=True)
     assert store.recover() == {"requeued": 0, "failed": 1, "cancelled": 0}
     lost = store.get("crash")
     assert (lost.status, lost.error_code, lost.attempts) == (FAILED, "worker_lost", 2)
     assert "2 times" in lost.error_message
-    store.close()
 
 
-def test_restarts_before_the_first_step_do_not_use_up_attempts(tmp_path):
-    """Issue 16: two restarts in a row that never reached denoising leave the job queued; only a
-    crash loop (claims >= max_attempts x CLAIMS_PER_ATTEMPT) fails it."""
-    path = tmp_path / "r.sqlite3"
-    store = open_store(path)
+def test_restarts_before_the_first_step_do_not_use_up_attempts(connect):
+    """Issue 16: restarts that never reached denoising leave the job queued; only a crash loop
+    (claims >= max_attempts x CLAIMS_PER_ATTEMPT) fails it."""
+    store = connect()
     add(store, "early")
-    store.close()
     for _ in range(2 * CLAIMS_PER_ATTEMPT - 1):
-        crash_while_processing(path, "early", ran=False)
-        store = open_store(path)
+        crash_while_processing(connect, "early", ran=False)
         assert store.recover(max_attempts=2) == {"requeued": 1, "failed": 0, "cancelled": 0}
-        store.close()
-    crash_while_processing(path, "early", ran=False)
-    store = open_store(path)
+    crash_while_processing(connect, "early", ran=False)
     assert store.recover(max_attempts=2)["failed"] == 1
     assert (store.get("early").attempts, store.get("early").claims) == (0, 2 * CLAIMS_PER_ATTEMPT)
-    store.close()
 
 
-def test_max_attempts_is_a_setting(tmp_path):
-    path = tmp_path / "r.sqlite3"
-    store = open_store(path)
+def test_max_attempts_is_a_setting(connect):
+    store = connect()
     add(store, "once")
-    store.close()
-    crash_while_processing(path, "once", ran=True)
-    store = open_store(path)
+    crash_while_processing(connect, "once", ran=True)
     assert store.recover(max_attempts=1)["failed"] == 1
+
+
+def test_an_expired_lease_is_reclaimed_and_its_old_claim_writes_nothing(store):
+    """A worker that stops renewing loses the job after its lease; the job runs again elsewhere,
+    and the first worker's late writes (progress, outcome, release) miss."""
+    add(store, "j")
+    add(store, "alive")
+    first = store.claim_next("w1", 0.2)
+    alive = store.claim_next("w2", LEASE_S)
+    store.set_progress("j", 5, {"stage": "denoise", "step": 1}, ran=True, claim=claim_of(first))
+    assert store.renew("j", claim_of(first), 0.2) is not None
+    assert store.recover(expired_only=True) == {"requeued": 0, "failed": 0, "cancelled": 0}
+    time.sleep(0.4)
+    assert store.recover(expired_only=True) == {"requeued": 1, "failed": 0, "cancelled": 0}
+    assert store.get("alive").status == PROCESSING  # its lease holds: untouched
+    second = store.claim_next("w2", LEASE_S)
+    assert (second.request_id, second.claims, second.worker_id) == ("j", 2, "w2")
+    assert store.renew("j", claim_of(first), LEASE_S) is None  # w1 learns it lost the job
+    store.set_progress("j", 90, {"stage": "encode"}, claim=claim_of(first))
+    assert not store.finish("j", SUCCESS, claim=claim_of(first), video_path="/stale.mp4")
+    store.release("j", claim_of(first))
+    now = store.get("j")
+    assert (now.status, now.worker_id, now.progress, now.video_path) == (PROCESSING, "w2", 0, None)
+    assert store.finish("j", SUCCESS, claim=claim_of(second), video_path="/v.mp4")
+    assert store.finish("alive", SUCCESS, claim=claim_of(alive))
+
+
+def test_lease_expiry_uses_the_same_attempt_rule(store):
+    add(store, "x")
+    for _ in range(2):
+        job = store.claim_next("w", 0.05)
+        store.set_progress("x", 5, {"stage": "denoise"}, ran=True, claim=claim_of(job))
+        time.sleep(0.15)
+        store.recover(max_attempts=2, expired_only=True)
+    lost = store.get("x")
+    assert (lost.status, lost.error_code, lost.attempts, lost.lease_until) == (FAILED, "worker_lost", 2, None)
+
+
+def test_concurrent_claims_take_each_job_exactly_once(connect):
+    """Four workers (own connections) race over 40 jobs: every job claimed once, none twice."""
+    store = connect()
+    for i in range(40):
+        add(store, f"j{i:02d}")
+    taken: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        mine = connect()
+        while (job := mine.claim_next(name, LEASE_S)) is not None:
+            with lock:
+                taken.setdefault(job.request_id, []).append(name)
+            mine.finish(job.request_id, SUCCESS, claim=claim_of(job))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(taken) == [f"j{i:02d}" for i in range(40)]
+    assert all(len(names) == 1 for names in taken.values()), taken
+    assert store.count((SUCCESS,)) == 40 and all(store.get(r).claims == 1 for r in taken)
+
+
+def test_workers_beat_and_are_listed(store):
+    store.beat_worker("gpu-a", {"banner": "A", "max_area": 100})
+    store.beat_worker("gpu-b", {"banner": "B"})
+    store.beat_worker("gpu-a", {"banner": "A2", "max_area": 200})
+    found = {w.worker_id: w for w in store.workers()}
+    assert set(found) == {"gpu-a", "gpu-b"} and found["gpu-a"].info == {"banner": "A2", "max_area": 200}
+    assert all(0 <= w.age_s < 60 for w in found.values())
+    assert store.workers()[0].worker_id == "gpu-a"  # most recently seen first
+
+
+def test_finished_before_and_delete(store):
+    add(store, "old")
+    add(store, "new")
+    store.cancel("old")
+    cutoff = time.time() + 1
+    assert [j.request_id for j in store.finished_before(cutoff)] == ["old"]
+    assert store.delete(["old", "missing"]) == 1 and store.get("old") is None
+
+
+# -- backend specifics ---------------------------------------------------------------------------
+def test_sqlite_pragmas_wal_and_full_sync(tmp_path):
+    store = SqliteJobStore(tmp_path / "r.sqlite3")
+    store.open()
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     store.close()
+
+
+def test_constructing_opens_nothing(tmp_path):
+    store = SqliteJobStore(tmp_path / "sub" / "jobs.sqlite3")
+    assert not (tmp_path / "sub").exists()
+    with pytest.raises(RuntimeError, match="not open"):
+        store.get("x")
+    with pytest.raises(RuntimeError, match="not open"):
+        PostgresJobStore("postgresql://nobody@127.0.0.1:1/none").get("x")
+
+
+def test_a_first_landing_sqlite_database_is_migrated(tmp_path):
+    """Rows written by the REST-only schema (version 1) survive, with params derived from payload."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    payload = {"prompt": "old", "video_length": 10, "seed": 4, "prompt_extend": True, "path_input_image": "x"}
+    db.execute(
+        "INSERT INTO requests (request_id, owner, model, payload, input_path, status, created_at, updated_at,"
+        " queued_at) VALUES ('r0', 'k', 'm', ?, '/in/r0.png', 'queued', 1, 1, 1)",
+        (json.dumps(payload),),
+    )
+    db.commit()
+    db.close()
+    store = SqliteJobStore(path)
+    store.open()
+    job = store.get("r0")
+    assert job.params == {"prompt": "old", "video_length_s": 10, "seed": 4, "prompt_extend": True}
+    assert (job.source, job.payload, job.status, job.lease_until) == ("rest", payload, QUEUED, None)
+    store.close()
+
+
+def test_postgres_schema_is_versioned_and_migrated_once(database_url):
+    """Nodes starting together: one migrates under the advisory lock, the others see the version."""
+    import psycopg
+
+    stores = [PostgresJobStore(database_url, pool_size=1) for _ in range(3)]
+    threads = [threading.Thread(target=s.open) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT version FROM wan_demo_schema").fetchall() == [(len(PG_MIGRATIONS),)]
+    add(stores[0], "x")
+    assert stores[2].get("x").status == QUEUED
+    for s in stores:
+        s.close()
 
 
 def test_keys_plain_and_hashed(tmp_path):
@@ -201,7 +331,7 @@ def test_the_store_writes_only_text_utf8_can_encode(store):
     add(store, "r")
     store.add(Job("s", "a", "rest", "m", {}, {"prompt": "cat \ud800"}, "/in/s.png"))
     assert store.get("s").payload == {"prompt": "cat \ufffd"} and store.get("s").damage is None
-    store.claim_next("w")
+    store.claim_next("w", LEASE_S)
     store.finish("r", FAILED, error_code="x", error_message="bad \udcff", final_prompt="\ud800!")
     done = store.get("r")
     assert (done.error_message, done.final_prompt, done.damage) == ("bad \ufffd", "\ufffd!", None)

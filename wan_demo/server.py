@@ -1,20 +1,27 @@
-"""Wire the process together: settings -> engine -> job queue + worker -> Gradio UI + REST -> launch.
+"""Wire the process together by role: settings -> engine -> job queue + worker -> Gradio UI + REST.
 
-Building opens nothing; `Server.start()` opens the job store and starts the worker thread.
+- `all` (default): everything in one process, as on one GPU machine or a Space.
+- `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (README "Scale out").
+- `worker`: the model and the worker loop, no HTTP; a torchrun group is one worker (rank 0 claims).
+
+Building opens nothing; `Server.start()` opens the job store and storage and starts the worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from wan_demo.core.settings import Settings, from_env
+from wan_demo.core.settings import ROLES, Settings, from_env
+from wan_demo.jobs.common import StoreUnavailable
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.storage import make_storage
+from wan_demo.jobs.store import make_store
 from wan_demo.jobs.worker import Worker, output_dir
 from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine
@@ -24,44 +31,52 @@ from wan_demo.rest.service import RestService
 from wan_demo.web import ui, zerogpu
 
 log = logging.getLogger(__name__)
-STORE_FILE = "requests.sqlite3"  # in Settings.data_dir
 
 
 @dataclass
 class Server:
     settings: Settings
     jobs: JobService
-    worker: Worker
-    rest: RestService
-    demo: Any  # gradio.Blocks
+    worker: Worker | None  # None on an API node
+    rest: RestService | None  # None on a worker node
+    demo: Any = None  # gradio.Blocks, built by launch() once the store is open (API nodes read workers)
 
     def start(self) -> Server:
         self.jobs.start()
-        self.worker.start()
+        if self.worker is not None:
+            self.worker.start()
         return self
 
     def stop(self) -> None:
-        self.worker.stop()
+        if self.worker is not None:
+            self.worker.stop()
         self.jobs.close()
 
 
 def build(settings: Settings, group: distributed.Group | None = None) -> Server:
-    """Load the model once and build the queue, the worker, the UI and the REST service."""
-    engine = distributed.attach(load_engine(settings), group)  # no-op on one GPU
-    jobs = JobService(SqliteJobStore(Path(settings.data_dir) / STORE_FILE), settings, engine.plan_info)
-    # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
-    run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
-    worker = Worker(jobs.store, engine, settings, run)
-    jobs.worker = worker
-    rest = RestService(jobs, settings, KeyRing.from_settings(settings))
-    return Server(settings, jobs, worker, rest, ui.build_ui(jobs, engine.plan_info(), settings))
+    """Load the model once (unless an API node) and build the queue, the worker and the REST service."""
+    store, storage = make_store(settings), make_storage(settings)
+    engine = None if settings.role == "api" else distributed.attach(load_engine(settings), group)
+    jobs = JobService(store, settings, engine.plan_info if engine else None, storage)
+    worker = None
+    if engine is not None:
+        # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
+        run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
+        worker = Worker(store, engine, settings, run, storage=storage)
+        jobs.worker = worker
+    rest = None if settings.role == "worker" else RestService(jobs, settings, KeyRing.from_settings(settings))
+    return Server(settings, jobs, worker, rest)
 
 
 def launch(server: Server, block: bool = True):
     """Start the queue and the worker, then Gradio (a Space must start through demo.launch), then
-    add the REST routes to Gradio's app."""
-    settings, demo = server.settings, server.demo
+    add the REST routes to Gradio's app. A worker node only runs its worker until stopped."""
+    settings = server.settings
     server.start()
+    if server.rest is None:
+        log.info("worker %s: %s", server.worker.worker_id, server.jobs.engine_info().banner)
+        return wait_for_signal() if block else None
+    server.demo = demo = ui.build_ui(server.jobs, server.jobs.engine_info(), settings)
     demo.queue(api_open=False, max_size=settings.queue_max_size, default_concurrency_limit=1)
     ui_outputs = output_dir(settings, "ui").resolve()  # REST outputs live beside it, never served here
     ui_outputs.mkdir(parents=True, exist_ok=True)
@@ -81,10 +96,19 @@ def launch(server: Server, block: bool = True):
     routes.attach(demo.app, server.rest)
     url = demo.local_url or f"http://{settings.host}:{settings.port}/"
     log.info("serving the UI and Gradio API at %s and the REST API at %sapi/v1/apikey/", url, url)
-    log.info(server.worker.engine.banner)
+    log.info("%s (role %s)", server.jobs.engine_info().banner, settings.role)
     if block:
         demo.block_thread()
     return demo
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT; the caller then stops the worker (its job goes back to the queue)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
 
 
 def mcp_available() -> bool:
@@ -94,16 +118,20 @@ def mcp_available() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     settings = from_env(sys.argv[1:] if argv is None else argv)
+    if settings.role not in ROLES:
+        raise SystemExit(f"error: role {settings.role!r} is unknown; use one of {', '.join(ROLES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    group = distributed.init(settings)  # torchrun with WORLD_SIZE > 1, else None
+    group = distributed.init(settings) if settings.role != "api" else None  # torchrun WORLD_SIZE > 1
     try:
         if group is not None and not group.is_leader:
             return distributed.run_follower(settings, group)  # ranks 1..N-1: no UI, join each segment
         server = build(settings, group)
-    except ModelUnavailable as e:
+    except (ModelUnavailable, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     try:
         launch(server)
+    except StoreUnavailable as e:
+        raise SystemExit(f"error: {e}") from None
     finally:
         server.stop()
         distributed.shutdown(group)

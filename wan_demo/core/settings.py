@@ -25,6 +25,7 @@ SEED_MAX = 2**31 - 1  # seeds are 0..SEED_MAX; -1 means "draw one"
 VIDEO_LENGTHS_S = (5, 10)  # offered clip lengths in seconds
 MAX_PROMPT_CHARS = 2000  # longer prompts are cut by the 512-token text encoder anyway
 TEXT_TOKENS = 512  # max_sequence_length; Wan's attention assumes exactly 512 text tokens
+ROLES = ("all", "api", "worker")  # Settings.role: what one process runs (README "Scale out")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Settings:
     prompt_timeout_s: float = 30.0
     # -- output and data
     output_dir: Path = Path("outputs")  # MP4, thumbnail and JSON per generation
-    data_dir: Path = Path("data")  # SQLite job store, stored input images
+    data_dir: Path = Path("data")  # SQLite job store, stored input images (local storage)
     output_ttl_h: float = 24.0  # outputs and stored input images older than this are deleted (0 = keep)
     history_ttl_h: float = 168.0  # finished jobs are forgotten after this many hours (0 = keep)
     # -- server
@@ -79,6 +80,17 @@ class Settings:
     max_active_per_key: int = 4  # queued + processing requests per API key
     max_attempts: int = 2  # runs of a job that reached denoising before a crash fails it (worker_lost)
     public_url: str = ""  # base URL for outcome links; "" = the request's own host
+    # -- scale-out (see README "Scale out")
+    role: str = "all"  # "all" (UI + REST + worker, one process) | "api" (no model) | "worker" (no UI)
+    database_url: str = ""  # "" = SQLite in data_dir; postgresql://user:pass@host:5432/db = PostgreSQL
+    database_pool_size: int = 8  # PostgreSQL connections per process (psycopg_pool max_size)
+    database_timeout_s: float = 5.0  # wait for a database connection this long, then answer 503
+    worker_id: str = ""  # this worker's name in qworker_id and the workers table; "" = host:pid
+    lease_s: float = 30.0  # a running job's lease, renewed every lease_s / 3; expired = worker lost
+    storage_url: str = ""  # "" = output_dir + data_dir/inputs on disk; s3://bucket/prefix = S3 (AWS env vars)
+    presign_ttl_s: int = (
+        0  # S3 only: outcome URLs are presigned links valid this many seconds; 0 = via the API
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -27,6 +27,10 @@ CLAIMS_PER_ATTEMPT = 3  # a job claimed this many times per allowed attempt with
 # (a crash loop before the first step) also fails with worker_lost
 
 
+class StoreUnavailable(Exception):
+    """The job database cannot be reached right now (restarting, network): retry shortly (REST: 503)."""
+
+
 class QueueFull(Exception):
     """More jobs are waiting than Settings.queue_max_size."""
 
@@ -52,7 +56,8 @@ class Job:
     attempts: int = 0  # runs that reached the first denoising step
     claims: int = 0  # times a worker took it
     cancel_requested: bool = False
-    worker_id: str | None = None
+    worker_id: str | None = None  # the worker that claimed it last (qworker_id)
+    lease_until: float | None = None  # unix seconds (database clock); a processing job past it is reclaimed
     video_path: str | None = None
     thumbnail_path: str | None = None
     metadata_path: str | None = None
@@ -73,6 +78,24 @@ class Job:
     def progress_report(self) -> Progress:
         known = {f.name for f in fields(Progress)}
         return Progress(**{k: v for k, v in self.progress_info.items() if k in known} or {"stage": "queued"})
+
+
+Claim = tuple[str, int]  # (worker_id, claims) of one take: writes by a worker that lost its lease miss
+
+
+def claim_of(job: Job) -> Claim:
+    return (job.worker_id or "", job.claims)
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One row of the workers table: a worker process (or torchrun group) and what it runs."""
+
+    worker_id: str
+    info: dict[str, Any]  # EngineInfo as a dict (max_area, fast_available, cost, is_tiny, banner)
+    started_at: float  # unix seconds
+    seen_at: float  # last heartbeat, database clock
+    age_s: float  # seconds since seen_at, database clock
 
 
 COLUMNS = [f.name for f in fields(Job) if f.metadata.get("stored", True)]

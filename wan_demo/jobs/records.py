@@ -24,8 +24,9 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     values = {name: row[name] for name in COLUMNS if name in row.keys()}
     damage: list[str] = []
     for name in JSON_COLUMNS:
-        try:
-            parsed = json.loads(values.get(name) or "{}")
+        raw = values.get(name)
+        try:  # SQLite keeps JSON as text; psycopg hands PostgreSQL's jsonb over decoded
+            parsed = raw if isinstance(raw, dict) else json.loads(raw or "{}")
         except (TypeError, ValueError):
             parsed = None
         if not isinstance(parsed, dict):

@@ -1,15 +1,15 @@
 """JobService: the one interface the UI, the Gradio API and the REST API use for jobs.
 
 Submit (capacity checks, input image kept durably, row committed before the caller answers),
-look up, list, cancel, queue position and ETA. The web and REST layers never touch the store.
+look up, list, cancel, queue position and ETA, and the job's files (jobs/storage.py). The web and
+REST layers never touch the store. On an API node (no model) the engine info comes from the
+workers table (jobs/directory.py).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +20,9 @@ from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import ValidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.jobs.common import ACTIVE, Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.directory import Directory
+from wan_demo.jobs.storage import Storage, make_storage
+from wan_demo.jobs.storage_common import write_durably
 from wan_demo.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -43,16 +46,25 @@ class WorkerHandle(Protocol):
 
 
 class JobService:
-    def __init__(self, store: JobStore, settings: Settings, engine_info: Callable[[], EngineInfo]):
-        self.store, self.settings, self.engine_info = store, settings, engine_info
-        self.inputs_dir = Path(settings.data_dir) / "inputs"
+    def __init__(
+        self, store: JobStore, settings: Settings, engine_info: Callable[[], EngineInfo] | None = None,
+        storage: Storage | None = None,
+    ):  # fmt: skip
+        """`engine_info`: the local engine's (role all); None on an API node = what workers publish."""
+        self.store, self.settings = store, settings
+        self.storage = storage or make_storage(settings)
+        self.directory = Directory(store, settings.lease_s)
+        self.engine_info = engine_info or self.directory.engine_info
+        self.inputs_dir = Path(settings.data_dir) / "inputs"  # local storage only
         self.worker: WorkerHandle | None = None  # set when a Worker runs in this process
-        self._admit = threading.Lock()  # capacity check + insert are one step
 
     def start(self) -> JobService:
         self.store.open()
-        self.inputs_dir.mkdir(parents=True, exist_ok=True)
-        recovered = self.store.recover(self.settings.max_attempts)
+        self.storage.open()
+        # Alone on an embedded SQLite file, every processing job belongs to a dead process; with other
+        # processes about, only jobs whose lease ran out do.
+        alone = self.settings.role == "all" and not self.settings.database_url
+        recovered = self.store.recover(self.settings.max_attempts, expired_only=not alone)
         if any(recovered.values()):
             log.warning("jobs recovered after a restart: %s", recovered)
         return self
@@ -61,7 +73,8 @@ class JobService:
         self.store.close()
 
     def check_capacity(self, owner: str, per_owner: bool) -> None:
-        """Raise TooManyActive / QueueFull; `per_owner` applies the per-key limit (REST keys)."""
+        """Raise TooManyActive / QueueFull early (the insert checks again, atomically); `per_owner`
+        applies the per-key limit (REST keys)."""
         limit = self.settings.max_active_per_key
         if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
             raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
@@ -72,27 +85,29 @@ class JobService:
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
         image: SourceImage | None = None,
     ) -> Job:  # fmt: skip
-        """Plan (refusing what this engine cannot run), store the input, queue. Returns the job."""
+        """Plan (refusing what the engine cannot run), store the input, queue. Returns the job."""
         plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
         per_owner = source == "rest"
         self.check_capacity(owner, per_owner)
         request_id = str(uuid.uuid4())
         image = image or SourceImage(_png(request), "PNG")
-        path = self.inputs_dir / f"{request_id}.{EXTENSIONS[image.format]}"
-        _write_durably(path, image.data)
+        location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
         params = request.params()
-        job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, str(path),
+        job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, location,
                   est_seconds=plan.est_seconds)  # fmt: skip
-        with self._admit:
-            try:
-                self.check_capacity(owner, per_owner)
-                self.store.add(job)  # committed (fsynced) before the caller answers
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
+        owner_max = self.settings.max_active_per_key if per_owner else None
+        try:  # the capacity check and the insert are one transaction, across every API node
+            self.store.add(job, queue_max=self.settings.queue_max_size, owner_max=owner_max)
+        except BaseException:
+            self.storage.delete(location)
+            raise
         if self.worker is not None:
             self.worker.wake()
         return job
+
+    def workers_alive(self) -> int:
+        """Live workers (any process); an in-process worker counts even before its first beat."""
+        return max(len(self.directory.alive()), 1 if self.worker is not None else 0)
 
     def get(self, request_id: str, owner: str) -> Job | None:
         """The job if it exists and belongs to `owner`; others' jobs look absent."""
@@ -134,19 +149,26 @@ class JobService:
         _, ahead_s = self.store.queue_ahead(job)
         running = self.store.running()
         left = sum(r.progress_report.eta_s or r.est_seconds for r in running)
-        return round(left + ahead_s + job.est_seconds, 1)
+        return round((left + ahead_s) / max(self.workers_alive(), 1) + job.est_seconds, 1)
+
+    def local_files(self, job: Job) -> tuple[str | None, str | None]:
+        """A finished UI job's video and thumbnail as local files Gradio may serve (output_dir/ui):
+        the files themselves with local storage, fresh copies from the bucket otherwise."""
+        if job.source != "ui":
+            raise ValueError("only UI jobs' files go to the Gradio-served folder")
+        folder = Path(self.settings.output_dir) / "ui"
+        return tuple(self._local_copy(loc, folder) for loc in (job.video_path, job.thumbnail_path))
+
+    def _local_copy(self, location: str | None, folder: Path) -> str | None:
+        if location is None or self.storage.local_path(location) is not None:
+            return location
+        path = folder / location.rsplit("/", 1)[-1]
+        if not path.is_file():
+            write_durably(path, self.storage.read_bytes(location))
+        return str(path)
 
 
 def _png(request: ValidRequest) -> bytes:
     buffer = io.BytesIO()
     request.image.save(buffer, format="PNG", compress_level=1)  # fast; the file is temporary
     return buffer.getvalue()
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -1,21 +1,38 @@
 """The job store interface: the queue and the state of record for every generation request.
 
-Backends implement exactly these methods (jobs/store_sqlite.py is the embedded default). Every
-write is one committed transaction, so a 2xx sent after a call returns is never lost. A store
-opens nothing when constructed: `open()` connects and migrates the schema.
+Two backends implement exactly these methods: SQLite (jobs/store_sqlite.py, the embedded default)
+and PostgreSQL (jobs/store_postgres.py, for several API and worker processes on several machines).
+Their shared SQL lives in jobs/store_sql.py; each backend owns its connection handling, its
+migrations and its pick rule (`claim_next`). Every write is one committed transaction, so a 2xx sent
+after a call returns is never lost. A store opens nothing when constructed: `open()` connects and
+migrates the schema. A backend that cannot reach its database raises `StoreUnavailable`.
+
+Leases: a worker claims a job under a lease (`lease_s` seconds, on the database's clock) and renews
+it while the job runs; a job whose lease ran out is reclaimed by `recover(expired_only=True)` with the
+same rule as crash recovery (requeued, or failed with worker_lost). Writes that pass a `claim`
+(worker id + claim count) only land while that claim still holds the job, so a worker that lost
+its lease can never overwrite the run that took over.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
-from wan_demo.jobs.common import MAX_ATTEMPTS, Job, Status
+from wan_demo.core.settings import Settings
+from wan_demo.jobs.common import MAX_ATTEMPTS, Claim, Job, Status, WorkerRecord
+
+SQLITE_FILE = "requests.sqlite3"  # in Settings.data_dir
 
 
 class JobStore(Protocol):
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def add(self, job: Job) -> None: ...
+    def add(self, job: Job, queue_max: int | None = None, owner_max: int | None = None) -> None:
+        """Insert a queued job. With limits, the capacity check and the insert are one transaction
+        across every process on the database: QueueFull / TooManyActive (per `job.owner`)."""
+        ...
+
     def get(self, request_id: str) -> Job | None: ...
     def list_jobs(
         self, owner: str, model: str | None, status: str | None, limit: int, offset: int
@@ -26,32 +43,39 @@ class JobStore(Protocol):
         ...
 
     def running(self) -> list[Job]: ...
-    def claim_next(self, worker_id: str) -> Job | None:
-        """Atomically move the next queued job to processing (claims + 1) and return it."""
+    def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
+        """Atomically move the next queued job to processing (claims + 1, lease) and return it."""
         ...
 
-    def release(self, request_id: str) -> None:
+    def renew(self, request_id: str, claim: Claim, lease_s: float) -> Job | None:
+        """Extend the lease of a job this claim still holds; None when it no longer holds it."""
+        ...
+
+    def release(self, request_id: str, claim: Claim | None = None) -> None:
         """Give a claimed job back to the queue (worker shutting down): not a claim, not an attempt."""
         ...
 
     def set_progress(
-        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False
-    ) -> None:
+        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False,
+        claim: Claim | None = None,
+    ) -> None:  # fmt: skip
         """`started`: the worker began (sets started_at); `ran`: the first denoising step finished,
         so this run counts as an attempt."""
         ...
 
-    def finish(self, request_id: str, status: Status, **outcome: Any) -> None:
-        """Record a terminal status; only a processing job can finish (terminal states never change)."""
+    def finish(self, request_id: str, status: Status, claim: Claim | None = None, **outcome: Any) -> bool:
+        """Record a terminal status; only a processing job can finish (terminal states never change).
+        True when this call finished it."""
         ...
 
     def cancel(self, request_id: str) -> Status | None:
         """Queued -> cancelled; processing -> cancel_requested. The status before, None if unknown."""
         ...
 
-    def recover(self, max_attempts: int = MAX_ATTEMPTS) -> dict[str, int]:
-        """At start-up: jobs left processing by a dead process are cancelled (if asked), failed with
-        worker_lost (max_attempts real runs, or max_attempts x CLAIMS_PER_ATTEMPT claims), else requeued."""
+    def recover(self, max_attempts: int = MAX_ATTEMPTS, expired_only: bool = False) -> dict[str, int]:
+        """Jobs whose worker is gone: every processing job (a lone process starting up), or only
+        those whose lease ran out (`expired_only`). Cancelled if asked, failed with worker_lost
+        (max_attempts real runs, or max_attempts x CLAIMS_PER_ATTEMPT claims), else requeued."""
         ...
 
     def finished_before(self, cutoff: float) -> list[Job]:
@@ -59,3 +83,24 @@ class JobStore(Protocol):
         ...
 
     def delete(self, request_ids: list[str]) -> int: ...
+    def beat_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        """A worker says it is alive and what it runs (EngineInfo as a dict), for API nodes."""
+        ...
+
+    def workers(self) -> list[WorkerRecord]:
+        """Known workers, most recently seen first, with their age on the database's clock."""
+        ...
+
+
+def make_store(settings: Settings) -> JobStore:
+    """The backend `Settings.database_url` names: "" = SQLite in data_dir, postgresql://... = Postgres."""
+    url = settings.database_url
+    if not url:
+        from wan_demo.jobs.store_sqlite import SqliteJobStore
+
+        return SqliteJobStore(Path(settings.data_dir) / SQLITE_FILE)
+    if url.startswith(("postgresql://", "postgres://")):
+        from wan_demo.jobs.store_postgres import PostgresJobStore
+
+        return PostgresJobStore(url, settings.database_pool_size, settings.database_timeout_s)
+    raise ValueError(f"database_url must be empty (SQLite) or postgresql://...; got {url.split(':')[0]!r}")

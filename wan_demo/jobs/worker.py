@@ -1,9 +1,11 @@
 """The generation worker: one thread that owns the model and runs one job at a time.
 
-It claims the next job from the store (the one queue shared by the UI, the Gradio API and REST),
-runs generate(), mirrors progress into the store and records the outcome. The store stays the
-source of truth: a crash at any point leaves a row that `store.recover` repairs at start-up. When
-idle it runs the clean-up sweeper (jobs.cleanup).
+It claims the next job from the store (the one queue shared by the UI, the Gradio API and REST,
+and by every worker process on the same database) under a lease that jobs/heartbeat.py renews,
+runs generate(), mirrors progress into the store, moves the outputs into storage and records the
+outcome. The store stays the source of truth: a crash at any point leaves a row whose lease runs
+out, and `store.recover` repairs it (requeued once, then worker_lost). When idle it reclaims
+expired leases and runs the clean-up sweeper (jobs.cleanup).
 """
 
 from __future__ import annotations
@@ -17,17 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wan_demo.core.plan import calibrate
-from wan_demo.core.request import (
-    GenerationCancelled,
-    GenerationResult,
-    InvalidRequest,
-    Progress,
-    ValidRequest,
-)
+from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
 from wan_demo.jobs import cleanup
-from wan_demo.jobs.common import Job, Status, progress_percent
+from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
+from wan_demo.jobs.directory import info_dict
+from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
+from wan_demo.jobs.storage import Storage, make_storage
 from wan_demo.jobs.store import JobStore
 from wan_demo.media.image import load_stored
 from wan_demo.model.engine import Engine
@@ -35,8 +34,9 @@ from wan_demo.model.engine import Engine
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
-PROGRESS_EVERY_S = 0.5  # progress writes are fsynced commits: at most this often per job
+RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out
 SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
+RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
@@ -44,17 +44,23 @@ RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its sig
 class Worker:
     def __init__(
         self, store: JobStore, engine: Engine, settings: Settings, run: RunFn | None = None,
-        worker_id: str | None = None,
+        worker_id: str | None = None, storage: Storage | None = None,
     ):  # fmt: skip
         self.store, self.engine, self.settings, self.run = store, engine, settings, run or generate
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.storage = storage or make_storage(settings)
+        self.worker_id = worker_id or settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._current: tuple[str, threading.Event] | None = None
+        self._current: Running | None = None
         self._thread: threading.Thread | None = None
-        self._next_sweep = 0.0
+        self._next_sweep = self._next_reclaim = 0.0
+        self._down_logged = False
+        info = lambda: info_dict(self.engine.plan_info())  # noqa: E731  # re-read: the cost model learns
+        self.heartbeat = Heartbeat(store, self.worker_id, settings.lease_s, info, lambda: self._current)
 
     def start(self) -> Worker:
+        self.heartbeat.beat()  # visible to API nodes before the first job
+        self.heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="generation-worker", daemon=True)
         self._thread.start()
         return self
@@ -65,9 +71,10 @@ class Worker:
         self._wake.set()
         current = self._current
         if current is not None:
-            current[1].set()
+            current.stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.heartbeat.stop()
 
     def wake(self) -> None:
         """A job was queued: look now instead of at the next poll."""
@@ -76,8 +83,9 @@ class Worker:
     def interrupt(self, request_id: str) -> None:
         """Stop the running job at its next denoising step (the store already says cancel)."""
         current = self._current
-        if current is not None and current[0] == request_id:
-            current[1].set()
+        if current is not None and current.request_id == request_id:
+            current.cancelled = True
+            current.stop.set()
 
     @property
     def busy(self) -> bool:
@@ -87,11 +95,17 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                job = self.store.claim_next(self.worker_id)
+                self._reclaim_when_due()
+                job = self.store.claim_next(self.worker_id, self.settings.lease_s)
                 if job is None:
                     self._sweep_when_due()
+                self._down_logged = False
+            except StoreUnavailable as e:  # the database restarts: wait for it, quietly
+                if not self._down_logged:
+                    log.warning("job store unavailable, retrying: %s", e)
+                self._down_logged, job = True, None
             except Exception:  # a store hiccup must not end the worker
-                log.exception("job store unavailable; retrying")
+                log.exception("job store error; retrying")
                 job = None
             if job is None:
                 self._wake.wait(POLL_S)
@@ -100,52 +114,84 @@ class Worker:
                 self._run(job)
             except Exception:  # never let one job kill the worker
                 log.exception("running %s failed", job.request_id)
-                self.store.finish(
-                    job.request_id, Status.FAILED, error_code="internal", error_message="worker error"
-                )
+                self._record(job, Status.FAILED, error_code="internal", error_message="worker error")
             finally:
                 self._current = None
 
     def _run(self, job: Job) -> None:
+        log.info("running %s (claim %d) on %s", job.request_id, job.claims, self.worker_id)
         if job.damage:  # its stored parameters cannot be trusted: refuse it rather than guess
             why = f"the stored request cannot be read ({job.damage})"
-            self.store.finish(job.request_id, Status.FAILED, error_code="damaged_record", error_message=why)
+            self._record(job, Status.FAILED, error_code="damaged_record", error_message=why)
             return
         try:
-            request = ValidRequest.restore(job.params, load_stored(Path(job.input_path).read_bytes()))
+            image = load_stored(self.storage.read_bytes(job.input_path))
+            request = ValidRequest.restore(job.params, image)
         except (InvalidRequest, OSError) as e:
-            self.store.finish(job.request_id, Status.FAILED, error_code="invalid_input", error_message=str(e))
+            self._record(job, Status.FAILED, error_code="invalid_input", error_message=str(e))
             return
-        stop = threading.Event()
-        self._current = (job.request_id, stop)
-        reporter = _Reporter(self.store, job.request_id, stop)
+        running = self._current = Running(job.request_id, claim_of(job))
         settings = self.settings.replace(output_dir=output_dir(self.settings, job.source))
         try:
-            result = self.run(request, self.engine, settings, reporter, stop)
+            result = self.run(request, self.engine, settings, Reporter(self.store, running), running.stop)
         except GenerationCancelled:
-            if self._stopping.is_set() and not reporter.user_cancelled():
-                self.store.release(job.request_id)  # server shutting down: run it after the restart
+            if running.lost:
+                return  # reclaimed: the run that took over records the outcome
+            if self._stopping.is_set() and not running.cancelled:
+                self._retry(lambda: self.store.release(job.request_id, running.claim))  # run after restart
             else:
-                self.store.finish(job.request_id, Status.CANCELLED)
+                self._record(job, Status.CANCELLED)
             return
         except Exception as e:  # noqa: BLE001  # recorded on the job; the worker goes on
             code = "invalid_input" if isinstance(e, InvalidRequest) else "generation_failed"
             if code != "invalid_input":
                 log.exception("generation %s failed", job.request_id)
-            self.store.finish(job.request_id, Status.FAILED, error_code=code, error_message=str(e)[:500])
+            self._record(job, Status.FAILED, error_code=code, error_message=str(e)[:500])
             return
-        self.store.finish(
-            job.request_id, Status.SUCCESS, video_path=str(result.video_path),
-            thumbnail_path=str(result.thumbnail_path), metadata_path=str(result.metadata_path),
-            final_prompt=result.final_prompt, seed_used=result.seed_used,
-        )  # fmt: skip
-        self.engine.cost = calibrate(self.engine.cost, result)
+        if not running.lost:
+            self._record(job, Status.SUCCESS, **self._keep_outputs(result, job.source))
+            self.engine.cost = calibrate(self.engine.cost, result)
+
+    def _keep_outputs(self, result: GenerationResult, source: str) -> dict[str, object]:
+        """Move the files into storage (local: already there) and describe the success."""
+        folder = "ui" if source == "ui" else "rest"
+        where = {
+            name: self.storage.put_file(f"outputs/{folder}/{path.name}", path)
+            for name, path in (("video_path", result.video_path), ("thumbnail_path", result.thumbnail_path),
+                               ("metadata_path", result.metadata_path))
+        }  # fmt: skip
+        return dict(where, final_prompt=result.final_prompt, seed_used=result.seed_used)
+
+    def _record(self, job: Job, status: Status, **outcome: object) -> None:
+        """Finish the job under this run's claim, waiting out a database restart."""
+        claim = self._current.claim if self._current is not None else claim_of(job)
+        if not self._retry(lambda: self.store.finish(job.request_id, status, claim, **outcome)):
+            log.warning("%s was reclaimed before its outcome landed; discarded", job.request_id)
+
+    def _retry(self, write: Callable[[], object]) -> object:
+        """Run a store write until the database answers (or the worker stops); returns its result."""
+        while True:
+            try:
+                return write()
+            except StoreUnavailable as e:
+                if self._stopping.is_set():
+                    log.warning("stopping with the database down (%s); the lease will run out", e)
+                    return False
+                time.sleep(RECORD_RETRY_S)
+
+    def _reclaim_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + RECLAIM_EVERY_S
+            found = self.store.recover(self.settings.max_attempts, expired_only=True)
+            if any(found.values()):
+                log.warning("jobs whose worker stopped renewing its lease: %s", found)
 
     def _sweep_when_due(self) -> None:
         now = time.time()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY_S
-            removed = cleanup.sweep(self.store, self.settings, now)
+            removed = cleanup.sweep(self.store, self.settings, now, self.storage)
             if any(removed.values()):
                 log.info("clean-up: %s", removed)
 
@@ -154,29 +200,3 @@ def output_dir(settings: Settings, source: str) -> Path:
     """Outputs per source: the UI's folder is the only one Gradio may serve; REST outputs are
     reachable only through the authenticated REST routes."""
     return Path(settings.output_dir) / ("ui" if source == "ui" else "rest")
-
-
-class _Reporter:
-    """The progress callback: throttled writes into the store, and a look at the cancel flag
-    (set by a cancel in another process) whenever it writes. The first denoising step makes the
-    run count as an attempt (a crash before it does not use one up)."""
-
-    def __init__(self, store: JobStore, request_id: str, stop: threading.Event):
-        self.store, self.request_id, self.stop = store, request_id, stop
-        self._last = 0.0
-        self._started = self._ran = False
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        first, ran = not self._started, progress.stage == "denoise" and not self._ran
-        if not (first or ran) and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
-            return
-        self._started, self._ran, self._last = True, self._ran or ran, now
-        percent, info = progress_percent(progress), progress.as_dict()
-        self.store.set_progress(self.request_id, percent, info, started=first, ran=ran)
-        if self.user_cancelled():
-            self.stop.set()
-
-    def user_cancelled(self) -> bool:
-        job = self.store.get(self.request_id)
-        return job is None or job.cancel_requested

@@ -20,7 +20,7 @@ from starlette.routing import Mount
 
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID
-from wan_demo.jobs.common import Status
+from wan_demo.jobs.common import Status, StoreUnavailable
 from wan_demo.rest.errors import BodyLimit, InternalErrors, error_response
 from wan_demo.rest.keys import SETUP_HINT
 from wan_demo.rest.schema import (
@@ -44,6 +44,7 @@ MAX_ID_CHARS = 64  # request ids are 36-character UUIDs
 MAX_MODEL_ID_CHARS = 128  # model ids are short names like Wan-AI_Wan2.1-I2V-14B-480P
 RequestId = Annotated[str, Path(max_length=MAX_ID_CHARS)]
 ModelId = Annotated[str, Path(max_length=MAX_MODEL_ID_CHARS)]
+STORE_RETRY_S = 5  # Retry-After while the job database is unreachable (a restart takes seconds)
 
 
 def build_app(service: RestService) -> FastAPI:
@@ -118,6 +119,11 @@ def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request, e: ApiError):
         return error_response(e.status, e.code, e.message, e.field, e.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(_request, e: StoreUnavailable):
+        message = "the job database is unavailable; retry shortly"
+        return error_response(503, "unavailable", message, headers={"Retry-After": str(STORE_RETRY_S)})
 
     @app.exception_handler(InvalidRequest)
     async def invalid(_request, e: InvalidRequest):

@@ -85,6 +85,7 @@ class RequestView(BaseModel):
     final_prompt: str | None = Field(None, description="the prompt actually used (extended or not)")
     seed_used: int | None = None
     eta_s: float | None = Field(None, description="estimated seconds until done (queued or processing)")
+    notice: str | None = Field(None, description="e.g. no worker is running: the request waits in the queue")
 
 
 class RequestList(BaseModel):

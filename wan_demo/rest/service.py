@@ -11,10 +11,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from pathlib import Path
 
 from fastapi import Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
@@ -29,6 +28,8 @@ from wan_demo.rest.schema import ErrorInfo, Outcome, RequestList, RequestView, S
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30  # hint on 429: roughly one generation on a fast GPU
+CHUNK_BYTES = 1 << 20  # outputs from a bucket are streamed in 1 MiB pieces
+NO_WORKER_NOTICE = "no worker is running; the request waits in the queue until one starts"
 
 
 class ApiError(Exception):
@@ -127,6 +128,9 @@ class RestService:
         if job.status == Status.SUCCESS:
             video, thumbnail = self._url(request, "video", job), self._url(request, "thumbnail", job)
             outcome = Outcome(video_url=video, thumbnail_image_url=thumbnail)
+        notice = None
+        if job.status == Status.QUEUED and not self.jobs.workers_alive():
+            notice = NO_WORKER_NOTICE
         error = None
         if job.error_code:
             error = {"code": job.error_code, "message": job.error_message or job.error_code}
@@ -150,22 +154,37 @@ class RestService:
             final_prompt=job.final_prompt,
             seed_used=job.seed_used,
             eta_s=self.jobs.eta_s(job),
+            notice=notice,
         )
 
     def _url(self, request: Request, name: str, job: Job) -> str:
+        """Through this API (the Bearer key again), or a presigned bucket link that expires."""
+        location = job.video_path if name == "video" else job.thumbnail_path
+        if self.settings.presign_ttl_s > 0 and self.jobs.storage.remote and location:
+            return self.jobs.storage.url(location, self.settings.presign_ttl_s) or ""
         path = request.url_for(name, request_id=job.request_id).path
         base = self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
         return base + path
 
-    def file(self, job: Job, which: str) -> FileResponse:
+    def file(self, job: Job, which: str) -> Response:
         if job.status != Status.SUCCESS:
             raise ApiError(409, "not_ready", f"request is {job.status}; files exist only on success")
-        path = Path(job.video_path if which == "video" else job.thumbnail_path or "")
-        if not path.is_file():
-            raise ApiError(410, "expired", "the output file was deleted (outputs expire)")
+        location = (job.video_path if which == "video" else job.thumbnail_path) or ""
         media = "video/mp4" if which == "video" else "image/jpeg"
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
-        return FileResponse(path, media_type=media, headers=headers)
+        expired = ApiError(410, "expired", "the output file was deleted (outputs expire)")
+        storage = self.jobs.storage
+        path = storage.local_path(location)
+        if path is not None:
+            if not path.is_file():
+                raise expired
+            return FileResponse(path, media_type=media, headers=headers)
+        try:
+            stream, size = storage.reader(location)
+        except FileNotFoundError:
+            raise expired from None
+        body = iter(lambda: stream.read(CHUNK_BYTES), b"")
+        return StreamingResponse(body, media_type=media, headers={**headers, "Content-Length": str(size)})
 
 
 @contextmanager

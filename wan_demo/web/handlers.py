@@ -15,7 +15,7 @@ import gradio as gr
 
 from wan_demo.core.request import GenerationRequest, InvalidRequest, Progress
 from wan_demo.core.validate import check_fields, validate
-from wan_demo.jobs.common import TERMINAL, Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.common import TERMINAL, Job, QueueFull, Status, StoreUnavailable, TooManyActive
 from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.media.image import decode_image, probe_image
 
@@ -89,6 +89,8 @@ def submit(jobs: JobService, values: tuple) -> Job:
         raise gr.Error(str(e), title="Invalid input") from None
     except (QueueFull, TooManyActive) as e:
         raise gr.Error(f"The queue is full: {e}.", title="Queue full") from None
+    except StoreUnavailable:
+        raise gr.Error("The job database is restarting; try again in a few seconds.", title="Busy") from None
 
 
 def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
@@ -129,7 +131,7 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
         finally:
             if job.status not in TERMINAL:  # Gradio closed us (Cancel, page gone): stop the job
                 jobs.cancel(job.request_id, job.owner)
-        yield outputs_of(job)
+        yield outputs_of(jobs, job)
 
     return generate
 
@@ -139,16 +141,22 @@ def follow(jobs: JobService, job: Job, progress: gr.Progress) -> Iterator[tuple]
     shown = ""
     yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
     while job.status not in TERMINAL:
-        shown = _show_progress(progress, live_progress(jobs, job), shown)
+        report = live_progress(jobs, job)
+        note = "" if report.stage != "queued" or jobs.workers_alive() else " - no worker is running yet"
+        shown = _show_progress(progress, report, shown, note)
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         time.sleep(HEARTBEAT_S)
-        job = jobs.get(job.request_id, job.owner) or job
+        try:
+            job = jobs.get(job.request_id, job.owner) or job
+        except StoreUnavailable:  # the database restarts: keep showing the last state and poll on
+            pass
     return job
 
 
-def outputs_of(job: Job) -> Outputs:
+def outputs_of(jobs: JobService, job: Job) -> Outputs:
     if job.status == Status.SUCCESS:
-        return job.video_path, job.thumbnail_path, job.final_prompt or "", job.seed_used
+        video, thumbnail = jobs.local_files(job)  # a bucket's files are copied to the UI folder
+        return video, thumbnail, job.final_prompt or "", job.seed_used
     if job.status == Status.CANCELLED:
         raise gr.Error("The generation was cancelled.", title="Cancelled")
     if job.error_code == "invalid_input":
@@ -173,13 +181,16 @@ def example_runner(generate: Callable[..., Iterator[Outputs]]) -> Callable[..., 
 
 def live_progress(jobs: JobService, job: Job) -> Progress:
     """The job's own report, or its place in the queue and ETA while it waits."""
-    if job.status == Status.QUEUED:
-        return Progress("queued", queue_position=jobs.position(job), eta_s=jobs.eta_s(job))
+    try:
+        if job.status == Status.QUEUED:
+            return Progress("queued", queue_position=jobs.position(job), eta_s=jobs.eta_s(job))
+    except StoreUnavailable:
+        return Progress("queued")
     return job.progress_report
 
 
-def _show_progress(progress: gr.Progress, p: Progress, shown: str) -> str:
-    message = p.message()
+def _show_progress(progress: gr.Progress, p: Progress, shown: str, note: str = "") -> str:
+    message = p.message() + note
     if message != shown:
         if p.stage == "denoise":
             progress((p.step, p.total_steps), desc=message, unit="steps")

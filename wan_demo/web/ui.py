@@ -52,6 +52,11 @@ def banner_markdown(engine: EngineInfo) -> tuple[str, list[str]]:
     return engine.banner, []
 
 
+def _banner_now(jobs: JobService) -> gr.Markdown:
+    text, classes = banner_markdown(jobs.engine_info())
+    return gr.Markdown(text, elem_classes=classes)
+
+
 def _inputs(engine) -> list[gr.components.Component]:
     """The /generate parameters, in API order (see ui_handlers.INPUT_FIELDS)."""
     image = guarded_upload(gr.Image(
@@ -95,7 +100,9 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
     with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, ttl_s) if ttl_s > 0 else None) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         text, classes = banner_markdown(engine)
-        gr.Markdown(text, elem_id="banner", elem_classes=classes)
+        banner = gr.Markdown(text, elem_id="banner", elem_classes=classes)
+        if settings.role == "api":  # no model here: show what the workers run now, at each page load
+            demo.load(lambda: _banner_now(jobs), None, banner, api_visibility="private", queue=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 inputs = _inputs(engine)

@@ -1,0 +1,125 @@
+"""A worker's heartbeat thread and its progress reporter: how a running job stays claimed.
+
+Every `lease_s / 3` seconds the heartbeat publishes the worker (the workers table: alive, and what
+it runs) and renews the running job's lease. It stops the run when the job was cancelled from any
+node, or when the lease was lost (the job was reclaimed and may already run elsewhere): a lost run
+records nothing. While the database is down it retries every second; generation goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wan_demo.core.request import Progress
+from wan_demo.jobs.common import Claim, StoreUnavailable, progress_percent
+from wan_demo.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.5  # progress writes are fsynced commits: at most this often per job
+RETRY_S = 1.0  # heartbeat retry while the database is unreachable
+DOWN_SKIP_S = 5.0  # after a failed progress write, skip writes this long (each may wait for the pool)
+
+
+@dataclass
+class Running:
+    """The job a worker runs right now."""
+
+    request_id: str
+    claim: Claim
+    stop: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False  # the lease was lost: the run must record nothing
+    cancelled: bool = False  # a user asked to cancel (on any node)
+
+
+class Heartbeat:
+    def __init__(
+        self, store: JobStore, worker_id: str, lease_s: float, info: Callable[[], dict[str, Any]],
+        current: Callable[[], Running | None],
+    ):  # fmt: skip
+        self.store, self.worker_id, self.lease_s, self.info, self.current = (
+            store,
+            worker_id,
+            lease_s,
+            info,
+            current,
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Heartbeat:
+        self._thread = threading.Thread(target=self._loop, name="worker-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def beat(self) -> bool:
+        """Publish the worker and renew the running job's lease once; False if the store is down."""
+        try:
+            self.store.beat_worker(self.worker_id, self.info())
+            running = self.current()
+            if running is not None and not running.lost:
+                job = self.store.renew(running.request_id, running.claim, self.lease_s)
+                if job is None:
+                    log.warning("lost the lease on %s; stopping it without recording", running.request_id)
+                    running.lost = True
+                    running.stop.set()
+                elif job.cancel_requested:
+                    running.cancelled = True
+                    running.stop.set()
+        except StoreUnavailable as e:
+            log.warning("heartbeat: %s", e)
+            return False
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            ok = self.beat()
+            self._stop.wait(self.lease_s / 3 if ok else min(RETRY_S, self.lease_s / 3))
+
+
+class Reporter:
+    """The progress callback: throttled writes into the store, and a look at the cancel flag
+    (set by a cancel in another process) whenever it writes. The first denoising step makes the
+    run count as an attempt (a crash before it does not use one up). Progress is best effort: a
+    database outage skips writes, never the generation."""
+
+    def __init__(self, store: JobStore, running: Running):
+        self.store, self.running = store, running
+        self._last = self._down_until = 0.0
+        self._started = self._ran = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        first, ran = not self._started, progress.stage == "denoise" and not self._ran
+        if not (first or ran) and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
+            return
+        if now < self._down_until:
+            return
+        percent, info = progress_percent(progress), progress.as_dict()
+        r = self.running
+        try:
+            self.store.set_progress(r.request_id, percent, info, started=first, ran=ran, claim=r.claim)
+        except StoreUnavailable:  # not marked as written: started / ran are sent again next time
+            self._down_until = now + DOWN_SKIP_S
+            return
+        self._started, self._ran, self._last = True, self._ran or ran, now
+        if self.user_cancelled():
+            r.cancelled = True
+            r.stop.set()
+
+    def user_cancelled(self) -> bool:
+        try:
+            job = self.store.get(self.running.request_id)
+        except StoreUnavailable:
+            return False
+        return job is None or job.cancel_requested

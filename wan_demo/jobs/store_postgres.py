@@ -1,0 +1,144 @@
+"""PostgreSQL job store: the queue and state of record shared by API nodes and worker processes.
+
+psycopg 3 with a psycopg_pool connection pool (each pooled connection is checked before use, so a
+restarted server costs one failed call at most, not a dead process). Workers claim jobs with
+`FOR UPDATE SKIP LOCKED` (two workers never take the same row and never wait on each other) under
+a lease on the database's clock; the queries shared with SQLite live in jobs/store_sql.py. A
+database that cannot be reached raises StoreUnavailable (REST answers 503 with Retry-After).
+
+The schema is created and migrated by the app at open(): MIGRATIONS[i] takes version i to i + 1,
+recorded in `wan_demo_schema`, all under one advisory lock so nodes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from wan_demo.jobs.common import Job, Status, StoreUnavailable
+from wan_demo.jobs.store_sql import SqlJobStore
+
+OPEN_TIMEOUT_S = 60.0  # open(): wait this long for the first connection (a database still starting)
+LOCK_MIGRATE, LOCK_ADMIT = 7_761_001, 7_761_002  # pg advisory lock keys (any constant bigints)
+
+MIGRATIONS = (
+    # 0 -> 1: jobs and workers
+    """
+    CREATE TABLE requests (
+        request_id TEXT PRIMARY KEY, seq BIGSERIAL, owner TEXT NOT NULL, source TEXT NOT NULL,
+        model TEXT NOT NULL, params JSONB NOT NULL, payload JSONB NOT NULL, input_path TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'processing', 'success', 'failed', 'cancelled')),
+        progress INTEGER NOT NULL DEFAULT 0, progress_info JSONB NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0, claims INTEGER NOT NULL DEFAULT 0,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker_id TEXT, lease_until DOUBLE PRECISION,
+        video_path TEXT, thumbnail_path TEXT, metadata_path TEXT, final_prompt TEXT, seed_used BIGINT,
+        error_code TEXT, error_message TEXT, est_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+        queued_at DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION, completed_at DOUBLE PRECISION
+    );
+    CREATE INDEX requests_queue ON requests (queued_at, seq) WHERE status = 'queued';
+    CREATE INDEX requests_leases ON requests (lease_until) WHERE status = 'processing';
+    CREATE INDEX requests_owner ON requests (owner, created_at);
+    CREATE INDEX requests_finished ON requests (status, completed_at);
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY, info JSONB NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+)
+# The pick rule: which queued job runs next (oldest first); SKIP LOCKED passes over rows another
+# worker is claiming right now. One query, so a fairer rule can replace it.
+PICK_NEXT = (
+    "SELECT request_id FROM requests WHERE status = 'queued'"
+    " ORDER BY queued_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
+class _Connection:
+    """A psycopg connection that takes the `?` placeholders of the shared SQL."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def execute(self, sql: str, args: Any = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), args)
+
+
+class PostgresJobStore(SqlJobStore):
+    NOW = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    TIEBREAK = "seq"
+    JSON_PARAM = "CAST(? AS JSONB)"
+
+    def __init__(self, url: str, pool_size: int = 8, timeout_s: float = 5.0):
+        self.url, self.pool_size, self.timeout_s = url, pool_size, timeout_s
+        self._pool: Any = None
+
+    def open(self) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout_s, open=False,
+            check=ConnectionPool.check_connection, name="wan-demo-jobs",
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": math.ceil(self.timeout_s),
+                    "application_name": "wan-demo"},
+        )  # fmt: skip
+        try:
+            pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
+        except Exception as e:  # PoolTimeout: the server is not there (yet)
+            pool.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL at {_safe(self.url)}: {e}") from None
+        self._pool = pool
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_MIGRATE,))
+            db.execute("CREATE TABLE IF NOT EXISTS wan_demo_schema (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM wan_demo_schema").fetchone()
+            version = row["version"] if row else 0
+            if row is None:
+                db.execute("INSERT INTO wan_demo_schema (version) VALUES (0)")
+            for script in MIGRATIONS[version:]:
+                db.conn.execute(script)  # DDL is transactional in PostgreSQL: all steps or none
+            db.execute("UPDATE wan_demo_schema SET version = ?", (len(MIGRATIONS),))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[_Connection]:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if self._pool is None:
+            raise RuntimeError("the job store is not open; call open() first")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield _Connection(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as e:
+            raise StoreUnavailable(f"the job database is unavailable ({type(e).__name__})") from e
+
+    def _lock_admission(self, db: Any) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_ADMIT,))  # released at commit
+
+    def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE requests SET status = ?, claims = claims + 1, worker_id = ?, progress = 0,"
+                f" progress_info = '{{}}', lease_until = {self.NOW} + ?, updated_at = ?"
+                f" WHERE request_id = ({PICK_NEXT}) RETURNING *",
+                (str(Status.PROCESSING), worker_id, lease_s, time.time()),
+            ).fetchone()
+        return self._job(row) if row is not None else None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url

@@ -1,0 +1,185 @@
+"""The SQL both job store backends share (jobs/store.py is the interface).
+
+Statements use `?` placeholders and portable SQL (SQLite >= 3.24 and PostgreSQL both run them);
+the backends supply a transaction (`_tx`), the database clock (`NOW`), how JSON is written, the
+tie-break column and the pick rule (`claim_next`). Times are unix seconds (float); lease times come
+from the database's clock so workers on several machines agree on when a lease ran out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from wan_demo.jobs.common import (
+    CLAIMS_PER_ATTEMPT,
+    COLUMNS,
+    JSON_COLUMNS,
+    MAX_ATTEMPTS,
+    TERMINAL,
+    Claim,
+    Job,
+    QueueFull,
+    Status,
+    TooManyActive,
+)
+from wan_demo.jobs.records import clean, json_text, row_values, status_of
+from wan_demo.jobs.store_sql_reads import SqlReads
+
+WORKER_FORGET_S = 24 * 3600.0  # worker rows unseen this long are deleted by recover()
+
+
+class SqlJobStore(SqlReads):
+    """Reads (SqlReads) plus every write; backends add _tx, the clock, JSON casts and claim_next."""
+
+    def _lock_admission(self, db: Any) -> None:
+        """Serialise capacity check + insert across processes (SQLite's write lock already does)."""
+
+    def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
+        raise NotImplementedError
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(self, job: Job, queue_max: int | None = None, owner_max: int | None = None) -> None:
+        job.updated_at = job.queued_at = job.created_at
+        values = row_values(job)  # JSON serialised, text made encodable
+        values["status"] = str(values["status"])
+        marks = ", ".join(self.JSON_PARAM if name in JSON_COLUMNS else "?" for name in COLUMNS)
+        with self._tx() as db:
+            if queue_max is not None or owner_max is not None:
+                self._lock_admission(db)
+                self._check_capacity(db, job.owner, queue_max, owner_max)
+            db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
+
+    def _check_capacity(self, db: Any, owner: str, queue_max: int | None, owner_max: int | None) -> None:
+        if owner_max is not None:
+            active = self._count(db, (Status.QUEUED, Status.PROCESSING), owner)
+            if active >= owner_max:
+                raise TooManyActive(f"this key has {active} active requests; the limit is {owner_max}")
+        if queue_max is not None and self._count(db, (Status.QUEUED,)) >= queue_max:
+            raise QueueFull(f"{queue_max} generations are waiting; try again later")
+
+    @staticmethod
+    def _held(claim: Claim | None) -> tuple[str, list[Any]]:
+        """WHERE clause (and args) that keeps a write to the claim that still holds the job."""
+        if claim is None:
+            return "", []
+        return " AND worker_id = ? AND claims = ?", [claim[0], claim[1]]
+
+    def renew(self, request_id: str, claim: Claim, lease_s: float) -> Job | None:
+        held, args = self._held(claim)
+        with self._tx() as db:
+            done = db.execute(
+                f"UPDATE requests SET lease_until = {self.NOW} + ? WHERE request_id = ? AND status = ?{held}",
+                [lease_s, request_id, str(Status.PROCESSING), *args],
+            ).rowcount
+            row = db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        return self._job(row) if done and row is not None else None
+
+    def release(self, request_id: str, claim: Claim | None = None) -> None:
+        held, args = self._held(claim)
+        with self._tx() as db:
+            db.execute(
+                "UPDATE requests SET status = ?, claims = CASE WHEN claims > 0 THEN claims - 1 ELSE 0 END,"
+                " started_at = NULL, lease_until = NULL, progress = 0, progress_info = '{}', updated_at = ?"
+                f" WHERE request_id = ? AND status = ?{held}",
+                [str(Status.QUEUED), time.time(), request_id, str(Status.PROCESSING), *args],
+            )
+
+    def set_progress(
+        self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False,
+        claim: Claim | None = None,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        start = ", started_at = COALESCE(started_at, ?)" if started else ""
+        attempt = ", attempts = attempts + 1" if ran else ""
+        held, held_args = self._held(claim)
+        args = [
+            percent,
+            json_text(info),
+            now,
+            *([now] if started else []),
+            request_id,
+            str(Status.PROCESSING),
+        ]
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE requests SET progress = ?, progress_info = {self.JSON_PARAM}, updated_at = ?"
+                f"{start}{attempt} WHERE request_id = ? AND status = ?{held}",
+                [*args, *held_args],
+            )
+
+    def finish(self, request_id: str, status: Status, claim: Claim | None = None, **outcome: Any) -> bool:
+        unknown = set(outcome) - set(COLUMNS)
+        if status not in TERMINAL or unknown:
+            raise ValueError(f"bad finish: {status} {sorted(unknown)}")
+        now = time.time()
+        values = {
+            "status": str(status),
+            "updated_at": now,
+            "completed_at": now,
+            "lease_until": None,
+            **outcome,
+        }
+        values = {k: clean(v) for k, v in values.items()}  # e.g. an error message quoting bad text
+        if status == Status.SUCCESS:
+            values["progress"] = 100
+        sets = ", ".join(f"{k} = ?" for k in values)
+        held, args = self._held(claim)
+        with self._tx() as db:
+            return bool(
+                db.execute(
+                    f"UPDATE requests SET {sets} WHERE request_id = ? AND status = ?{held}",
+                    [*values.values(), request_id, str(Status.PROCESSING), *args],
+                ).rowcount
+            )
+
+    def cancel(self, request_id: str) -> Status | None:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == Status.QUEUED:
+                db.execute(
+                    "UPDATE requests SET status = ?, cancel_requested = TRUE, updated_at = ?,"
+                    " completed_at = ? WHERE request_id = ? AND status = ?",
+                    (str(Status.CANCELLED), now, now, request_id, str(Status.QUEUED)),
+                )
+            elif row["status"] == Status.PROCESSING:
+                db.execute(
+                    "UPDATE requests SET cancel_requested = TRUE, updated_at = ? WHERE request_id = ?",
+                    (now, request_id),
+                )
+            return status_of(row["status"]) or Status.FAILED  # a damaged status is not cancellable
+
+    def recover(self, max_attempts: int = MAX_ATTEMPTS, expired_only: bool = False) -> dict[str, int]:
+        now = time.time()
+        message = f"the worker stopped while running this request {max_attempts} times"
+        gone = f"status = ? AND lease_until < {self.NOW}" if expired_only else "status = ?"
+        processing, max_claims = str(Status.PROCESSING), max_attempts * CLAIMS_PER_ATTEMPT
+        with self._tx() as db:
+            cancelled = db.execute(
+                f"UPDATE requests SET status = ?, lease_until = NULL, updated_at = ?, completed_at = ?"
+                f" WHERE {gone} AND cancel_requested = TRUE",
+                (str(Status.CANCELLED), now, now, processing),
+            ).rowcount
+            failed = db.execute(
+                "UPDATE requests SET status = ?, error_code = 'worker_lost', error_message = ?,"
+                f" lease_until = NULL, updated_at = ?, completed_at = ?"
+                f" WHERE {gone} AND (attempts >= ? OR claims >= ?)",
+                (str(Status.FAILED), message, now, now, processing, max_attempts, max_claims),
+            ).rowcount
+            requeued = db.execute(
+                "UPDATE requests SET status = ?, progress = 0, progress_info = '{}', started_at = NULL,"
+                f" lease_until = NULL, updated_at = ? WHERE {gone}",
+                (str(Status.QUEUED), now, processing),
+            ).rowcount
+            db.execute(f"DELETE FROM workers WHERE seen_at < {self.NOW} - ?", (WORKER_FORGET_S,))
+        return {"requeued": requeued, "failed": failed, "cancelled": cancelled}
+
+    def delete(self, request_ids: list[str]) -> int:
+        with self._tx() as db:
+            return sum(
+                db.execute("DELETE FROM requests WHERE request_id = ?", (rid,)).rowcount
+                for rid in request_ids
+            )
