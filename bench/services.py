@@ -13,6 +13,7 @@ Nothing starts on import; `start()` / entering the context does.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import socket
@@ -105,6 +106,7 @@ def temp_s3(bucket: str = "wan-demo") -> Iterator[dict[str, str]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per S3 call otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -46,7 +46,7 @@ def serve(settings: Settings, engine, run_worker: bool = True) -> Iterator[tuple
     `run_worker=False`: accepted requests stay queued (fuzzing: nothing is generated)."""
     jobs = JobService(SqliteJobStore(settings.data_dir / "requests.sqlite3"), settings, engine.plan_info)
     jobs.start()
-    worker = Worker(jobs.store, engine, settings)
+    worker = Worker(jobs.store, engine, settings, storage=jobs.storage)
     if run_worker:
         worker.start()
         jobs.worker = worker

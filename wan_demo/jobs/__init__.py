@@ -1,6 +1,9 @@
-"""jobs: the one queue shared by the UI, the Gradio API and REST. Job store (interface + SQLite),
-JobService (submit, look up, cancel, position, ETA), the Worker (one generation at a time) and the
+"""jobs: the one queue shared by the UI, the Gradio API and REST, on one machine or many. Job store
+(interface store.py; SQLite and PostgreSQL backends over shared SQL), file storage (local folders or
+an S3 bucket), JobService (submit, look up, cancel, position, ETA), the Worker (one generation at a
+time, a lease kept by its heartbeat), the workers directory (what API nodes plan with) and the
 clean-up sweeper.
 
-May import: core, generate, model (the Engine the worker drives), media. Not web or rest.
+May import: core, generate, model (the Engine the worker drives), media, psycopg/psycopg_pool, boto3
+(lazily, in their backends). Not web or rest.
 """

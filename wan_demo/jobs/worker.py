@@ -59,6 +59,7 @@ class Worker:
         self.heartbeat = Heartbeat(store, self.worker_id, settings.lease_s, info, lambda: self._current)
 
     def start(self) -> Worker:
+        self.storage.open()  # idempotent; a storage shared with the JobService is simply re-checked
         self.heartbeat.beat()  # visible to API nodes before the first job
         self.heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="generation-worker", daemon=True)
