@@ -31,6 +31,7 @@ from wan_demo.rest.service import RestService
 from wan_demo.web import ui, zerogpu
 
 log = logging.getLogger(__name__)
+PRESIGN_MAX_S = 7 * 24 * 3600  # S3 refuses presigned links valid longer than 7 days
 
 
 @dataclass
@@ -102,6 +103,22 @@ def launch(server: Server, block: bool = True):
     return demo
 
 
+def settings_problems(settings: Settings) -> list[str]:
+    """Scale-out settings that cannot work, in words (checked before anything starts)."""
+    problems = []
+    if settings.role not in ROLES:
+        problems.append(f"role {settings.role!r} is unknown; use one of {', '.join(ROLES)}")
+    if settings.lease_s < 1:
+        problems.append(f"lease_s must be at least 1 second, got {settings.lease_s}")
+    if not 0 <= settings.presign_ttl_s <= PRESIGN_MAX_S:
+        problems.append(
+            f"presign_ttl_s must be 0..{PRESIGN_MAX_S} (S3's limit), got {settings.presign_ttl_s}"
+        )
+    if settings.database_pool_size < 1 or settings.database_timeout_s <= 0:
+        problems.append("database_pool_size must be >= 1 and database_timeout_s > 0")
+    return problems
+
+
 def wait_for_signal() -> None:
     """Block until SIGTERM or SIGINT; the caller then stops the worker (its job goes back to the queue)."""
     stop = threading.Event()
@@ -118,8 +135,8 @@ def mcp_available() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     settings = from_env(sys.argv[1:] if argv is None else argv)
-    if settings.role not in ROLES:
-        raise SystemExit(f"error: role {settings.role!r} is unknown; use one of {', '.join(ROLES)}")
+    if problems := settings_problems(settings):
+        raise SystemExit("error: " + "; ".join(problems))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     group = distributed.init(settings) if settings.role != "api" else None  # torchrun WORLD_SIZE > 1
     try:
