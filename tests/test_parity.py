@@ -30,6 +30,7 @@ from wan_demo.core.request import GenerationRequest, GenerationResult
 from wan_demo.core.settings import MAX_AREA, Settings
 from wan_demo.core.validate import validate
 from wan_demo.generate import generate
+from wan_demo.media.colour import match_colours
 from wan_demo.media.video import write_outputs
 from wan_demo.model.engine import Engine, load_engine
 from wan_demo.model.tiny import save_tiny_pipeline
@@ -46,6 +47,7 @@ class Ours:
     frames: np.ndarray  # (F, H, W, 3) float32 in [0, 1]: exactly what the MP4 encoder received
     starts: list[Image.Image]  # the conditioning image handed to the pipeline, per segment
     result: GenerationResult
+    outs: list[np.ndarray]  # what the pipeline returned, per segment (before the seam colour match)
 
 
 def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
@@ -54,11 +56,12 @@ def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
     write_mp4 in the output writer's module captures the float frames instead of encoding them
     (the encode is lossy and tested in test_video.py)."""
     module, writer = sys.modules[generate.__module__], sys.modules[write_outputs.__module__]
-    real_segment, captured, starts = module.run_segment, {}, []
+    real_segment, captured, starts, outs = module.run_segment, {}, [], []
 
     def segment(engine, *, image, **kwargs):
         starts.append(image.copy())
-        return real_segment(engine, image=image, **kwargs)
+        outs.append(real_segment(engine, image=image, **kwargs))
+        return outs[-1]
 
     def encode(frames, path, fps, metadata):
         captured["frames"] = np.stack(frames)
@@ -69,7 +72,7 @@ def run_ours(engine: Engine, settings: Settings, **request) -> Ours:
         patch.setattr(writer, "write_mp4", encode)
         request = validate(GenerationRequest(image=IMAGE, prompt=PROMPT, seed=SEED, **request))
         result = generate(request, engine, settings)
-    return Ours(captured["frames"], starts, result)
+    return Ours(captured["frames"], starts, result, outs)
 
 
 def used(ours: Ours) -> dict:
@@ -298,4 +301,9 @@ def test_ten_second_clip_chains_on_the_last_decoded_frame(quality, quality_refer
     generator.set_state(state)
     start = Image.fromarray(ref.to_pixels(first[-1]))
     second = ref.run(pipe, start, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, generator)
-    np.testing.assert_array_equal(ten.frames[81:], second[1:])  # its first frame repeats the start
+    np.testing.assert_array_equal(ten.outs[1], second)
+    # its first frame repeats the start and is dropped; the rest is colour-matched to the 8 frames
+    # before the seam (README "Seam colour match", tested on its own in test_colour.py)
+    np.testing.assert_array_equal(
+        ten.frames[81:], np.stack(match_colours(second[1:], list(ten.frames[73:81])))
+    )

@@ -2,7 +2,14 @@
 
 A 10 s clip is two chained 81-frame segments: the second starts from the first one's last frame
 and drops its own first frame (the same picture), so 81 + 80 = 161 frames. Memory stays that of one
-segment and each pass matches the model's 81-frame training length.
+segment and each pass matches the model's 81-frame training length. Each later segment may have its
+own prompt (`prompt_2`) and is colour-matched to the last frames before it (media.colour), which
+corrects the colour drift of chained segments.
+
+Extending a finished clip (`request.parent`) is the same chain with the parent as segment zero: the
+new segments start from its last frame, every new segment drops its first frame, and the parent's
+frames are copied into the joined MP4 unchanged. While denoising, `on_progress` receives a live
+preview every `Settings.preview_every_s` seconds (media.preview).
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wan_demo.core.lineage import lineage
 from wan_demo.core.plan import RunPlan, draw_seed, eta_s, plan_run
 from wan_demo.core.request import GenerationCancelled, GenerationResult, Progress, ValidRequest
 from wan_demo.core.settings import Settings
+from wan_demo.media.clip import read_tail
+from wan_demo.media.colour import TAIL_FRAMES, match_colours
 from wan_demo.media.image import resize_for_model
+from wan_demo.media.preview import TEMPORAL_FACTOR, latents_to_rgb
 from wan_demo.media.video import to_uint8, write_outputs
 from wan_demo.model import speed
 from wan_demo.model.engine import Engine
@@ -45,41 +56,60 @@ def generate(
     speed.activate(engine.pipe, plan.speed_mode, settings)  # fast LoRA adapter on/off, cache on/off
     seed = draw_seed(request.seed)
     timer.lap("plan")
-    # 2. Prompt: extended by a rewriter when asked (never fails)
+    # 2. Prompts, one per segment: extended by a rewriter when asked (never fails)
     report(Progress("prompt"))
-    final_prompt, prompt_info = request.prompt, {"backend": "off"}
-    if request.prompt_extend:
-        final_prompt, prompt_info = extend_prompt(request.prompt, request.image, settings)
+    prompts, infos = segment_prompts(request, plan, settings)
     timer.lap("prompt")
-    # 3. Image: the planned size at multiples of 16
+    # 3. Image at the planned size; an extension also reads the parent's last frames (colour reference)
     report(Progress("image"))
     image = resize_for_model(request.image, (plan.width, plan.height))
+    reference = read_tail(Path(request.parent.path), TAIL_FRAMES)[0] if request.parent else None
     timer.lap("image")
-    # 4. Denoise segment by segment, each starting from the previous segment's last frame
-    frames = denoise(engine, plan, image, final_prompt, seed, _step_reporter(report, stop, plan))
+    # 4. Denoise segment by segment, each from the previous segment's last frame, seams colour-matched
+    steps = StepReporter(report, stop, plan, settings.preview_every_s)
+    frames = denoise(engine, plan, image, prompts, seed, steps, reference, settings.colour_match)
     timer.lap("pipeline")
-    # 5. Write MP4 (settings inside), thumbnail and JSON sidecar under a unique id
+    timer.carve("pipeline", "preview", steps.preview_s)
+    # 5. Write the MP4 (settings and lineage inside; joined to its parent), thumbnail and JSON sidecar
     report(Progress("encode", plan.total_steps, plan.total_steps))
-    result = describe(request, plan, engine, settings, seed, final_prompt, prompt_info, len(frames))
-    write_outputs(frames, result, timer)
+    result = describe(request, plan, engine, settings, seed, prompts, infos)
+    parent = Path(request.parent.path) if request.parent else None
+    write_outputs(frames, result, timer, parent)
     report(Progress("done", plan.total_steps, plan.total_steps))
     return result
 
 
+def segment_prompts(request: ValidRequest, plan: RunPlan, settings: Settings) -> tuple[list[str], list[dict]]:
+    """The final prompt of each segment, and how each was made (`prompt_2` for the later ones)."""
+    asked = [request.prompt] + [request.prompt_2 or request.prompt] * (plan.segments - 1)
+    finals: dict[str, tuple[str, dict]] = {}
+    for text in dict.fromkeys(asked):  # each distinct prompt is rewritten once
+        off = (text, {"backend": "off"})
+        finals[text] = extend_prompt(text, request.image, settings) if request.prompt_extend else off
+    return [finals[t][0] for t in asked], [finals[t][1] for t in asked]
+
+
 def denoise(
-    engine: Engine, plan: RunPlan, image: Image.Image, prompt: str, seed: int, tick: Callable[[int], None]
-) -> list[np.ndarray]:
-    """All segments of the clip, as float frames; one CPU generator carries over between segments."""
+    engine: Engine, plan: RunPlan, image: Image.Image, prompts: list[str], seed: int, steps: StepReporter,
+    reference: list[np.ndarray] | None = None, colour_match: float = 1.0,
+) -> list[np.ndarray]:  # fmt: skip
+    """The new frames, as float frames; one CPU generator carries over between segments. A segment
+    that continues earlier frames (or the parent's, `reference`) drops its first frame and is
+    colour-matched to the last TAIL_FRAMES before it."""
     generator = torch.Generator("cpu").manual_seed(seed)
     frames: list[np.ndarray] = []
     for k in range(plan.segments):
         start = image if not frames else Image.fromarray(to_uint8(frames[-1]))
-        tick(k * plan.steps)  # raises GenerationCancelled when asked to stop between segments
+        steps(k * plan.steps)  # raises GenerationCancelled when asked to stop between segments
         out = run_segment(
-            engine, **segment_args(plan, start, prompt), generator=generator,
-            on_step=lambda i, k=k: tick(k * plan.steps + i + 1),
+            engine, **segment_args(plan, start, prompts[k]), generator=generator,
+            on_step=lambda i, k=k: steps(k * plan.steps + i + 1), on_latents=steps.latents,
         )  # fmt: skip
-        frames.extend(out if not frames else out[1:])  # a later segment's first frame repeats the last
+        before = frames[-TAIL_FRAMES:] if frames else reference
+        if before is None:
+            frames.extend(out)  # the clip's first segment: all 81 frames, nothing to match
+        else:
+            frames.extend(match_colours(out[1:], before, colour_match))  # out[0] repeats the last frame
     return frames
 
 
@@ -95,25 +125,56 @@ class Timer:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + now - self._clock, 4)
         self._clock = now
 
+    def carve(self, stage: str, part: str, seconds: float) -> None:
+        """Report `seconds` of `stage` as their own stage `part` (work done inside it)."""
+        self.timings[stage] = round(self.timings.get(stage, 0.0) - seconds, 4)
+        self.timings[part] = round(self.timings.get(part, 0.0) + seconds, 4)
 
-def _step_reporter(report: ProgressFn, stop: threading.Event | None, plan: RunPlan) -> Callable[[int], None]:
-    """Step callback body: raise GenerationCancelled when asked to stop, else report progress."""
-    started, total, reported = time.perf_counter(), plan.total_steps, [0]
 
-    def tick(done: int) -> None:
-        if stop is not None and stop.is_set():
-            raise GenerationCancelled(f"cancelled after step {done}/{total}")
-        if done > reported[0]:  # segment starts re-check `stop` without a new report
-            reported[0] = done
-            elapsed = time.perf_counter() - started
-            report(Progress("denoise", done, total, elapsed, eta_s(done, total, elapsed)))
+class StepReporter:
+    """The step callback's body: raise GenerationCancelled when asked to stop, else report progress,
+    with a live preview at most every `preview_every_s` seconds (0 = never). `latents(read)` comes
+    just before each step's call; the preview's projection runs only when one is due."""
 
-    return tick
+    def __init__(
+        self, report: ProgressFn, stop: threading.Event | None, plan: RunPlan, preview_every_s: float
+    ):
+        self.report, self.stop, self.total, self.every = report, stop, plan.total_steps, preview_every_s
+        self.preview_fps = plan.fps / TEMPORAL_FACTOR  # one latent frame = 4 video frames
+        self.preview_s = 0.0  # seconds spent making previews (reported as their own stage)
+        self._started, self._reported, self._next_preview = time.perf_counter(), 0, 0.0
+        self._read: Callable[[], np.ndarray] | None = None
+
+    def latents(self, read: Callable[[], np.ndarray]) -> None:
+        self._read = read
+
+    def __call__(self, done: int) -> None:
+        read, self._read = self._read, None
+        if self.stop is not None and self.stop.is_set():
+            raise GenerationCancelled(f"cancelled after step {done}/{self.total}")
+        if done > self._reported:  # segment starts re-check `stop` without a new report
+            self._reported = done
+            elapsed = time.perf_counter() - self._started
+            preview = self._preview(read)
+            self.report(
+                Progress(
+                    "denoise", done, self.total, elapsed, eta_s(done, self.total, elapsed), preview=preview
+                )
+            )
+
+    def _preview(self, read: Callable[[], np.ndarray] | None) -> np.ndarray | None:
+        now = time.perf_counter()
+        if read is None or self.every <= 0 or now < self._next_preview:
+            return None
+        frames = latents_to_rgb(read())
+        self._next_preview = now + self.every
+        self.preview_s += time.perf_counter() - now
+        return frames
 
 
 def describe(
     request: ValidRequest, plan: RunPlan, engine: Engine, settings: Settings, seed: int,
-    final_prompt: str, prompt_info: dict, num_frames: int,
+    prompts: list[str], infos: list[dict],
 ) -> GenerationResult:  # fmt: skip
     gen_id = uuid.uuid4().hex
     out = Path(settings.output_dir)
@@ -123,17 +184,18 @@ def describe(
         thumbnail_path=out / f"{gen_id}.jpg",
         metadata_path=out / f"{gen_id}.json",
         seed_used=seed,
-        final_prompt=final_prompt,
-        prompt_info=prompt_info,
+        final_prompt=prompts[0],
+        prompt_info=infos[0],
         width=plan.width,
         height=plan.height,
-        num_frames=num_frames,
+        num_frames=plan.num_frames,
         fps=plan.fps,
-        duration_s=round(num_frames / plan.fps, 4),
+        duration_s=round(plan.num_frames / plan.fps, 4),
         model=engine.model_name,
         is_tiny_model=engine.is_tiny,
         settings=dict(
             prompt=request.prompt,
+            prompt_2=request.prompt_2,
             negative_prompt=plan.negative_prompt,
             speed_mode=plan.speed_mode,
             steps=plan.steps,
@@ -141,7 +203,9 @@ def describe(
             shift=plan.shift,
             segments=plan.segments,
             forwards=plan.forwards,
+            colour_match=settings.colour_match,
             memory_plan=engine.memory_plan,
             **engine.details,
         ),  # fmt: skip
+        lineage=lineage(request, plan, seed, prompts, infos, settings.colour_match),
     )

@@ -73,6 +73,7 @@ class RunPlan:
     segments: int  # chained 81-frame passes
     frames_per_segment: int
     num_frames: int  # in the finished clip (each later segment drops its repeated first frame)
+    parent_frames: int  # frames of the clip being extended, copied unchanged in front (0 = none)
     fps: int
     steps: int  # denoising steps per segment
     guidance: float
@@ -161,15 +162,19 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
     mode = resolve_mode(settings, request.speed_mode, engine.fast_available)
     steps = request.steps or mode.steps
     guidance = mode.guidance if request.guidance is None else request.guidance
-    width, height = fit_size(*request.image.size, engine.max_area)
+    width, height, parent_frames = _size_of(request, engine)
     segments = segments_for(request.video_length_s)
     forwards = steps * segments * (2 if guidance > 1.0 else 1)
+    # extending: every new segment's first frame repeats the frame before it, so each adds 80
+    added = segments * (SEGMENT_FRAMES - 1)
+    num_frames = parent_frames + added if parent_frames else frames_for(request.video_length_s)
     return RunPlan(
         width=width,
         height=height,
         segments=segments,
         frames_per_segment=SEGMENT_FRAMES,
-        num_frames=frames_for(request.video_length_s),
+        num_frames=num_frames,
+        parent_frames=parent_frames,
         fps=settings.fps or FPS,
         steps=steps,
         guidance=guidance,
@@ -179,6 +184,18 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
         forwards=forwards,
         est_seconds=round(estimate_seconds(engine.cost, width, height, segments, forwards), 1),
     )
+
+
+def _size_of(request: ValidRequest, engine: EngineInfo) -> tuple[int, int, int]:
+    """(width, height, parent frames): a continued clip keeps its parent's size, which must fit the
+    engine's pixel budget; a new clip fits its image into the budget."""
+    parent = request.parent
+    if parent is None:
+        return *fit_size(*request.image.size, engine.max_area), 0
+    if parent.width * parent.height > engine.max_area:
+        budget = f"{engine.max_area} pixels"
+        raise InvalidRequest("video", f"{parent.width}x{parent.height} is larger than this model's {budget}")
+    return parent.width, parent.height, parent.num_frames
 
 
 def calibrate(cost: CostModel, result: GenerationResult, weight: float = 0.5) -> CostModel:

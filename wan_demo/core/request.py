@@ -6,7 +6,7 @@ An edge builds a `GenerationRequest` from what the user sent, `validate()` turns
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,36 @@ class GenerationRequest:
     steps: Any = None
     guidance: Any = None
     speed_mode: Any = None  # "quality" | "fast"; None = the server's default
+    prompt_2: Any = None  # prompt of the second 5 s segment (10 s clips); None or "" = `prompt`
+    parent: Any = None  # a ParentClip to continue (extend); `image` is then its last frame
 
 
-# Fields of ValidRequest stored as JSON with a job (everything but the pixels).
+@dataclass(frozen=True)
+class ParentClip:
+    """A finished video to continue, in our own format: H.264 yuv420p at the planned size, 16 fps.
+
+    Made by an edge from one of our results (by request id) or from an uploaded MP4 re-encoded to
+    that format (media.clip). Its frames are copied into the joined video unchanged (no re-encode)."""
+
+    path: str  # the MP4 (a job keeps its own copy as its input)
+    num_frames: int
+    width: int  # multiples of 16, inside the model's pixel budget
+    height: int
+    fps: int
+    source: str  # "result" (ours, by request id) | "upload"
+    request_id: str | None = None  # the parent's job, when it is one of ours
+    sha256: str = ""  # hex digest of the parent MP4 as continued
+    lineage: dict[str, Any] = field(default_factory=dict)  # the parent's own lineage (its metadata)
+
+    def params(self) -> dict[str, Any]:
+        """JSON-safe description without the path (the job's input path replaces it on restore)."""
+        return {k: v for k, v in asdict(self).items() if k != "path"}
+
+
+# Fields of ValidRequest stored as JSON with a job (everything but the pixels and the parent clip).
 PARAM_FIELDS = (
     "prompt", "video_length_s", "seed", "prompt_extend", "negative_prompt", "steps", "guidance", "speed_mode",
+    "prompt_2",
 )  # fmt: skip
 
 
@@ -60,15 +85,21 @@ class ValidRequest:
     steps: int | None = None
     guidance: float | None = None
     speed_mode: str | None = None
+    prompt_2: str | None = None  # None = the second segment uses `prompt`
+    parent: ParentClip | None = None  # extend this clip; `image` is its last frame
 
     def params(self) -> dict[str, Any]:
         """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs."""
-        return {name: getattr(self, name) for name in PARAM_FIELDS}
+        params = {name: getattr(self, name) for name in PARAM_FIELDS}
+        return {**params, "parent": self.parent.params()} if self.parent is not None else params
 
     @classmethod
-    def restore(cls, params: dict[str, Any], image: Image.Image) -> ValidRequest:
-        """Rebuild a request that validate() accepted earlier (the job store keeps its params)."""
-        return cls(image=image, **{name: params[name] for name in PARAM_FIELDS if name in params})
+    def restore(cls, params: dict[str, Any], image: Image.Image, input_path: str = "") -> ValidRequest:
+        """Rebuild a request that validate() accepted earlier (the job store keeps its params; an
+        extend job's input file is its parent clip)."""
+        parent = ParentClip(path=input_path, **params["parent"]) if params.get("parent") else None
+        values = {name: params[name] for name in PARAM_FIELDS if name in params}
+        return cls(image=image, parent=parent, **values)
 
 
 @dataclass(frozen=True)
@@ -81,6 +112,9 @@ class Progress:
     elapsed_s: float = 0.0
     eta_s: float | None = None  # None while unknown
     queue_position: int | None = None
+    # Live preview: RGB uint8 frames (F, h, w, 3) at latent resolution, from the denoiser's current
+    # clean-image estimate (media.preview); None on most reports. Never stored as JSON.
+    preview: Any = field(default=None, compare=False, repr=False)
 
     @property
     def fraction(self) -> float:
@@ -98,7 +132,8 @@ class Progress:
         return f"step {self.step}/{self.total_steps}{eta}"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe fields (the preview pixels are written as a file, not stored here)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preview"}
 
 
 @dataclass(frozen=True)
@@ -121,3 +156,4 @@ class GenerationResult:
     is_tiny_model: bool
     timings_s: dict[str, float] = field(default_factory=dict)  # per stage, seconds
     settings: dict[str, Any] = field(default_factory=dict)  # steps, guidance, shift, mode ...
+    lineage: dict[str, Any] = field(default_factory=dict)  # parent, segments and prompts (reproducible)

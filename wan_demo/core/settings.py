@@ -55,6 +55,9 @@ class Settings:
     guidance: float = 0.0  # classifier-free guidance scale
     shift: float = 0.0  # flow-matching shift of the scheduler
     fps: int = FPS
+    colour_match: float = 1.0  # seam colour match of chained segments: 0 = off .. 1 = full transfer
+    # -- live preview (media/preview.py)
+    preview_every_s: float = 1.0  # at most one live preview per this many seconds of denoising (0 = off)
     # -- prompt extension (see wan_demo/prompt.py)
     prompt_extender: str = "auto"  # "auto" | "local" | "openai" | "rules" | "off"
     prompt_model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # local VLM: hub id or folder

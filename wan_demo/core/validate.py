@@ -11,8 +11,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from wan_demo.core.request import GenerationRequest, InvalidRequest, ValidRequest
-from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
+from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip, ValidRequest
+from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, SIZE_MULTIPLE, VIDEO_LENGTHS_S
 
 SPEED_MODES = ("quality", "fast")
 MAX_STEPS = 100
@@ -20,6 +20,9 @@ MAX_GUIDANCE = 20.0
 MAX_INPUT_PIXELS = 40_000_000  # decompression-bomb cap (a 40 MP photo is already huge)
 MIN_SIDE = 16  # px; smaller inputs carry no usable content
 MAX_ASPECT = 4.0  # longer/shorter side; beyond this the model's output degenerates
+MAX_PARENT_S = 60.0  # longest video that can be extended, seconds (bounds the joined clip on disk)
+MAX_VIDEO_PIXELS = 1920 * 1080  # per frame of an uploaded MP4: bounds the decode work
+MAX_VIDEO_FPS = 120.0  # frame rate of an uploaded MP4: bounds the decode work
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -139,9 +142,11 @@ def check_fields(request: GenerationRequest) -> dict[str, Any]:
         negative = check_text("negative_prompt", negative, MAX_PROMPT_CHARS, required=False) or None
     if not isinstance(request.prompt_extend, bool):
         raise InvalidRequest("prompt_extend", f"must be true or false, got {_short(request.prompt_extend)}")
+    length = check_video_length(request.video_length_s)
     return dict(
         prompt=check_prompt(request.prompt),
-        video_length_s=check_video_length(request.video_length_s),
+        video_length_s=length,
+        prompt_2=check_prompt_2(request.prompt_2, length),
         seed=check_seed(request.seed),
         prompt_extend=request.prompt_extend,
         negative_prompt=negative,
@@ -151,6 +156,37 @@ def check_fields(request: GenerationRequest) -> dict[str, Any]:
     )
 
 
+def check_prompt_2(prompt_2: Any, video_length_s: int) -> str | None:
+    """The second segment's prompt: optional, and only where a second segment exists."""
+    if prompt_2 is None:
+        return None
+    text = check_text("prompt_2", prompt_2, MAX_PROMPT_CHARS, required=False) or None
+    if text is not None and video_length_s < 10:
+        raise InvalidRequest(
+            "prompt_2", "is the prompt of the second 5 s segment; use it with video_length 10"
+        )
+    return text
+
+
+def check_parent(parent: Any) -> ParentClip | None:
+    """A clip to extend: in our format (sides multiples of 16) and at most MAX_PARENT_S long."""
+    if parent is None:
+        return None
+    if not isinstance(parent, ParentClip):
+        raise InvalidRequest("video", f"must be a video to extend, got {type(parent).__name__}")
+    if parent.num_frames < 1 or parent.fps <= 0:
+        raise InvalidRequest("video", "has no frames")
+    if parent.width % SIZE_MULTIPLE or parent.height % SIZE_MULTIPLE:
+        raise InvalidRequest("video", f"{parent.width}x{parent.height} is not a multiple of {SIZE_MULTIPLE}")
+    seconds = parent.num_frames / parent.fps
+    if seconds > MAX_PARENT_S:
+        raise InvalidRequest(
+            "video", f"is {seconds:.1f} s long; videos up to {MAX_PARENT_S:g} s can be extended"
+        )
+    return parent
+
+
 def validate(request: GenerationRequest) -> ValidRequest:
     """Check every field once and return the normalised request (trimmed text, upright RGB image)."""
-    return ValidRequest(image=check_image(request.image), **check_fields(request))
+    parent = check_parent(request.parent)
+    return ValidRequest(image=check_image(request.image), parent=parent, **check_fields(request))

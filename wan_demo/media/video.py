@@ -1,12 +1,16 @@
 """Frames -> browser-playable H.264 MP4 with the generation settings inside, a JPEG thumbnail and a
-JSON sidecar. Files appear atomically (written to a temp name, then renamed)."""
+JSON sidecar. Files appear atomically (written to a temp name, then renamed).
+
+An extension is joined to its parent without re-encoding the parent: the new frames are encoded
+with the same settings and the two streams are concatenated (ffmpeg's concat demuxer, stream copy),
+so the parent's frames decode exactly as before."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from wan_demo.core.request import GenerationResult
 METADATA_KEY = "comment"  # MP4 udta tag that ffmpeg writes and reads back
 THUMBNAIL_QUALITY = 90  # JPEG quality, 0-100
 VIDEO_QUALITY = 5  # imageio-ffmpeg VBR scale 0-10, as diffusers' export_to_video
+JOIN_TIMEOUT_S = 120.0  # a stream copy of <= 70 s of 480P video takes well under a second
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -40,8 +45,24 @@ def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int, metadata: dict
         raise ValueError(f"expected a sequence of (H, W, 3) frames, got {len(frames)} of {_shape(frames)}")
     height, width = frames[0].shape[:2]
     tmp = path.with_name(path.name + ".part")
+    writer = open_writer(tmp, width, height, fps, metadata)
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(to_uint8(frame)))
+        writer.close()
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def open_writer(path: Path, width: int, height: int, fps: int, metadata: dict[str, Any]) -> Generator:
+    """An imageio-ffmpeg writer (send uint8 (H, W, 3) frames, then close()) with the one set of encoder
+    settings every MP4 of ours uses: streams written with it can be joined by stream copy."""
     writer = imageio_ffmpeg.write_frames(
-        str(tmp),
+        str(path),
         (width, height),
         fps=fps,
         codec="libx264",
@@ -55,11 +76,45 @@ def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int, metadata: dict
         ],
     )  # fmt: skip
     writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(to_uint8(frame)))
-    writer.close()
-    os.replace(tmp, path)
+    return writer
+
+
+def join_mp4(
+    parent: Path, frames: Sequence[np.ndarray], path: Path, fps: int, metadata: dict[str, Any]
+) -> Path:
+    """`parent` (an MP4 of ours, same size and fps) followed by `frames`: the parent's stream is copied,
+    not re-encoded. Intermediate files are `.part` files beside `path`, removed on any outcome."""
+    segment, listing, tmp = (path.with_name(f"{path.name}.{name}.part") for name in ("new", "list", "join"))
+    tag = f"{METADATA_KEY}={json.dumps(metadata, ensure_ascii=False)}"
+    try:
+        write_mp4(frames, segment, fps, {})
+        listing.write_text("".join(f"file '{_concat_quote(p)}'\n" for p in (Path(parent), segment)))
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0",
+             "-i", str(listing), "-c", "copy", "-movflags", "+faststart", "-metadata", tag,
+             "-f", "mp4", str(tmp)],
+            check=True, capture_output=True, timeout=JOIN_TIMEOUT_S,
+        )  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        for part in (segment, listing, tmp):
+            part.unlink(missing_ok=True)
     return path
+
+
+def _concat_quote(path: Path) -> str:
+    """A path for ffmpeg's concat list: absolute, single quotes escaped as '\\''."""
+    return str(Path(path).resolve()).replace("'", "'\\''")
+
+
+def first_frame(path: Path) -> np.ndarray:
+    """The first frame of an MP4 as uint8 (H, W, 3)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+        return np.frombuffer(next(reader), np.uint8).reshape(height, width, 3)
+    finally:
+        reader.close()
 
 
 def _shape(frames: Sequence[np.ndarray]) -> str:
@@ -134,17 +189,30 @@ def metadata_of(result: GenerationResult) -> dict[str, Any]:
         "fps": result.fps,
         "duration_s": result.duration_s,
         "settings": result.settings,
+        "lineage": result.lineage,
         "timings_s": result.timings_s,
     }
 
 
-def write_outputs(frames: Sequence[np.ndarray], result: GenerationResult, timer) -> None:
-    """MP4 (settings inside), first-frame thumbnail, then the sidecar with the stage timings.
+def read_sidecar(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_outputs(
+    frames: Sequence[np.ndarray], result: GenerationResult, timer, parent: Path | None = None
+) -> None:
+    """MP4 (settings and lineage inside), first-frame thumbnail, then the sidecar with the stage
+    timings. With a `parent` (an MP4 of ours) the MP4 is the parent followed by `frames`.
 
     `timer.lap(stage)` / `timer.timings` (generate.Timer) time the encode stage."""
     result.video_path.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(frames, result.video_path, result.fps, metadata_of(result))
-    write_thumbnail(to_uint8(frames[0]), result.thumbnail_path)
+    if parent is None:
+        write_mp4(frames, result.video_path, result.fps, metadata_of(result))
+        first = to_uint8(frames[0])
+    else:
+        join_mp4(parent, frames, result.video_path, result.fps, metadata_of(result))
+        first = first_frame(parent)
+    write_thumbnail(first, result.thumbnail_path)
     timer.lap("encode")
     result.timings_s.update(timer.timings)
     write_sidecar(metadata_of(result), result.metadata_path)

@@ -13,6 +13,7 @@ from typing import Any
 
 from wan_demo.core.plan import DEFAULT_COST, CostModel, EngineInfo
 from wan_demo.core.settings import MAX_AREA, REAL_MODEL_ID, Settings
+from wan_demo.model.embed_cache import ImageEmbedCache
 from wan_demo.model.text_cache import PromptEmbeddings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Engine:
     parallel: Any = None  # distributed Group on rank 0 of a multi-GPU torchrun run, else None
     cost: CostModel = DEFAULT_COST  # seconds per forward etc.; the Worker refines it from real runs
     prompts: PromptEmbeddings = field(default_factory=PromptEmbeddings)  # encoded once per prompt
+    image_embeds: ImageEmbedCache = field(default_factory=ImageEmbedCache)  # CLIP, once per picture
 
     @property
     def banner(self) -> str:
@@ -108,6 +110,7 @@ def load_engine(settings: Settings) -> Engine:
         pipe = load_real_pipeline(model, settings, transformer_device=target)
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
+    engine.image_embeds.install(pipe)  # a re-roll of the same picture skips the CLIP encoder
     plan = memory_start.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device)
     engine.memory_plan, engine.details["memory"] = plan.summary, plan.info()

@@ -1,6 +1,7 @@
 """Run one 81-frame segment through diffusers' own sampler.
 
-Progress and cancel hook in through `callback_on_step_end`; sampling is never re-implemented.
+Progress, cancel and the live preview hook in through `callback_on_step_end`; sampling is never
+re-implemented.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from wan_demo.core.plan import RunPlan
 from wan_demo.core.request import GenerationCancelled
 from wan_demo.core.settings import TEXT_TOKENS
 from wan_demo.model.engine import Engine
+
+LatentsFn = Callable[[Callable[[], np.ndarray]], None]  # on_latents(read): read() -> (16, F, H, W)
 
 
 def set_shift(pipe, shift: float) -> None:
@@ -45,11 +48,14 @@ def run_segment(
     shift: float,
     generator,
     on_step: Callable[[int], None],
+    on_latents: LatentsFn | None = None,
 ) -> np.ndarray:
     """One pass of the pipeline; returns float32 frames (F, H, W, 3) in [0, 1] (diffusers' "np").
 
     `on_step(i)` runs after denoising step i (0-based) and may raise GenerationCancelled, which
     stops at once: the remaining steps and the VAE decode are skipped, the pipeline stays usable.
+    `on_latents(read)` runs just before it; `read()` returns the current clean-latent estimate
+    (see clean_latents), so a caller that skips a step pays nothing for it. Not under torchrun.
     """
     if engine.parallel is not None:  # torchrun on several GPUs: every rank runs it (distributed.py)
         args = dict(image=image, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
@@ -59,6 +65,9 @@ def run_segment(
     set_shift(pipe, shift)
 
     def callback(_pipe, i: int, _t, kwargs: dict) -> dict:
+        if on_latents is not None:
+            latents = kwargs["latents"]
+            on_latents(lambda: clean_latents(pipe, latents))
         on_step(i)
         return kwargs
 
@@ -81,3 +90,18 @@ def run_segment(
         pipe.maybe_free_model_hooks()  # offload hooks stay consistent for the next run
         raise
     return frames
+
+
+def clean_latents(pipe, latents) -> np.ndarray:
+    """The denoiser's current estimate of the clean latents as float32 (16, F, H, W) on the CPU, in
+    the pipeline's normalised latent space.
+
+    Flow matching: x0 = x_t - sigma_t * v, with sigma_t the scheduler's sigma for the step just taken.
+    diffusers' UniPCMultistepScheduler (Wan's) computes exactly that in step() (its predict_x0 form,
+    `convert_model_output`) and keeps it as `model_outputs[-1]`; a scheduler without it falls back to
+    the latents themselves (x at the next sigma: noisier, still the picture forming)."""
+    outputs = getattr(pipe.scheduler, "model_outputs", None) or [None]
+    x0 = outputs[-1]
+    if x0 is None or not getattr(pipe.scheduler, "predict_x0", False) or x0.shape != latents.shape:
+        x0 = latents
+    return x0[0].detach().float().cpu().numpy()

@@ -1,0 +1,73 @@
+"""Reuse the CLIP image embedding when the same picture runs again (a re-roll with a new seed, the
+same image with another prompt): computed once per picture, kept for the last few pictures.
+
+`install(pipe)` wraps the pipeline's own `encode_image`, so the pipeline still computes the
+embedding at the same point of its call (same offload order, same no_grad) and a cached embedding
+is bit-identical to a fresh one. (diffusers' I2V pipeline refuses `image_embeds` together with
+`image`, and it needs the image for the VAE latents, so passing embeddings in is not an option.)
+Keyed by the SHA-256 of the picture's size and RGB pixels (what the image processor sees), so an
+equal picture hits whichever file it came from. Bounded, per engine, thread-safe. Prompt
+embeddings have their own cache (model/text_cache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from PIL import Image
+
+MAX_ENTRIES = 8  # pictures kept; one CLIP ViT-H embedding is 257 x 1280 floats (~1.3 MB)
+
+
+def image_key(image: Image.Image) -> str:
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+class ImageEmbedCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def install(self, pipe) -> None:
+        """Route `pipe.encode_image` through this cache (once; PIL pictures only, others pass through)."""
+        original = pipe.encode_image
+        if getattr(original, "_embed_cache", None) is self:
+            return
+
+        def encode_image(image, device=None):
+            if not isinstance(image, Image.Image):
+                return original(image, device)
+            return self.get(image, device, lambda: original(image, device))
+
+        encode_image._embed_cache = self  # type: ignore[attr-defined]
+        pipe.encode_image = encode_image
+
+    def get(self, image: Image.Image, device, compute):
+        """The cached embedding of `image` (moved to `device`), or `compute()` on a miss."""
+        key = image_key(image)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                embeds = self._entries[key]
+                return embeds if device is None else embeds.to(device)
+        embeds = compute()
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = embeds
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return embeds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
