@@ -335,3 +335,19 @@ def test_the_store_writes_only_text_utf8_can_encode(store):
     store.finish("r", FAILED, error_code="x", error_message="bad \udcff", final_prompt="\ud800!")
     done = store.get("r")
     assert (done.error_message, done.final_prompt, done.damage) == ("bad \ufffd", "\ufffd!", None)
+
+
+def test_live_preview_location_is_kept_while_processing_and_cleared_at_the_end(store):
+    add(store, "r1")
+    add(store, "r2")
+    claim = claim_of(store.claim_next("w", LEASE_S))
+    store.set_progress("r1", 10, {"stage": "denoise"}, claim=claim, preview="/out/rest/r1.preview.1.webp")
+    assert store.get("r1").preview_path == "/out/rest/r1.preview.1.webp"
+    store.set_progress("r1", 20, {"stage": "denoise"}, claim=claim)  # no preview: the last one stays
+    assert store.get("r1").preview_path == "/out/rest/r1.preview.1.webp"
+    store.finish("r1", SUCCESS, claim, video_path="/out/rest/r1.mp4")
+    assert store.get("r1").preview_path is None
+    second = claim_of(store.claim_next("w", LEASE_S))
+    store.set_progress("r2", 10, {"stage": "denoise"}, claim=second, preview="/out/rest/r2.preview.1.webp")
+    store.release("r2", second)  # back to the queue: its preview is gone with the run
+    assert store.get("r2").preview_path is None

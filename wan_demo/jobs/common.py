@@ -39,6 +39,15 @@ class TooManyActive(Exception):
     """One owner (an API key) has Settings.max_active_per_key jobs queued or running."""
 
 
+class ParentUnavailable(Exception):
+    """A clip to extend cannot be used. `reason`: "not_found" (unknown, or another owner's),
+    "not_success" (failed, cancelled or not finished) or "expired" (its video was deleted)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class Job:
     """One generation request as the store keeps it, from any source (UI, Gradio API, REST)."""
@@ -49,7 +58,7 @@ class Job:
     model: str
     params: dict[str, Any]  # ValidRequest.params(): what generate() gets besides the image
     payload: dict[str, Any]  # as echoed to the client (image abbreviated)
-    input_path: str  # the stored input image bytes
+    input_path: str  # the stored input: image bytes, or the parent MP4 of an extension
     status: Status = Status.QUEUED
     progress: int = 0  # percent, 0-100
     progress_info: dict[str, Any] = field(default_factory=dict)  # the last Progress, as a dict
@@ -61,6 +70,7 @@ class Job:
     video_path: str | None = None
     thumbnail_path: str | None = None
     metadata_path: str | None = None
+    preview_path: str | None = None  # the live preview (animated WEBP) while processing, else None
     final_prompt: str | None = None
     seed_used: int | None = None
     error_code: str | None = None

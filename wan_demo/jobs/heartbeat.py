@@ -90,25 +90,35 @@ class Heartbeat:
 class Reporter:
     """The progress callback: throttled writes into the store, and a look at the cancel flag
     (set by a cancel in another process) whenever it writes. The first denoising step makes the
-    run count as an attempt (a crash before it does not use one up). Progress is best effort: a
-    database outage skips writes, never the generation."""
+    run count as an attempt (a crash before it does not use one up). A live preview (generate()
+    sends one at most every Settings.preview_every_s) goes to storage through `preview`, and its
+    location into the row with the progress. Progress is best effort: a database outage skips
+    writes, never the generation."""
 
-    def __init__(self, store: JobStore, running: Running):
-        self.store, self.running = store, running
+    def __init__(self, store: JobStore, running: Running, preview: Callable[[Any], str | None] | None = None):
+        self.store, self.running, self.preview = store, running, preview
         self._last = self._down_until = 0.0
         self._started = self._ran = False
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
         first, ran = not self._started, progress.stage == "denoise" and not self._ran
-        if not (first or ran) and progress.stage == "denoise" and now - self._last < PROGRESS_EVERY_S:
+        shown = progress.preview is not None and self.preview is not None
+        if (
+            not (first or ran or shown)
+            and progress.stage == "denoise"
+            and now - self._last < PROGRESS_EVERY_S
+        ):
             return
         if now < self._down_until:
             return
         percent, info = progress_percent(progress), progress.as_dict()
+        location = self.preview(progress.preview) if shown else None  # type: ignore[misc]
         r = self.running
         try:
-            self.store.set_progress(r.request_id, percent, info, started=first, ran=ran, claim=r.claim)
+            self.store.set_progress(
+                r.request_id, percent, info, started=first, ran=ran, claim=r.claim, preview=location
+            )
         except StoreUnavailable:  # not marked as written: started / ran are sent again next time
             self._down_until = now + DOWN_SKIP_S
             return

@@ -9,6 +9,7 @@ workers table (jobs/directory.py).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wan_demo.core.plan import EngineInfo, plan_run
-from wan_demo.core.request import ValidRequest
+from wan_demo.core.request import ParentClip, ValidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
-from wan_demo.jobs.common import ACTIVE, Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.common import ACTIVE, Job, ParentUnavailable, QueueFull, Status, TooManyActive
 from wan_demo.jobs.directory import Directory
 from wan_demo.jobs.storage import Storage, make_storage
 from wan_demo.jobs.storage_common import write_durably
 from wan_demo.jobs.store import JobStore
+from wan_demo.media.clip import parent_from_result
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +87,24 @@ class JobService:
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
         image: SourceImage | None = None,
     ) -> Job:  # fmt: skip
-        """Plan (refusing what the engine cannot run), store the input, queue. Returns the job."""
+        """Plan (refusing what the engine cannot run), store the input, queue. Returns the job.
+        An extension's input is a copy of its parent MP4 (the parent may expire while it waits)."""
         plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
         per_owner = source == "rest"
         self.check_capacity(owner, per_owner)
         request_id = str(uuid.uuid4())
-        image = image or SourceImage(_png(request), "PNG")
-        location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
+        if request.parent is not None:
+            try:
+                location = self.storage.put_bytes(
+                    f"inputs/{request_id}.mp4", Path(request.parent.path).read_bytes()
+                )
+            except FileNotFoundError:
+                raise ParentUnavailable(
+                    "expired", "the video to extend was deleted (outputs expire)"
+                ) from None
+        else:
+            image = image or SourceImage(_png(request), "PNG")
+            location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
         params = request.params()
         job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, location,
                   est_seconds=plan.est_seconds)  # fmt: skip
@@ -104,6 +117,28 @@ class JobService:
         if self.worker is not None:
             self.worker.wake()
         return job
+
+    def parent(self, request_id: str, owner: str, folder: Path) -> ParentClip:
+        """A finished job of `owner` as a clip to extend; ParentUnavailable says why it cannot be.
+        Its MP4 is read where it is (local storage) or copied into `folder` (a bucket)."""
+        job = self.get(request_id, owner)
+        if job is None:
+            raise ParentUnavailable("not_found", f"no request {request_id[:64]!r} to extend for this caller")
+        if job.status != Status.SUCCESS:
+            raise ParentUnavailable(
+                "not_success", f"the request to extend is {job.status}; only a success can"
+            )
+        try:
+            meta = json.loads(self.storage.read_bytes(job.metadata_path or ""))
+            video = self.storage.local_path(job.video_path or "")
+            if video is None:
+                video = folder / f"{job.request_id}.mp4"
+                write_durably(video, self.storage.read_bytes(job.video_path or ""))
+            return parent_from_result(video, meta, job.request_id)
+        except FileNotFoundError:
+            raise ParentUnavailable("expired", "the video to extend was deleted (outputs expire)") from None
+        except (OSError, ValueError, KeyError, TypeError):  # a sidecar cut short by the sweeper or a crash
+            raise ParentUnavailable("expired", "the video to extend can no longer be read") from None
 
     def workers_alive(self) -> int:
         """Live workers (any process); an in-process worker counts even before its first beat."""

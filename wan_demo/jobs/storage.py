@@ -8,7 +8,7 @@ Two backends behind one small interface, chosen by `Settings.storage_url`:
   a file), then `put_file` uploads them and deletes the local copy.
 
 Keys name what a file is: `inputs/<request_id>.<ext>`, `outputs/ui/<id>.mp4`, `outputs/rest/<id>.jpg`,
-and for a live preview e.g. `outputs/<source>/<request_id>.preview.jpg`. REST outputs live under
+and for a live preview `outputs/<source>/<request_id>.preview.<n>.webp`. REST outputs live under
 `outputs/rest/` and UI outputs under `outputs/ui/`; only the local `output_dir/ui` folder is ever
 served by Gradio. The job store records locations (what `put_*` return); callers pass a location
 back to `read_bytes`, `reader`, `url`, `delete`. Constructing a storage opens nothing; `open()` does.
@@ -26,7 +26,7 @@ from typing import BinaryIO, Protocol
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.storage_common import check_key, write_durably
 
-OUTPUT_SUFFIXES = (".mp4", ".jpg", ".json", ".part")  # the local clean-up leaves other files alone
+OUTPUT_SUFFIXES = (".mp4", ".jpg", ".json", ".webp", ".part")  # the local clean-up leaves others alone
 
 
 class Storage(Protocol):

@@ -57,15 +57,16 @@ class JobStore(Protocol):
 
     def set_progress(
         self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False,
-        claim: Claim | None = None,
+        claim: Claim | None = None, preview: str | None = None,
     ) -> None:  # fmt: skip
         """`started`: the worker began (sets started_at); `ran`: the first denoising step finished,
-        so this run counts as an attempt."""
+        so this run counts as an attempt; `preview`: the storage location of the latest live preview
+        (preview_path; cleared again by release, recover and finish)."""
         ...
 
     def finish(self, request_id: str, status: Status, claim: Claim | None = None, **outcome: Any) -> bool:
-        """Record a terminal status; only a processing job can finish (terminal states never change).
-        True when this call finished it."""
+        """Record a terminal status (and clear preview_path); only a processing job can finish
+        (terminal states never change). True when this call finished it."""
         ...
 
     def cancel(self, request_id: str) -> Status | None:

@@ -48,6 +48,10 @@ MIGRATIONS = (
         seen_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 1 -> 2: the live preview of a processing job (its storage location)
+    """
+    ALTER TABLE requests ADD COLUMN preview_path TEXT;
+    """,
 )
 # The pick rule: which queued job runs next (oldest first); SKIP LOCKED passes over rows another
 # worker is claiming right now. One query, so a fairer rule can replace it.

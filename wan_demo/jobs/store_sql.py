@@ -80,31 +80,33 @@ class SqlJobStore(SqlReads):
         with self._tx() as db:
             db.execute(
                 "UPDATE requests SET status = ?, claims = CASE WHEN claims > 0 THEN claims - 1 ELSE 0 END,"
-                " started_at = NULL, lease_until = NULL, progress = 0, progress_info = '{}', updated_at = ?"
-                f" WHERE request_id = ? AND status = ?{held}",
+                " started_at = NULL, lease_until = NULL, progress = 0, progress_info = '{}',"
+                f" preview_path = NULL, updated_at = ? WHERE request_id = ? AND status = ?{held}",
                 [str(Status.QUEUED), time.time(), request_id, str(Status.PROCESSING), *args],
             )
 
     def set_progress(
         self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False,
-        claim: Claim | None = None,
+        claim: Claim | None = None, preview: str | None = None,
     ) -> None:  # fmt: skip
         now = time.time()
         start = ", started_at = COALESCE(started_at, ?)" if started else ""
         attempt = ", attempts = attempts + 1" if ran else ""
+        shown = ", preview_path = ?" if preview else ""
         held, held_args = self._held(claim)
         args = [
             percent,
             json_text(info),
             now,
             *([now] if started else []),
+            *([clean(preview)] if preview else []),
             request_id,
             str(Status.PROCESSING),
         ]
         with self._tx() as db:
             db.execute(
                 f"UPDATE requests SET progress = ?, progress_info = {self.JSON_PARAM}, updated_at = ?"
-                f"{start}{attempt} WHERE request_id = ? AND status = ?{held}",
+                f"{start}{attempt}{shown} WHERE request_id = ? AND status = ?{held}",
                 [*args, *held_args],
             )
 
@@ -118,6 +120,7 @@ class SqlJobStore(SqlReads):
             "updated_at": now,
             "completed_at": now,
             "lease_until": None,
+            "preview_path": None,  # a preview lives only while its job runs
             **outcome,
         }
         values = {k: clean(v) for k, v in values.items()}  # e.g. an error message quoting bad text
@@ -171,7 +174,7 @@ class SqlJobStore(SqlReads):
             ).rowcount
             requeued = db.execute(
                 "UPDATE requests SET status = ?, progress = 0, progress_info = '{}', started_at = NULL,"
-                f" lease_until = NULL, updated_at = ? WHERE {gone}",
+                f" lease_until = NULL, preview_path = NULL, updated_at = ? WHERE {gone}",
                 (str(Status.QUEUED), now, processing),
             ).rowcount
             db.execute(f"DELETE FROM workers WHERE seen_at < {self.NOW} - ?", (WORKER_FORGET_S,))

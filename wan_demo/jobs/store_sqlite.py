@@ -60,6 +60,10 @@ MIGRATIONS = (
         worker_id TEXT PRIMARY KEY, info TEXT NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL
     );
     """,
+    # 4 -> 5: the live preview of a processing job (its storage location)
+    """
+    ALTER TABLE requests ADD COLUMN preview_path TEXT;
+    """,
 )
 # The pick rule: which queued job runs next (oldest first). One query, so a fairer rule can replace it.
 PICK_NEXT = "SELECT request_id FROM requests WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1"

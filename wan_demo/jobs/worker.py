@@ -2,10 +2,10 @@
 
 It claims the next job from the store (the one queue shared by the UI, the Gradio API and REST,
 and by every worker process on the same database) under a lease that jobs/heartbeat.py renews,
-runs generate(), mirrors progress into the store, moves the outputs into storage and records the
-outcome. The store stays the source of truth: a crash at any point leaves a row whose lease runs
-out, and `store.recover` repairs it (requeued once, then worker_lost). When idle it reclaims
-expired leases and runs the clean-up sweeper (jobs.cleanup).
+runs generate(), mirrors progress and live previews (jobs/previews.py) into the store, moves the
+outputs into storage and records the outcome. The store stays the source of truth: a crash at any
+point leaves a row whose lease runs out, and `store.recover` repairs it (requeued once, then
+worker_lost). When idle it reclaims expired leases and runs the clean-up sweeper (jobs.cleanup).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
 from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
+from wan_demo.jobs.previews import PreviewSink
 from wan_demo.jobs.storage import Storage, make_storage
+from wan_demo.jobs.storage_common import write_durably
 from wan_demo.jobs.store import JobStore
+from wan_demo.media.clip import last_frame
 from wan_demo.media.image import load_stored
 from wan_demo.model.engine import Engine
 
@@ -125,16 +128,18 @@ class Worker:
             why = f"the stored request cannot be read ({job.damage})"
             self._record(job, Status.FAILED, error_code="damaged_record", error_message=why)
             return
+        settings = self.settings.replace(output_dir=output_dir(self.settings, job.source))
         try:
-            image = load_stored(self.storage.read_bytes(job.input_path))
-            request = ValidRequest.restore(job.params, image)
+            request, scratch = self._restore(job, Path(settings.output_dir))
         except (InvalidRequest, OSError) as e:
             self._record(job, Status.FAILED, error_code="invalid_input", error_message=str(e))
             return
         running = self._current = Running(job.request_id, claim_of(job))
-        settings = self.settings.replace(output_dir=output_dir(self.settings, job.source))
+        previews = PreviewSink(self.storage, job.source, job.request_id)
         try:
-            result = self.run(request, self.engine, settings, Reporter(self.store, running), running.stop)
+            result = self.run(
+                request, self.engine, settings, Reporter(self.store, running, previews), running.stop
+            )
         except GenerationCancelled:
             if running.lost:
                 return  # reclaimed: the run that took over records the outcome
@@ -149,9 +154,26 @@ class Worker:
                 log.exception("generation %s failed", job.request_id)
             self._record(job, Status.FAILED, error_code=code, error_message=str(e)[:500])
             return
+        finally:
+            previews.clear()  # a preview lives only while its job runs
+            if scratch is not None:
+                scratch.unlink(missing_ok=True)
         if not running.lost:
             self._record(job, Status.SUCCESS, **self._keep_outputs(result, job.source))
             self.engine.cost = calibrate(self.engine.cost, result)
+
+    def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
+        """The job's validated request. An extension's input is its parent MP4, whose last frame is
+        the start: read where it is, or fetched from the bucket into `folder` (returned, to delete)."""
+        if not job.params.get("parent"):
+            return ValidRequest.restore(
+                job.params, load_stored(self.storage.read_bytes(job.input_path))
+            ), None
+        path, scratch = self.storage.local_path(job.input_path), None
+        if path is None:
+            path = scratch = folder / f"{job.request_id}.parent.mp4"
+            write_durably(path, self.storage.read_bytes(job.input_path))
+        return ValidRequest.restore(job.params, last_frame(path), str(path)), scratch
 
     def _keep_outputs(self, result: GenerationResult, source: str) -> dict[str, object]:
         """Move the files into storage (local: already there) and describe the success."""

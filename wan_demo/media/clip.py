@@ -109,9 +109,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def parent_from_result(video: Path, sidecar: Path, request_id: str | None = None) -> ParentClip:
-    """One of our results as a clip to continue; its sidecar JSON gives the sizes and its lineage."""
-    meta = read_sidecar(sidecar)
+def parent_from_result(video: Path, meta: dict | Path, request_id: str | None = None) -> ParentClip:
+    """One of our results as a clip to continue; its sidecar JSON (the dict, or its file) gives the
+    sizes and its lineage."""
+    meta = meta if isinstance(meta, dict) else read_sidecar(meta)
     return ParentClip(
         path=str(video), num_frames=int(meta["num_frames"]), width=int(meta["width"]),
         height=int(meta["height"]), fps=int(meta["fps"]), source="result", request_id=request_id,

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
@@ -89,8 +89,8 @@ def build_app(service: RestService) -> FastAPI:
     def cancel_request(request_id: RequestId, request: Request, owner: str = caller):
         return service.view(service.cancel(request_id, owner), request)
 
-    def file_kw(media: str) -> dict:
-        return {"response_class": FileResponse, "responses": {200: {"content": {media: {}}}, **ERRORS}}
+    def file_kw(media: str, response: type = FileResponse) -> dict:
+        return {"response_class": response, "responses": {200: {"content": {media: {}}}, **ERRORS}}
 
     @app.get("/apikey/requests/{request_id}/video", name="video", **file_kw("video/mp4"))
     def video(request_id: RequestId, owner: str = caller):
@@ -99,6 +99,11 @@ def build_app(service: RestService) -> FastAPI:
     @app.get("/apikey/requests/{request_id}/thumbnail", name="thumbnail", **file_kw("image/jpeg"))
     def thumbnail(request_id: RequestId, owner: str = caller):
         return service.file(service.own(request_id, owner), "thumbnail")
+
+    @app.get("/apikey/requests/{request_id}/preview", name="preview", **file_kw("image/webp", Response))
+    def preview(request_id: RequestId, owner: str = caller):
+        """Live preview (animated WEBP) of a processing request; 409 before the first one and after."""
+        return service.preview(service.own(request_id, owner))
 
     @app.get("/apikey/models", response_model=ModelIds, **kw)
     def list_models(owner: str = caller):

@@ -28,13 +28,26 @@ STATUS_DOC = "queued | processing | success | failed | cancelled (the last three
 class SubmitPayload(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     prompt: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_PROMPT_CHARS})
-    path_input_image: str = Field(
+    path_input_image: str | None = Field(
+        None,
         description="base64 or data URI (JPEG/PNG/WEBP); an https URL when the server allows URL "
-        "inputs. Never read as a server path."
+        "inputs. Never read as a server path. Required unless parent_request_id is given.",
     )
     video_length: int = Field(5, description="seconds", json_schema_extra={"enum": list(VIDEO_LENGTHS_S)})
     prompt_extend: bool = False
     seed: int = Field(-1, description="-1 = random", json_schema_extra={"minimum": -1, "maximum": SEED_MAX})
+    # additive
+    prompt_2: str | None = Field(
+        None,
+        description="prompt of the second 5 s segment (video_length 10); empty = prompt",
+        json_schema_extra={"maxLength": MAX_PROMPT_CHARS},
+    )
+    parent_request_id: str | None = Field(
+        None,
+        description="extend this request (same key, status success): the outcome is its video followed "
+        "by video_length more seconds that start from its last frame; leave path_input_image out",
+        json_schema_extra={"maxLength": 64},
+    )
 
 
 class SubmitBody(BaseModel):
@@ -86,6 +99,9 @@ class RequestView(BaseModel):
     seed_used: int | None = None
     eta_s: float | None = Field(None, description="estimated seconds until done (queued or processing)")
     notice: str | None = Field(None, description="e.g. no worker is running: the request waits in the queue")
+    preview_url: str | None = Field(
+        None, description="live preview (animated WEBP) while processing; needs the same Bearer key"
+    )
 
 
 class RequestList(BaseModel):
@@ -140,9 +156,10 @@ def model_info() -> ModelInfo:
             "prompt": Parameter(type="string", required=True, constraints={"max_length": MAX_PROMPT_CHARS}),
             "path_input_image": Parameter(
                 type="string",
-                required=True,
+                required=False,
                 constraints={"formats": ["JPEG", "PNG", "WEBP"]},
-                description="base64 / data URI (https URL when enabled); aspect ratio kept in 480*832 px",
+                description="base64 / data URI (https URL when enabled); aspect ratio kept in 480*832 px; "
+                "required unless parent_request_id is given",
             ),
             "video_length": Parameter(
                 type="integer", required=False, default=5, constraints={"enum": [5, 10]}
@@ -150,6 +167,17 @@ def model_info() -> ModelInfo:
             "prompt_extend": Parameter(type="boolean", required=False, default=False),
             "seed": Parameter(
                 type="integer", required=False, default=-1, constraints={"min": -1, "max": SEED_MAX}
+            ),
+            "prompt_2": Parameter(
+                type="string",
+                required=False,
+                constraints={"max_length": MAX_PROMPT_CHARS},
+                description="prompt of the second 5 s segment of a 10 s clip",
+            ),
+            "parent_request_id": Parameter(
+                type="string",
+                required=False,
+                description="extend a successful request of the same key by video_length seconds",
             ),
         },
     )

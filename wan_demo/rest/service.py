@@ -8,20 +8,23 @@ ApiError(status, code, ...). Jobs are reached only through jobs.service.JobServi
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
+from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
-from wan_demo.jobs.common import Job, QueueFull, Status, TooManyActive
+from wan_demo.jobs.common import Job, ParentUnavailable, QueueFull, Status, TooManyActive
 from wan_demo.jobs.records import clean, clean_deep
 from wan_demo.jobs.service import JobService, SourceImage
-from wan_demo.rest.inputs import load_input_image
+from wan_demo.media.clip import last_frame
+from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
 from wan_demo.rest.schema import ErrorInfo, Outcome, RequestList, RequestView, SubmitBody
 
@@ -30,6 +33,13 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 30  # hint on 429: roughly one generation on a fast GPU
 CHUNK_BYTES = 1 << 20  # outputs from a bucket are streamed in 1 MiB pieces
 NO_WORKER_NOTICE = "no worker is running; the request waits in the queue until one starts"
+PARENT_FIELD = "payload.parent_request_id"
+# ParentUnavailable.reason -> (HTTP status, error code)
+PARENT_ERRORS = {
+    "not_found": (404, "parent_not_found"),
+    "not_success": (409, "parent_not_success"),
+    "expired": (410, "parent_expired"),
+}
 
 
 class ApiError(Exception):
@@ -59,20 +69,37 @@ class RestService:
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
         p = body.payload
-        with _refusals():
-            self.jobs.check_capacity(owner, per_owner=True)  # before the (possibly remote) image work
-        image = load_input_image(p.path_input_image, self.settings)
-        raw = GenerationRequest(image.image, p.prompt, p.video_length, p.seed, p.prompt_extend)
-        try:
-            valid = validate(raw)
-        except InvalidRequest as e:
-            raise InvalidRequest(f"payload.{e.field}", e.rule) from None
-        payload = dict(
-            prompt=valid.prompt, video_length=valid.video_length_s, prompt_extend=valid.prompt_extend,
-            seed=valid.seed, path_input_image=image.echo,
-        )  # fmt: skip
-        with _refusals():
-            return self.jobs.submit(valid, owner, "rest", payload, SourceImage(image.data, image.format))
+        with tempfile.TemporaryDirectory(prefix="wan-demo-parent-") as folder:  # a parent from a bucket
+            with _refusals():
+                self.jobs.check_capacity(owner, per_owner=True)  # before the (possibly remote) image work
+                image, parent = self._input(p, owner, Path(folder))
+            picture = image.image if image is not None else last_frame(Path(parent.path))  # type: ignore[union-attr]
+            raw = GenerationRequest(
+                picture, p.prompt, p.video_length, p.seed, p.prompt_extend, prompt_2=p.prompt_2, parent=parent
+            )
+            with _payload_fields():
+                valid = validate(raw)
+            payload = dict(
+                prompt=valid.prompt, video_length=valid.video_length_s, prompt_extend=valid.prompt_extend,
+                seed=valid.seed, path_input_image=image.echo if image else None,
+            )  # fmt: skip
+            extra = dict(prompt_2=valid.prompt_2, parent_request_id=p.parent_request_id)
+            payload.update({name: value for name, value in extra.items() if value is not None})
+            source = SourceImage(image.data, image.format) if image is not None else None
+            with _refusals(), _payload_fields():  # the plan may refuse the parent clip (size, fps)
+                return self.jobs.submit(valid, owner, "rest", payload, source)
+
+    def _input(self, p, owner: str, folder: Path) -> tuple[InputImage | None, ParentClip | None]:
+        """Exactly one input: an image, or a finished request of this key to extend."""
+        if p.parent_request_id is None:
+            if p.path_input_image is None:
+                rule = "is required (or give parent_request_id to extend a finished request)"
+                raise InvalidRequest("payload.path_input_image", rule)
+            return load_input_image(p.path_input_image, self.settings), None
+        if p.path_input_image is not None:
+            rule = "must be left out with parent_request_id (the parent's last frame is the start)"
+            raise InvalidRequest("payload.path_input_image", rule)
+        return None, self.jobs.parent(p.parent_request_id, owner, folder)
 
     def own(self, request_id: str, owner: str) -> Job:
         job = self.jobs.get(request_id, owner)
@@ -155,6 +182,7 @@ class RestService:
             seed_used=job.seed_used,
             eta_s=self.jobs.eta_s(job),
             notice=notice,
+            preview_url=self._preview_url(request, job),
         )
 
     def _url(self, request: Request, name: str, job: Job) -> str:
@@ -186,10 +214,31 @@ class RestService:
         body = iter(lambda: stream.read(CHUNK_BYTES), b"")
         return StreamingResponse(body, media_type=media, headers={**headers, "Content-Length": str(size)})
 
+    def _preview_url(self, request: Request, job: Job) -> str | None:
+        if job.status != Status.PROCESSING or not job.preview_path:
+            return None
+        path = request.url_for("preview", request_id=job.request_id).path
+        return (self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}") + path
+
+    def preview(self, job: Job) -> Response:
+        """The live preview while the job runs (a small file, read whole from storage)."""
+        if job.status != Status.PROCESSING:
+            raise ApiError(
+                409, "not_ready", f"request is {job.status}; a preview exists only while processing"
+            )
+        try:
+            data = self.jobs.storage.read_bytes(job.preview_path) if job.preview_path else b""
+        except OSError:  # replaced and removed between the row and the read
+            data = b""
+        if not data:
+            raise ApiError(409, "not_ready", "no preview yet; the first comes with the first denoising step")
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+        return Response(data, media_type="image/webp", headers=headers)
+
 
 @contextmanager
 def _refusals() -> Iterator[None]:
-    """The job service's capacity refusals as 429 ApiErrors with Retry-After."""
+    """The job service's refusals as ApiErrors: capacity (429 with Retry-After), parent to extend."""
     retry = {"Retry-After": str(RETRY_AFTER_S)}
     try:
         yield
@@ -197,6 +246,19 @@ def _refusals() -> Iterator[None]:
         raise ApiError(429, "too_many_active", str(e), headers=retry) from None
     except QueueFull as e:
         raise ApiError(429, "queue_full", str(e), headers=retry) from None
+    except ParentUnavailable as e:
+        status, code = PARENT_ERRORS[e.reason]
+        raise ApiError(status, code, str(e), PARENT_FIELD) from None
+
+
+@contextmanager
+def _payload_fields() -> Iterator[None]:
+    """Field names as the REST payload spells them (the clip to extend is parent_request_id here)."""
+    try:
+        yield
+    except InvalidRequest as e:
+        field = PARENT_FIELD if e.field == "video" else f"payload.{e.field}"
+        raise InvalidRequest(field, e.rule) from None
 
 
 def _int(value: float | None) -> int | None:
