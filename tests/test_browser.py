@@ -1,4 +1,5 @@
-"""Headless Chromium clicks through the page: upload, prompt, Generate, wait for the video.
+"""Headless Chromium clicks through the page: upload, prompt, Generate, wait for the video; watch the
+live preview change while it runs; Extend the result into a longer video.
 
 Uses Debian's /usr/bin/chromium through Python playwright (never `playwright install`). The
 screenshots land in tests/artifacts/ (gitignored) for a human to look at.
@@ -6,6 +7,7 @@ screenshots land in tests/artifacts/ (gitignored) for a human to look at.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,45 @@ def test_progress_shows_steps_and_cancel_ends_the_run(page):
     page.screenshot(path=str(ARTIFACTS / "ui_progress.png"), full_page=True)
     page.click("#cancel")
     page.wait_for_selector("text=/step \\d+\\/200/", state="detached")
+
+
+def preview_sources(page, until: str, timeout_s: float = 240) -> list[str]:
+    """Distinct sources the live preview showed before `until` (a JS condition) became true."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(until):
+        assert time.monotonic() < deadline, f"{until} never became true"
+        src = page.evaluate("document.querySelector('#preview img')?.getAttribute('src') ?? null")
+        if src and src not in seen:
+            seen.append(src)
+        time.sleep(0.2)
+    return seen
+
+
+def test_live_preview_changes_during_a_run_and_extend_makes_a_longer_video(page):
+    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
+    page.fill("#prompt textarea", "The sun slowly sinks into a calm sea")
+    page.fill("#seed input", "7")
+    if not page.is_visible("#steps input[type=number]"):
+        page.click("text=Advanced")
+    page.fill("#steps input[type=number]", "60")  # long enough on CPU for several previews
+    page.press("#steps input[type=number]", "Enter")
+    page.click("#video-length >> text=5")
+    page.click("#generate")
+    page.wait_for_selector("#preview img")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_preview.png"), full_page=True)
+    done = "document.querySelector('#seed-used input').value === '7'"
+    shown = preview_sources(page, done)
+    assert len(shown) >= 2, shown  # the picture forms: the preview was replaced while denoising
+    page.wait_for_selector("#output-video video[src]")
+    assert not page.is_visible("#preview")  # the video took its place
+    page.wait_for_function("document.querySelector('#output-video video').duration > 5")  # 81 frames
+    first = page.get_attribute("#output-video video", "src")
+    page.fill("#extend-prompt textarea", "The sky turns dark blue and the first stars appear")
+    page.fill("#steps input[type=number]", "4")
+    page.press("#steps input[type=number]", "Enter")
+    page.click("#extend")
+    longer = "first => (v => v && v.getAttribute('src') !== first && v.duration > 10)(document.querySelector('#output-video video'))"  # noqa: E501
+    page.wait_for_function(longer, arg=first, timeout=240_000)  # 161 frames at 16 fps = 10.06 s
+    page.screenshot(path=str(ARTIFACTS / "ui_extended.png"), full_page=True)

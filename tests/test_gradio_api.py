@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import httpx
+import imageio_ffmpeg
+import numpy as np
 import pytest
 from apitools import KEY_A, auth, b64_image, body, wait_status
 from conftest import make_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
+from PIL import Image
 from ui_server import running_app
 
 from wan_demo.core.settings import SEED_MAX
@@ -22,10 +25,12 @@ from wan_demo.media.video import count_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
-PARAMETERS = [
-    "image", "prompt", "prompt_extend", "seed", "video_length",
-    "negative_prompt", "steps", "guidance", "speed_mode",
+SETTINGS = [
+    "prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance", "speed_mode",
+    "prompt_2",
 ]  # fmt: skip
+PARAMETERS = ["image", *SETTINGS]
+RETURNS = ["Video", "Thumbnail", "Final prompt", "Seed used"]
 
 
 def readme_snippet(marker: str) -> str:
@@ -58,16 +63,19 @@ def mp4_count(app) -> int:
     return len(list((Path(app.settings.output_dir) / "ui").glob("*.mp4")))
 
 
-def test_api_lists_exactly_the_generate_endpoint(client):
+def test_api_lists_exactly_the_generate_and_extend_endpoints(client):
     info = client.view_api(print_info=False, return_format="dict")
-    assert list(info["named_endpoints"]) == ["/generate"]
+    assert list(info["named_endpoints"]) == ["/generate", "/extend"]
     assert info["unnamed_endpoints"] == {}
     endpoint = info["named_endpoints"]["/generate"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == PARAMETERS
-    assert [r["label"] for r in endpoint["returns"]] == ["Video", "Thumbnail", "Final prompt", "Seed used"]
+    assert [r["label"] for r in endpoint["returns"]] == RETURNS
     length = endpoint["parameters"][4]
     assert length["type"]["enum"] == ["5", "10"] and length["parameter_default"] == "5"
     assert "image-to-video" in endpoint["description"]
+    extend = info["named_endpoints"]["/extend"]
+    assert [p["parameter_name"] for p in extend["parameters"]] == ["video", *SETTINGS]
+    assert [r["label"] for r in extend["returns"]] == RETURNS and "Continue a video" in extend["description"]
 
 
 def test_generate_returns_a_5s_mp4_and_echoes_the_seed(client, picture, app):
@@ -177,6 +185,15 @@ def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):
     assert ".mp4" in printed and printed.rstrip().endswith(" 42")
 
 
+def test_readme_preview_and_extend_example_runs(app, monkeypatch, capsys):
+    code = readme_snippet("gradio-extend-example")
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(code.replace(README_URL, app.url), namespace)
+    assert capsys.readouterr().out.rstrip().endswith("The cat lies down and closes its eyes 2")
+    assert count_frames(Path(namespace["longer"]))[0] == 161
+
+
 def test_readme_curl_example_runs(app):
     script = readme_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -185,11 +202,12 @@ def test_readme_curl_example_runs(app):
     assert data[0]["path"].endswith(".mp4") and data[3] == 42
 
 
-def test_mcp_lists_generate_as_a_tool(app):
+def test_mcp_lists_generate_and_extend_as_tools(app):
     schema = httpx.get(app.url + "gradio_api/mcp/schema", timeout=10).json()
     tools = {tool["name"]: tool for tool in schema}
-    assert list(tools) == ["generate"]
+    assert list(tools) == ["generate", "extend"]
     assert "video_length" in tools["generate"]["inputSchema"]["properties"]
+    assert "video" in tools["extend"]["inputSchema"]["properties"]
 
 
 def test_cancel_stops_the_running_job_and_the_next_one_completes(client, picture, app):
@@ -205,3 +223,32 @@ def test_cancel_stops_the_running_job_and_the_next_one_completes(client, picture
     assert seed_used == 5
     # The worker runs one task at a time, so the cancelled one has ended: it wrote no video.
     assert mp4_count(app) == before + 1
+
+
+def decode(path: str) -> np.ndarray:
+    reader = imageio_ffmpeg.read_frames(path)
+    width, height = next(reader)["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
+
+
+def test_generate_streams_the_preview_then_extend_continues_the_result(client, picture, app):
+    """While it runs, the thumbnail slot carries live previews (animated WEBP); the final outputs are
+    unchanged. /extend then continues that video: its 81 frames unchanged, then 80 new ones."""
+    job = client.submit(handle_file(picture), "a cat walks", False, 9, "5", None, 30, api_name="/generate")
+    outputs = list(job)
+    video, thumbnail, final_prompt, seed_used = outputs[-1]
+    previews = [out[1] for out in outputs[:-1] if isinstance(out[1], str)]
+    assert previews, "no live preview reached the client"
+    with Image.open(previews[-1]) as shown:
+        assert shown.format == "WEBP" and shown.n_frames == 21
+    assert Path(thumbnail).read_bytes()[:2] == b"\xff\xd8" and (final_prompt, seed_used) == ("a cat walks", 9)
+    longer, _, prompt, seed = client.predict(handle_file(video), "the cat sits", seed=10, api_name="/extend")
+    assert (prompt, seed) == ("the cat sits", 10)
+    joined = decode(longer)
+    assert joined.shape[0] == 161
+    np.testing.assert_array_equal(joined[:81], decode(video))
+
+
+def test_extend_refuses_what_is_not_a_video(client, picture):
+    with pytest.raises(ValidationError, match="video: is not a readable video"):
+        client.predict(handle_file(picture), "next", api_name="/extend")

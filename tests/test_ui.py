@@ -37,7 +37,7 @@ def picture(tmp_path) -> str:
 def values(picture, **changes):
     base = dict(
         image=picture, prompt="a cat", prompt_extend=False, seed=7.0, video_length="10",
-        negative_prompt="", steps=0, guidance=0, speed_mode="auto",
+        negative_prompt="", steps=0, guidance=0, speed_mode="auto", prompt_2="",
     )  # fmt: skip
     base.update(changes)
     return [base[name] for name in INPUT_FIELDS]
@@ -54,7 +54,14 @@ def test_widget_values_become_a_request(picture):
 
 def test_zero_and_auto_mean_defaults(picture):
     request, _ = to_request(*values(picture))
-    assert (request.steps, request.guidance, request.speed_mode) == (None, None, None)
+    assert (request.steps, request.guidance, request.speed_mode, request.prompt_2) == (None, None, None, None)
+
+
+def test_second_prompt_is_passed_and_checked(picture):
+    request, _ = to_request(*values(picture, prompt_2="then it jumps"))
+    assert request.prompt_2 == "then it jumps"
+    verdicts = check_inputs(*values(picture, prompt_2="then it jumps", video_length="5"))
+    assert "use it with video_length 10" in verdicts[INPUT_FIELDS.index("prompt_2")]["message"]
 
 
 def test_missing_image_is_an_invalid_request(picture):

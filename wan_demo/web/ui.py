@@ -1,7 +1,10 @@
-"""Gradio Blocks UI: layout and event wiring only. Handlers live in web/handlers.py.
+"""Gradio Blocks UI: layout and event wiring only. Handlers live in web/api.py (the public API) and
+web/session.py (the page's own buttons).
 
-One public API endpoint, `/generate`; every other event is private. Every generation is a job in
-the one queue (jobs/) that the REST API shares; the worker runs one at a time.
+Two public API endpoints, `/generate` and `/extend`, on hidden triggers (their outputs are the plain
+four, with the live preview streamed in the thumbnail slot); the page's buttons are private events
+that show the preview where the video will appear. Every generation is a job in the one queue
+(jobs/) that the REST API shares; the worker runs one at a time.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
 from wan_demo.jobs.service import JobService
+from wan_demo.web import session
+from wan_demo.web.api import example_runner, make_extend, make_generate
 from wan_demo.web.components import guarded_upload
-from wan_demo.web.handlers import AUTO, check_inputs, example_runner, make_generate
+from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
@@ -26,9 +31,11 @@ CSS = """
 """
 TITLE = "Wan2.1 image-to-video (14B, 480P)"
 INTRO = (
-    "Upload a picture, describe the motion, press **Generate**. A 5 s clip is 81 frames at 16 fps "
-    "(480P, aspect ratio kept); 10 s chains two 5 s passes. Use the API link at the bottom to call "
-    "`/generate` from code or as an MCP tool."
+    "Upload a picture, describe the motion, press **Generate**: a live preview forms where the video "
+    "will appear. A 5 s clip is 81 frames at 16 fps (480P, aspect ratio kept); 10 s chains two 5 s "
+    "passes (optionally with a second prompt). **New seed** re-rolls, **Use last frame** makes the "
+    "result's last frame the input, **Extend** continues the result with the next prompt. Use the API "
+    "link at the bottom to call `/generate` and `/extend` from code or as MCP tools."
 )
 
 
@@ -78,12 +85,30 @@ def _inputs(engine) -> list[gr.components.Component]:
             modes, value=AUTO, label="Speed mode (fast = step-distilled LoRA, 4 steps)",
             visible=engine.fast_available,
         )  # fmt: skip
-    return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode]
+        prompt_2 = gr.Textbox(
+            label="Second prompt (10 s clips: the second 5 s; empty = the same prompt)", lines=2,
+            elem_id="prompt-2",
+        )  # fmt: skip
+    return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode, prompt_2]
 
 
-def _outputs() -> list[gr.components.Component]:
-    """Video, thumbnail, final prompt, seed used: the /generate outputs, in API order."""
+def _outputs() -> tuple[list[gr.components.Component], ...]:
+    """The status line and the live preview; video, thumbnail, final prompt, seed used (the API
+    outputs, in API order); the result's actions (New seed, Use last frame, next prompt, Extend)."""
+    status = gr.Markdown("", elem_id="status")  # the page's progress line (see session.ui_stream)
+    preview = gr.Image(
+        label="Live preview (the denoiser's current estimate, low resolution)", type="filepath",
+        interactive=False, visible=False, elem_id="preview", height=360,
+    )  # fmt: skip
     video = gr.Video(label="Video", elem_id="output-video", interactive=False, autoplay=True, loop=True)
+    with gr.Row():
+        new_seed = gr.Button("New seed", size="sm", elem_id="new-seed")
+        use_last = gr.Button("Use last frame", size="sm", elem_id="use-last-frame")
+    with gr.Row(equal_height=True):
+        next_prompt = gr.Textbox(
+            label="Next prompt", lines=1, scale=4, elem_id="extend-prompt", placeholder="What happens next?"
+        )
+        extend = gr.Button("Extend", scale=1, elem_id="extend")
     with gr.Row():
         thumbnail = gr.Image(
             label="Thumbnail", type="filepath", interactive=False, elem_id="thumbnail", height=160
@@ -92,7 +117,11 @@ def _outputs() -> list[gr.components.Component]:
             label="Seed used", placeholder="after a run", precision=0, interactive=False, elem_id="seed-used"
         )
     final_prompt = gr.Textbox(label="Final prompt", interactive=False, lines=3, elem_id="final-prompt")
-    return [video, thumbnail, final_prompt, seed_used]
+    return (
+        [status, preview],
+        [video, thumbnail, final_prompt, seed_used],
+        [new_seed, use_last, next_prompt, extend],
+    )
 
 
 def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blocks:
@@ -110,15 +139,29 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
             with gr.Column(scale=1):
-                outputs = _outputs()
-        generate = make_generate(jobs)
+                (status, preview), outputs, (new_seed, use_last, next_prompt, extend) = _outputs()
+        shown = gr.State(None)  # the job id of the result on the page (Extend, Use last frame)
+        ui_outputs = [status, preview, *outputs, shown]
         # Handlers only follow their job; the worker runs one at a time, so they need not queue here.
-        event = generate_btn.click(
-            generate, inputs, outputs, api_name="generate", api_visibility="public", validator=check_inputs,
-            concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1,
-            show_progress_on=outputs[0],
-        )  # fmt: skip
-        cancel_btn.click(None, cancels=[event], api_visibility="private", queue=False)
+        run = dict(concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1)
+        page = dict(api_visibility="private", show_progress="hidden", **run)  # the status line shows it
+        extend_inputs = [shown, next_prompt, *inputs[2:]]  # the result shown + the next prompt
+        events = [
+            generate_btn.click(session.make_run(jobs), inputs, ui_outputs, validator=check_inputs, **page),
+            new_seed.click(session.make_run(jobs, new_seed=True), inputs, ui_outputs, validator=check_inputs,
+                           **page),
+            extend.click(session.make_extend_result(jobs), extend_inputs, ui_outputs, **page),
+        ]  # fmt: skip
+        use_last.click(session.make_use_last_frame(jobs), shown, inputs[0], api_visibility="private")
+        cancel_btn.click(session.at_rest, None, [status, preview, outputs[0]], cancels=events,
+                         api_visibility="private", queue=False)  # fmt: skip
+        # The public API: plain outputs, on triggers nobody clicks (the page uses the events above).
+        api = dict(api_visibility="public", **run)
+        generate = make_generate(jobs)
+        api_generate, api_extend = gr.Button(visible=False), gr.Button(visible=False)
+        api_generate.click(generate, inputs, outputs, api_name="generate", validator=check_inputs, **api)
+        api_extend.click(make_extend(jobs), [outputs[0], *inputs[1:]], outputs, api_name="extend",
+                         validator=check_extend_inputs, **api)  # fmt: skip
         rows = load_examples()
         if rows:
             image, prompt, _, seed, length = inputs[:5]
