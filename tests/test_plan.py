@@ -15,7 +15,7 @@ from wan_demo.core.plan import (
     plan_run,
     resolve_mode,
 )
-from wan_demo.core.request import GenerationResult, InvalidRequest
+from wan_demo.core.request import GenerationResult, InvalidRequest, ParentClip
 from wan_demo.core.settings import MAX_AREA, SEED_MAX, Settings
 
 FAST = EngineInfo(fast_available=True)
@@ -99,3 +99,16 @@ def test_calibrate_blends_the_measured_forward_time():
     assert calibrate(DEFAULT_COST, result, weight=0.5).forward_s == pytest.approx(
         (DEFAULT_COST.forward_s + cost.forward_s) / 2
     )
+
+
+def test_an_extension_keeps_its_parents_size_and_adds_80_frames_per_segment():
+    parent = ParentClip("p.mp4", num_frames=81, width=832, height=480, fps=16, source="result")
+    five = plan(size=(832, 480), parent=parent)
+    assert (five.width, five.height, five.parent_frames, five.num_frames) == (832, 480, 81, 161)
+    ten = plan(size=(832, 480), parent=parent, video_length_s=10)
+    assert (ten.segments, ten.num_frames, ten.forwards) == (2, 81 + 160, five.forwards * 2)
+    with pytest.raises(InvalidRequest, match="video: is 24 fps; this server continues 16 fps videos"):
+        plan(size=(832, 480), parent=ParentClip("p.mp4", 81, 832, 480, 24, "upload"))
+    small = EngineInfo(max_area=64 * 64)
+    with pytest.raises(InvalidRequest, match="larger than this model's 4096 pixels"):
+        plan(size=(832, 480), parent=parent, engine=small)

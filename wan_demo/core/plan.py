@@ -163,6 +163,9 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
     steps = request.steps or mode.steps
     guidance = mode.guidance if request.guidance is None else request.guidance
     width, height, parent_frames = _size_of(request, engine)
+    fps = settings.fps or FPS
+    if request.parent is not None and request.parent.fps != fps:  # the streams are joined as they are
+        raise InvalidRequest("video", f"is {request.parent.fps} fps; this server continues {fps} fps videos")
     segments = segments_for(request.video_length_s)
     forwards = steps * segments * (2 if guidance > 1.0 else 1)
     # extending: every new segment's first frame repeats the frame before it, so each adds 80
@@ -175,7 +178,7 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
         frames_per_segment=SEGMENT_FRAMES,
         num_frames=num_frames,
         parent_frames=parent_frames,
-        fps=settings.fps or FPS,
+        fps=fps,
         steps=steps,
         guidance=guidance,
         shift=mode.shift,
