@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from apitools import api_settings, serve
 
+from wan_demo.media.video import count_frames
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## REST API"
 
@@ -31,7 +33,8 @@ def test_readme_curl_examples_run(engine, tmp_path):
     script = curl_block()
     assert "export WAN=http://127.0.0.1:7860 WAN_KEY=change-me" in script
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    with serve(api_settings(tmp_path, api_keys="change-me"), engine) as (url, _service, _worker):
+    # 10 steps: the extension runs long enough on CPU for the script to see its live preview
+    with serve(api_settings(tmp_path, api_keys="change-me", steps=10), engine) as (url, _service, _worker):
         script = script.replace("WAN=http://127.0.0.1:7860", f"WAN={url}", 1)
         run = subprocess.run(
             ["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=180
@@ -44,3 +47,6 @@ def test_readme_curl_examples_run(engine, tmp_path):
     assert (tmp_path / "video.mp4").read_bytes()[4:8] == b"ftyp"
     assert (tmp_path / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert '"code":"not_cancellable"' in run.stdout
+    preview = (tmp_path / "preview.webp").read_bytes()
+    assert preview[:4] == b"RIFF" and preview[8:12] == b"WEBP"  # the extension's live preview
+    assert count_frames(tmp_path / "joined.mp4")[0] == 161  # the 81 frames of video.mp4, then 80 new

@@ -35,6 +35,8 @@ def test_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["five"].num_frames == 81 and namespace["five"].seed_used == 42
     assert namespace["ten"].num_frames == 161 and namespace["ten"].video_path.exists()
+    assert namespace["longer"].num_frames == 161 and namespace["longer"].lineage["parent"]["num_frames"] == 81
+    assert any(preview is not None for preview in namespace["previews"])  # the first step brings one
 
 
 @pytest.mark.parametrize("name", [f.name for f in fields(Settings)])
