@@ -126,7 +126,7 @@ def test_non_image_upload_names_the_rule_not_server_internals(client, app, tmp_p
     url = app.url.rstrip("/")
     uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("x.png", b"\x89PNG broken")}).json()[0]
     image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
-    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto"]
+    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto", ""]  # all 10 /generate parameters
     raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": data}, timeout=30)
     assert raw.status_code == 400 and "not a readable JPEG, PNG or WEBP image" in raw.text
     for leak in (uploaded, "/tmp", "check_inputs", "Original error", "index 0", "UnidentifiedImageError"):
