@@ -12,7 +12,8 @@ import torch
 from conftest import ask
 from PIL import Image
 
-from wan_demo.generate import generate
+from wan_demo.core.plan import plan_run
+from wan_demo.generate import StepReporter, generate
 from wan_demo.media.preview import (
     WAN21_LATENT_RGB_BIAS,
     WAN21_LATENT_RGB_FACTORS,
@@ -75,6 +76,14 @@ def test_generate_reports_a_preview_while_denoising(engine, settings, image):
     assert not np.array_equal(shown[0].preview, shown[1].preview)  # the picture changes as it forms
     assert "preview" not in shown[0].as_dict()  # pixels never go into the job row
     assert result.timings_s["preview"] >= 0 and result.num_frames == 81
-    quiet = []
-    generate(ask(image, "a cat walks", seed=2), engine, settings.replace(preview_every_s=0), quiet.append)
-    assert all(p.preview is None for p in quiet)  # 0 = off
+
+
+@pytest.mark.parametrize("every, shown", [(0.0, [None, None]), (3600.0, ["frames", None])])
+def test_previews_are_throttled_and_zero_turns_them_off(engine, settings, image, every, shown):
+    reports = []
+    plan = plan_run(ask(image, "x"), settings, engine.plan_info())
+    steps = StepReporter(reports.append, None, plan, preview_every_s=every)
+    for done in (1, 2):
+        steps.latents(lambda: np.zeros((16, 21, 6, 8), np.float32))  # what the pipeline hands over
+        steps(done)
+    assert ["frames" if p.preview is not None else None for p in reports] == shown
