@@ -124,3 +124,38 @@ def test_ui_jobs_get_local_copies_from_the_bucket(engine, tmp_path, s3):
 def test_unknown_storage_url_is_refused(tmp_path):
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         make_storage(api_settings(tmp_path, storage_url="ftp://x"))
+
+
+def test_s3_live_preview_and_extend_through_the_bucket(engine, tmp_path, s3, monkeypatch):
+    """Previews are bucket objects served by preview_url while the job runs and deleted at its end;
+    extending a request copies the parent MP4 from the bucket into the new job's input."""
+    from apitools import paused_generation
+
+    from wan_demo.media.video import count_frames
+
+    settings = api_settings(tmp_path, storage_url=f"s3://{BUCKET}/run2")
+    with (
+        serve(settings, engine) as (url, _service, _worker),
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        with paused_generation(monkeypatch) as (reached, release):
+            rid = client.post(f"{BASE}/requests", json=body(b64_image(make_image())), headers=auth()).json()
+            rid = rid["request_id"]
+            assert reached.wait(60)
+            view = client.get(f"{BASE}/requests/{rid}", headers=auth()).json()
+            assert objects(s3, "run2/outputs/rest/") == [f"run2/outputs/rest/{rid}.preview.1.webp"]
+            shown = client.get(view["preview_url"], headers=auth())
+            assert shown.status_code == 200 and shown.content[8:12] == b"WEBP"
+            release.set()
+        assert wait_status(client, f"{BASE}/requests/{rid}", ("success", "failed"))["status"] == "success"
+        assert not [n for n in objects(s3, "run2/outputs/") if ".preview." in n]  # gone with the run
+        extend = {"prompt": "then it rains", "parent_request_id": rid}
+        xid = client.post(f"{BASE}/requests", json={**body(""), "payload": extend}, headers=auth()).json()
+        xid = xid["request_id"]
+        assert f"run2/inputs/{xid}.mp4" in objects(s3, "run2/inputs/")
+        done = wait_status(client, f"{BASE}/requests/{xid}", ("success", "failed"))
+        assert done["status"] == "success", done
+        joined = tmp_path / "joined.mp4"
+        joined.write_bytes(client.get(done["outcome"]["video_url"], headers=auth()).content)
+        assert count_frames(joined)[0] == 161
+        assert not list((tmp_path / "outputs").rglob("*.mp4"))  # the parent's scratch copy is gone too
