@@ -1,9 +1,9 @@
 """JobService: the one interface the UI, the Gradio API and the REST API use for jobs.
 
 Submit (capacity checks, input image kept durably, row committed before the caller answers),
-look up, list, cancel, queue position and ETA, and the job's files (jobs/storage.py). The web and
-REST layers never touch the store. On an API node (no model) the engine info comes from the
-workers table (jobs/directory.py).
+look up, list, cancel, delete (row and files), queue position and ETA, and the job's files
+(jobs/storage.py). The web and REST layers never touch the store. On an API node (no model) the
+engine info comes from the workers table (jobs/directory.py).
 """
 
 from __future__ import annotations
@@ -168,6 +168,26 @@ class JobService:
         if before == Status.PROCESSING and self.worker is not None:
             self.worker.interrupt(request_id)  # in-process: at once; other workers poll the flag
         return before
+
+    def delete(self, request_id: str, owner: str) -> bool:
+        """Remove a job of `owner` with its files (video, thumbnail, sidecar, stored input, and a UI
+        job's local copies of bucket files). A queued or running job is cancelled first (a running
+        one stops at its next step and writes nothing). False for an unknown or foreign id."""
+        job = self.get(request_id, owner)
+        if job is None:
+            return False
+        if job.status in ACTIVE:
+            self.cancel(request_id, owner)
+        self.store.delete([request_id])
+        roots = (Path(self.settings.output_dir).resolve(), self.inputs_dir.resolve())
+        for location in (job.video_path, job.thumbnail_path, job.metadata_path, job.input_path):
+            local = self.storage.local_path(location) if location else None
+            if local is None and location:
+                self.storage.delete(location)  # a bucket object
+                local = Path(self.settings.output_dir) / "ui" / location.rsplit("/", 1)[-1]  # its copy
+            if local is not None and any(local.resolve().is_relative_to(root) for root in roots):
+                local.unlink(missing_ok=True)  # only files inside our own folders
+        return True
 
     def position(self, job: Job) -> int | None:
         """1-based place in the queue, 0 while running, None once finished."""

@@ -24,6 +24,8 @@ METADATA_KEY = "comment"  # MP4 udta tag that ffmpeg writes and reads back
 THUMBNAIL_QUALITY = 90  # JPEG quality, 0-100
 VIDEO_QUALITY = 5  # imageio-ffmpeg VBR scale 0-10, as diffusers' export_to_video
 JOIN_TIMEOUT_S = 120.0  # a stream copy of <= 70 s of 480P video takes well under a second
+MAX_PROBE_BYTES = 200 * 2**20  # metadata reads refuse larger files (ours are a few MB)
+PROBE_TIMEOUT_S = 10.0  # an ffmpeg metadata read of an untrusted file gets this long
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -121,17 +123,43 @@ def _shape(frames: Sequence[np.ndarray]) -> str:
     return str(getattr(frames[0], "shape", "?")) if len(frames) else "nothing"
 
 
-def read_mp4_metadata(path: Path) -> dict[str, Any]:
-    """The JSON stored by write_mp4, read back with the bundled ffmpeg."""
-    out = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    for line in _unescape_ffmetadata(out):
+class NoMetadata(ValueError):
+    """The file is not an MP4 carrying our settings JSON (or could not be read safely)."""
+
+
+def read_mp4_metadata(path: Path, max_bytes: int = MAX_PROBE_BYTES) -> dict[str, Any]:
+    """The JSON stored by write_mp4, read back with the bundled ffmpeg. Safe on untrusted uploads:
+    size capped, the file must open like an MP4 (an `ftyp` box), ffmpeg is held to its MP4 demuxer
+    with local-file access only (so no playlist or URL inside can make it open anything else) and
+    to a time limit. Raises NoMetadata."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        raise NoMetadata(f"cannot read the file ({type(e).__name__})") from None
+    if size > max_bytes or head[4:8] != b"ftyp":
+        raise NoMetadata("not an MP4 file" if head[4:8] != b"ftyp" else f"larger than {max_bytes} bytes")
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-protocol_whitelist", "file",
+        "-f", "mov", "-i", str(path), "-f", "ffmetadata", "-",
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as e:
+        raise NoMetadata(f"ffmpeg could not read it ({type(e).__name__})") from None
+    for line in _unescape_ffmetadata(out.decode("utf-8", errors="replace")):
         key, _, value = line.partition("=")
         if key == METADATA_KEY:
-            return json.loads(value)
-    raise KeyError(f"no {METADATA_KEY!r} metadata in {path}")
+            try:
+                data = json.loads(value)
+            except ValueError:
+                break
+            if isinstance(data, dict):
+                return data
+            break
+    raise NoMetadata(f"no {METADATA_KEY!r} settings JSON in the file")
 
 
 def _unescape_ffmetadata(text: str) -> list[str]:

@@ -15,6 +15,7 @@ import gradio as gr
 from wan_demo.jobs.service import JobService
 from wan_demo.web.follow import Follow
 from wan_demo.web.handlers import AUTO, Outputs, outputs_of, submit, submit_extend
+from wan_demo.web.owners import api_owner
 
 
 def api_stream(follow: Follow) -> Iterator[Outputs]:
@@ -63,7 +64,7 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             While it runs, the thumbnail slot streams a live preview (animated WEBP).
         """
         values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
-        job = submit(jobs, (image, *values, prompt_2))
+        job = submit(jobs, (image, *values, prompt_2), api_owner())  # a one-off owner
         yield from api_stream(Follow(jobs, job, progress))
 
     return generate
@@ -105,7 +106,7 @@ def make_extend(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             streams a live preview (animated WEBP).
         """
         values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
-        job = submit_extend(jobs, video, (*values, prompt_2))
+        job = submit_extend(jobs, video, (*values, prompt_2), api_owner())
         yield from api_stream(Follow(jobs, job, progress))
 
     return extend

@@ -22,7 +22,7 @@ from wan_demo.media.image import decode_image, probe_image
 from wan_demo.web.uploads import probe_upload, upload_parent
 
 AUTO = "auto"  # speed-mode choice meaning "the server's default"
-UI_OWNER = "ui"  # all UI and Gradio API jobs share one owner (per-user history: issue 13)
+UI_OWNER = "ui"  # New seed, Use last frame and Extend still share one owner (see web/owners.py)
 
 # The order of the /generate and /extend parameters; validators map InvalidRequest.field onto these.
 SETTINGS_FIELDS = (
@@ -109,19 +109,20 @@ def check_extend_inputs(video: str | None, *values) -> list[dict]:
     return _verdicts(EXTEND_FIELDS, check)
 
 
-def submit(jobs: JobService, values: tuple) -> Job:
-    """Validate once and queue; errors become gr.Error with the rule."""
+def submit(jobs: JobService, values: tuple, owner: str) -> Job:
+    """Validate once and queue for `owner` (web/owners.py); errors become gr.Error with the rule."""
     with refusals():
         request, data = to_request(*values)
         source = SourceImage(data, request.image.format)  # kept as uploaded, not re-encoded
-        return jobs.submit(validate(request), UI_OWNER, "ui", image=source)
+        return jobs.submit(validate(request), owner, "ui", image=source)
 
 
-def submit_extend(jobs: JobService, video: str | None, values: tuple) -> Job:
-    """An uploaded video (or one of our results, recognised by its bytes) plus the settings, queued."""
+def submit_extend(jobs: JobService, video: str | None, values: tuple, owner: str) -> Job:
+    """An uploaded video (or one of our results, recognised by its bytes) plus the settings, queued
+    for `owner`."""
     with refusals(), tempfile.TemporaryDirectory(prefix="wan-demo-upload-") as tmp:
         parent, last = upload_parent(jobs, video, Path(tmp))
-        return jobs.submit(validate(settings_request(last, *values, parent=parent)), UI_OWNER, "ui")
+        return jobs.submit(validate(settings_request(last, *values, parent=parent)), owner, "ui")
 
 
 @contextmanager

@@ -4,7 +4,8 @@ web/session.py (the page's own buttons).
 Two public API endpoints, `/generate` and `/extend`, on hidden triggers (their outputs are the plain
 four, with the live preview streamed in the thumbnail slot); the page's buttons are private events
 that show the preview where the video will appear. Every generation is a job in the one queue
-(jobs/) that the REST API shares; the worker runs one at a time.
+(jobs/) that the REST API shares; the worker runs one at a time. The page's memory (history, `?job=`
+links, restore, copy as code) is laid out and wired in web/panels.py.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
 from wan_demo.jobs.service import JobService
-from wan_demo.web import session
+from wan_demo.web import panels, session
 from wan_demo.web.api import example_runner, make_extend, make_generate
 from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
+from wan_demo.web.owners import oauth_enabled
+from wan_demo.web.page import Page
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
@@ -132,13 +135,18 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
         banner = gr.Markdown(text, elem_id="banner", elem_classes=classes)
         if settings.role == "api":  # no model here: show what the workers run now, at each page load
             demo.load(lambda: _banner_now(jobs), None, banner, api_visibility="private", queue=False)
+        if oauth_enabled():
+            gr.LoginButton()  # the logged-in Hugging Face user owns their history
+        token, view, job_box = panels.identity()
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 inputs = _inputs(engine)
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                code_btn, codes = panels.code_panel()
             with gr.Column(scale=1):
+                message = gr.Markdown("", elem_id="job-message")
                 (status, preview), outputs, (new_seed, use_last, next_prompt, extend) = _outputs()
         shown = gr.State(None)  # the job id of the result on the page (Extend, Use last frame)
         ui_outputs = [status, preview, *outputs, shown]
@@ -146,8 +154,17 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
         run = dict(concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1)
         page = dict(api_visibility="private", show_progress="hidden", **run)  # the status line shows it
         extend_inputs = [shown, next_prompt, *inputs[2:]]  # the result shown + the next prompt
+        gallery, page_label, buttons, restore_file = panels.history_panel()
+        memory = panels.Memory(
+            token, view, job_box, message, gallery, page_label, gr.State(0), gr.State([]),
+            {**buttons, "code": code_btn}, restore_file, codes,
+        )  # fmt: skip
+        # Generate and Cancel: the visitor's job, followed from the store (web/page.py, web/panels.py)
+        visitor = Page(jobs, settings, engine.fast_available, settings.model)
+        panels.wire_load(
+            demo, visitor, memory, panels.wire(visitor, memory, inputs[:9], outputs, generate_btn, cancel_btn)
+        )
         events = [
-            generate_btn.click(session.make_run(jobs), inputs, ui_outputs, validator=check_inputs, **page),
             new_seed.click(session.make_run(jobs, new_seed=True), inputs, ui_outputs, validator=check_inputs,
                            **page),
             extend.click(session.make_extend_result(jobs), extend_inputs, ui_outputs, **page),

@@ -1,0 +1,129 @@
+""" "Copy as code": the current form as ready-to-run snippets, in the README's shapes (sections
+"Web UI and Gradio API", "REST API", "Generate from Python").
+
+Values are written as literals by the language's own quoting (Python `repr`, JSON, then POSIX
+shell quoting with shlex.quote), so quotes, backslashes, newlines and any Unicode in a prompt give
+code that runs as shown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from wan_demo.core.settings import API_MODEL_ID
+
+IMAGE_MARK = "@@IMAGE@@"  # where the base64 of the picture goes in the REST body
+HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+DEFAULT_URL = "http://127.0.0.1:7860/"
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """The /generate inputs after the image, as the widgets hold them (0 / "" / "auto" = default)."""
+
+    prompt: str
+    prompt_extend: bool
+    seed: int
+    video_length: str  # "5" | "10"
+    negative_prompt: str
+    steps: int
+    guidance: float
+    speed_mode: str
+
+    @classmethod
+    def from_widgets(cls, prompt, extend, seed, length, negative, steps, guidance, mode) -> FormValues:
+        return cls(
+            prompt=prompt or "", prompt_extend=bool(extend), seed=-1 if seed is None else int(seed),
+            video_length=str(length or "5"), negative_prompt=negative or "", steps=int(steps or 0),
+            guidance=float(guidance or 0), speed_mode=mode or "auto",
+        )  # fmt: skip
+
+
+def image_name(path: str | None) -> str:
+    """The picture's file name for the snippet (the user has it under that name), or a stand-in."""
+    name = PurePath(path).name if path else ""
+    return name or "input.jpg"
+
+
+def base_url(public_url: str, host: str | None, scheme: str | None) -> str:
+    """Where this server answers: Settings.public_url, else the Host the browser used."""
+    if public_url:
+        return public_url.rstrip("/") + "/"
+    if host and HOST_RE.fullmatch(host):
+        return f"{'https' if scheme == 'https' else 'http'}://{host}/"
+    return DEFAULT_URL
+
+
+def gradio_client_snippet(v: FormValues, url: str, image: str) -> str:
+    args = {"image": f"handle_file({image!r})"}
+    for name in ("prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance"):
+        args[name] = repr(getattr(v, name))
+    args["speed_mode"] = repr(v.speed_mode)
+    lines = "".join(f"    {name}={value},\n" for name, value in args.items())
+    return (
+        "from gradio_client import Client, handle_file\n\n"
+        f"client = Client({url!r})\n"
+        "video, thumbnail, final_prompt, seed_used = client.predict(\n"
+        f'{lines}    api_name="/generate",\n)\n'
+        "print(video, thumbnail, final_prompt, seed_used)\n"
+    )
+
+
+def rest_curl_snippet(v: FormValues, url: str, image: str) -> str:
+    payload = {
+        "prompt": v.prompt, "path_input_image": IMAGE_MARK, "video_length": int(v.video_length),
+        "seed": v.seed, "prompt_extend": v.prompt_extend,
+    }  # fmt: skip
+    body = json.dumps({"model": API_MODEL_ID, "payload": payload}, ensure_ascii=False)
+    before, after = body.split(json.dumps(IMAGE_MARK))
+    data = shlex.quote(before + '"') + f'"$(base64 -w0 {shlex.quote(image)})"' + shlex.quote('"' + after)
+    note = ""
+    if v.negative_prompt or v.steps or v.guidance or v.speed_mode != "auto":
+        note = "# REST has no negative prompt, steps, guidance or speed mode: the server's defaults apply.\n"
+    return (
+        f"export WAN={shlex.quote(url.rstrip('/'))} WAN_KEY=change-me  # a key from WAN_DEMO_API_KEYS\n{note}"
+        'curl -sS "$WAN/api/v1/apikey/requests" -H "Authorization: Bearer $WAN_KEY" '
+        '-H "Content-Type: application/json" \\\n'
+        f"  -d {data}\n"
+        "# then poll GET $WAN/api/v1/apikey/requests/<request_id> (see the README's REST API section)\n"
+    )
+
+
+def python_snippet(v: FormValues, image: str, model: str) -> str:
+    fields: dict[str, Any] = {
+        "prompt": v.prompt, "video_length_s": int(v.video_length), "seed": v.seed,
+        "prompt_extend": v.prompt_extend, "negative_prompt": v.negative_prompt or None,
+        "steps": v.steps or None, "guidance": v.guidance or None,
+        "speed_mode": None if v.speed_mode == "auto" else v.speed_mode,
+    }  # fmt: skip
+    lines = "".join(f"        {name}={value!r},\n" for name, value in fields.items())
+    return (
+        "from PIL import Image\n\n"
+        "from wan_demo.core.request import GenerationRequest\n"
+        "from wan_demo.core.settings import Settings\n"
+        "from wan_demo.core.validate import validate\n"
+        "from wan_demo.generate import generate\n"
+        "from wan_demo.model.engine import load_engine\n\n"
+        f"settings = Settings(model={model!r})\n"
+        "engine = load_engine(settings)\n"
+        f"image = Image.open({image!r})\n"
+        "# validate() checks every field once (InvalidRequest names the field and the rule)\n"
+        "request = validate(\n    GenerationRequest(\n        image,\n"
+        f"{lines}    )\n)\n"
+        "result = generate(request, engine, settings)\n"
+        "print(result.video_path, result.num_frames, result.seed_used)\n"
+    )
+
+
+def snippets(v: FormValues, url: str, image: str, model: str) -> tuple[str, str, str]:
+    """(gradio_client, REST curl, Python generate()) for the same settings."""
+    return (
+        gradio_client_snippet(v, url, image),
+        rest_curl_snippet(v, url, image),
+        python_snippet(v, image, model),
+    )

@@ -1,0 +1,129 @@
+"""Layout and wiring of the page's memory: identity, `?job=` in the URL, the history gallery,
+restore settings (history item or MP4), delete, and "Copy as code". Handlers: web/page.py.
+
+All of these events are private (api_visibility="private"): the Gradio API stays `/generate` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from wan_demo.web.history import PageView
+from wan_demo.web.page import Page
+
+TOKEN_KEY = "wan-demo-owner"  # localStorage key of the anonymous browser token
+# gr.BrowserState encrypts with a secret it also sends to the page, so the secret protects nothing;
+# a fixed one lets the token survive a server restart (a random one would make it unreadable).
+TOKEN_SECRET = "wan-demo-browser-token"
+# Mirror the page's job into the address bar (?job=<id>) without reloading.
+URL_JS = """(id) => {
+  const url = new URL(window.location.href);
+  if (id) { url.searchParams.set("job", id); } else { url.searchParams.delete("job"); }
+  window.history.replaceState(null, "", url);
+}"""
+PRIVATE = {"api_visibility": "private"}
+
+
+@dataclass
+class Memory:
+    """The components this module adds (see `build`)."""
+
+    token: gr.BrowserState
+    view: gr.State
+    job_box: gr.Textbox
+    message: gr.Markdown
+    gallery: gr.Gallery
+    page_label: gr.Markdown
+    page_state: gr.State
+    ids: gr.State
+    buttons: dict[str, gr.Button]
+    restore_file: gr.File
+    codes: list[gr.Code]
+
+
+def identity() -> tuple[gr.BrowserState, gr.State, gr.Textbox]:
+    """The browser token (localStorage), the tab's shown job, and the job id the URL mirrors."""
+    token = gr.BrowserState(None, storage_key=TOKEN_KEY, secret=TOKEN_SECRET)
+    view = gr.State(PageView())  # Gradio deep-copies it: one PageView per tab
+    job_box = gr.Textbox(visible="hidden", elem_id="job-id", label="job")
+    return token, view, job_box
+
+
+def code_panel() -> tuple[gr.Button, list[gr.Code]]:
+    with gr.Accordion("Copy as code", open=False, elem_id="copy-as-code"):
+        button = gr.Button("Show code for these settings", elem_id="show-code", size="sm")
+        codes = [
+            gr.Code(label="gradio_client (Python)", language="python", elem_id="code-gradio"),
+            gr.Code(label="curl (REST API)", language="shell", elem_id="code-curl"),
+            gr.Code(label="Python generate()", language="python", elem_id="code-python"),
+        ]
+    return button, codes
+
+
+def history_panel() -> tuple[gr.Gallery, gr.Markdown, dict[str, gr.Button], gr.File]:
+    with gr.Accordion("History: your results, newest first", open=True, elem_id="history-panel"):
+        gallery = gr.Gallery(
+            label="Click one to open it", elem_id="history", columns=4, height="auto",
+            allow_preview=False, interactive=False, object_fit="contain",
+        )  # fmt: skip
+        with gr.Row():
+            buttons = {
+                "newer": gr.Button("◀ Newer", elem_id="history-newer", size="sm"),
+                "refresh": gr.Button("Refresh", elem_id="history-refresh", size="sm"),
+                "older": gr.Button("Older ▶", elem_id="history-older", size="sm"),
+            }
+            label = gr.Markdown("", elem_id="history-page")
+        with gr.Row():
+            buttons["restore"] = gr.Button("Restore settings of the open result", elem_id="restore")
+            buttons["delete"] = gr.Button("Delete the open result", variant="stop", elem_id="delete")
+        restore_file = gr.File(
+            label="Restore settings from an MP4 made here (drop it)", file_types=[".mp4"],
+            type="filepath", elem_id="restore-file", height=120,
+        )  # fmt: skip
+    return gallery, label, buttons, restore_file
+
+
+def wire(page: Page, m: Memory, form: list, outputs: list, generate_btn: gr.Button, cancel_btn: gr.Button):
+    """Events: load -> follow; Generate -> follow; history; restore; delete; code. `form` is the
+    /generate inputs (image first), `outputs` its outputs (video, thumbnail, final prompt, seed)."""
+    shown = [*outputs, m.message]
+    history = [m.gallery, m.page_label, m.ids, m.page_state]
+    follow = {"show_progress_on": outputs[0], "concurrency_limit": None, **PRIVATE}
+
+    def then_follow(event) -> None:
+        event.then(page.follow, [m.token, m.view], shown, **follow).then(
+            page.history_at, [m.token, m.page_state], history, **PRIVATE
+        )
+
+    m.job_box.change(None, [m.job_box], None, js=URL_JS, **PRIVATE)
+    submitted = generate_btn.click(
+        page.submit, [m.token, m.view, *form], [m.job_box, m.message], validator=page.check, **PRIVATE
+    )
+    then_follow(submitted)
+    submitted.success(page.history_at, [m.token, m.page_state], history, **PRIVATE)
+    cancel_btn.click(page.cancel, [m.token, m.view], [m.message], queue=False, **PRIVATE)
+    then_follow(m.gallery.select(page.open_item, [m.token, m.view, m.ids], [m.job_box, m.message], **PRIVATE))
+    for name, handler in (
+        ("newer", page.history_newer),
+        ("older", page.history_older),
+        ("refresh", page.history_at),
+    ):
+        m.buttons[name].click(handler, [m.token, m.page_state], history, **PRIVATE)
+    m.buttons["delete"].click(page.delete, [m.token, m.view], [m.job_box, *shown], **PRIVATE).then(
+        page.history_at, [m.token, m.page_state], history, **PRIVATE
+    )
+    m.buttons["restore"].click(page.restore_job, [m.token, m.view], [*form, outputs[2], m.message], **PRIVATE)
+    m.restore_file.upload(page.restore_file, [m.restore_file], [*form[1:], outputs[2], m.message], **PRIVATE)
+    m.buttons["code"].click(page.code, form, m.codes, **PRIVATE)
+    return then_follow
+
+
+def wire_load(demo: gr.Blocks, page: Page, m: Memory, then_follow) -> None:
+    """On page load: the token (made on the first visit), the `?job=` job, the first history page."""
+    loaded = demo.load(
+        page.load, [m.token, m.view],
+        [m.token, m.job_box, m.message, m.gallery, m.page_label, m.ids, m.page_state], **PRIVATE,
+    )  # fmt: skip
+    then_follow(loaded)

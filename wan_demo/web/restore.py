@@ -1,0 +1,128 @@
+"""Settings read back into the form: from a history item, or from any MP4 this app made.
+
+Every MP4 carries its settings as JSON (media.video.metadata_of, in the `comment` tag) and a
+sidecar beside it holds the same JSON. Restoring gives what makes the same video again: the prompt,
+the seed used, the length, and the speed mode, steps and guidance that actually ran (not "auto").
+Uploaded files are untrusted: what comes out of them passes the same field checks as a request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wan_demo.core.plan import DEFAULT_NEGATIVE_PROMPT, SEGMENT_SECONDS
+from wan_demo.core.request import GenerationRequest, InvalidRequest
+from wan_demo.core.settings import MAX_PROMPT_CHARS
+from wan_demo.core.validate import check_fields, check_text
+from wan_demo.jobs.common import Job, Status
+from wan_demo.media.video import NoMetadata, read_mp4_metadata
+
+NO_SETTINGS = "no settings found in this file"
+FINAL_PROMPT_CHARS = 4 * MAX_PROMPT_CHARS  # an extended prompt is longer than what the user typed
+AUTO = "auto"
+
+
+class NoSettings(ValueError):
+    """Nothing to restore; the message is shown on the page as it is."""
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Form values, in the form's terms: 0 steps / 0 guidance / "auto" mean the mode's defaults."""
+
+    prompt: str
+    final_prompt: str
+    prompt_extend: bool
+    seed: int
+    video_length: str  # "5" | "10", as the radio holds it
+    negative_prompt: str  # "" = the default list
+    steps: int
+    guidance: float
+    speed_mode: str  # "auto" | "quality" | "fast"
+
+    def form(self, fast_available: bool) -> tuple[Any, ...]:
+        """prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode
+        (the /generate inputs after the image), then the final prompt."""
+        mode = self.speed_mode if fast_available or self.speed_mode != "fast" else AUTO
+        return (
+            self.prompt, self.prompt_extend, self.seed, self.video_length, self.negative_prompt,
+            self.steps, self.guidance, mode, self.final_prompt,
+        )  # fmt: skip
+
+    def summary(self) -> str:
+        steps = f"{self.steps} steps" if self.steps else "default steps"
+        return f"seed {self.seed}, {self.video_length} s, {self.speed_mode} mode, {steps}"
+
+
+def from_metadata(meta: Any) -> Restored:
+    """Our settings JSON (the MP4 tag or the sidecar) -> form values. Raises NoSettings."""
+    settings = meta.get("settings") if isinstance(meta, dict) else None
+    if not isinstance(settings, dict) or "prompt" not in meta or "seed" not in meta:
+        raise NoSettings(NO_SETTINGS)
+    negative = settings.get("negative_prompt")
+    info = meta.get("prompt_info")
+    return _checked(
+        GenerationRequest(
+            None, meta["prompt"], _length_of(meta, settings), meta["seed"],
+            isinstance(info, dict) and info.get("backend", "off") != "off",
+            None if negative in (None, "", DEFAULT_NEGATIVE_PROMPT) else negative,
+            settings.get("steps"), settings.get("guidance"), settings.get("speed_mode"),
+        ),
+        meta.get("final_prompt"),
+    )  # fmt: skip
+
+
+def from_job(job: Job) -> Restored:
+    """A history item -> form values: its sidecar (what actually ran) once it succeeded and the
+    sidecar still exists, else the request as it was asked with the seed used when known."""
+    if job.status == Status.SUCCESS and job.metadata_path and Path(job.metadata_path).is_file():
+        try:
+            return from_metadata(json.loads(Path(job.metadata_path).read_text(encoding="utf-8")))
+        except (NoSettings, ValueError, OSError):
+            pass  # the request params below still hold
+    p = job.params
+    seed = job.seed_used if job.seed_used is not None else p.get("seed", -1)
+    raw = GenerationRequest(
+        None, p.get("prompt", ""), p.get("video_length_s", 5), seed, bool(p.get("prompt_extend")),
+        p.get("negative_prompt"), p.get("steps"), p.get("guidance"), p.get("speed_mode"),
+    )  # fmt: skip
+    return _checked(raw, job.final_prompt)
+
+
+def from_file(path: str | Path, max_bytes: int) -> Restored:
+    """An uploaded MP4 -> form values. Raises NoSettings with "no settings found in this file"."""
+    try:
+        return from_metadata(read_mp4_metadata(Path(path), max_bytes))
+    except NoMetadata:
+        raise NoSettings(NO_SETTINGS) from None
+
+
+def _length_of(meta: dict, settings: dict) -> Any:
+    segments = settings.get("segments")
+    if isinstance(segments, int) and not isinstance(segments, bool):
+        return segments * SEGMENT_SECONDS
+    frames = meta.get("num_frames")
+    return (frames - 1) // 80 * SEGMENT_SECONDS if isinstance(frames, int) else None
+
+
+def _checked(raw: GenerationRequest, final_prompt: Any) -> Restored:
+    """The one field check of every request; anything out of range means nothing to restore."""
+    try:
+        fields = check_fields(raw)
+        final = check_text("final_prompt", final_prompt or fields["prompt"], FINAL_PROMPT_CHARS, False)
+    except InvalidRequest as e:
+        raise NoSettings(f"{NO_SETTINGS} (the stored {e.field} is not valid)") from None
+    return Restored(
+        prompt=fields["prompt"],
+        final_prompt=final,
+        prompt_extend=fields["prompt_extend"],
+        seed=fields["seed"],
+        video_length=str(fields["video_length_s"]),
+        negative_prompt=fields["negative_prompt"] or "",
+        steps=fields["steps"] or 0,
+        guidance=fields["guidance"] or 0.0,
+        speed_mode=fields["speed_mode"] or AUTO,
+    )
