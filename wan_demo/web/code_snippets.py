@@ -63,7 +63,7 @@ def gradio_client_snippet(v: FormValues, url: str, image: str) -> str:
     args = {"image": f"handle_file({image!r})"}
     for name in ("prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance"):
         args[name] = repr(getattr(v, name))
-    args["speed_mode"] = repr(v.speed_mode)
+    args["speed_mode"] = repr(v.speed_mode)  # the /generate parameters, in API order
     lines = "".join(f"    {name}={value},\n" for name, value in args.items())
     return (
         "from gradio_client import Client, handle_file\n\n"
