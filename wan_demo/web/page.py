@@ -140,15 +140,20 @@ class Page:
         )
 
     def restore_file(self, path: str | None):
-        """Form values (all but the image) from an uploaded MP4 this app made."""
+        """Form values (all but the image) from an uploaded MP4 this app made; the drop zone is
+        emptied again for the next file."""
         if not path:
-            return *(gr.skip(),) * 9, gr.skip()
+            return *(gr.skip(),) * 10, gr.skip()
         try:
             restored = restore.from_file(path, self.settings.max_file_size_mb * 2**20)
         except restore.NoSettings as e:
-            return *(gr.skip(),) * 9, f"**{str(e).capitalize()}.**"
+            return *(gr.skip(),) * 9, f"**{str(e).capitalize()}.**", None
         name = Path(path).name
-        return *restored.form(self.fast_available), f"Settings restored from {name}: {restored.summary()}."
+        return (
+            *restored.form(self.fast_available),
+            f"Settings restored from {name}: {restored.summary()}.",
+            None,
+        )
 
     def code(
         self, image: str | None, prompt: str, extend: bool, seed: float | None, length: str,

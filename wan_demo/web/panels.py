@@ -65,7 +65,7 @@ def code_panel() -> tuple[gr.Button, list[gr.Code]]:
 def history_panel() -> tuple[gr.Gallery, gr.Markdown, dict[str, gr.Button], gr.File]:
     with gr.Accordion("History: your results, newest first", open=True, elem_id="history-panel"):
         gallery = gr.Gallery(
-            label="Click one to open it", elem_id="history", columns=4, height="auto",
+            label="Click one to open it", elem_id="history", columns=6, height=280, preview=False,
             allow_preview=False, interactive=False, object_fit="contain",
         )  # fmt: skip
         with gr.Row():
@@ -115,7 +115,8 @@ def wire(page: Page, m: Memory, form: list, outputs: list, generate_btn: gr.Butt
         page.history_at, [m.token, m.page_state], history, **PRIVATE
     )
     m.buttons["restore"].click(page.restore_job, [m.token, m.view], [*form, outputs[2], m.message], **PRIVATE)
-    m.restore_file.upload(page.restore_file, [m.restore_file], [*form[1:], outputs[2], m.message], **PRIVATE)
+    restored = [*form[1:], outputs[2], m.message, m.restore_file]
+    m.restore_file.upload(page.restore_file, [m.restore_file], restored, **PRIVATE)
     m.buttons["code"].click(page.code, form, m.codes, **PRIVATE)
     return then_follow
 
