@@ -148,3 +148,40 @@ def test_deleting_a_queued_job_cancels_it_first(jobs, image):
     job = jobs.submit(ask(image, "waiting"), owner, "ui")
     assert jobs.delete(job.request_id, owner)
     assert jobs.store.count((Status.QUEUED,)) == 0
+
+
+def test_a_signed_in_hf_profile_names_the_owner():
+    import gradio as gr
+
+    from wan_demo.web.history import owner_of
+
+    token = new_token()
+    alice = gr.OAuthProfile({"name": "A", "preferred_username": "alice", "profile": "", "picture": ""})
+    assert owner_of(token, alice) == "ui:hf:alice"
+    assert owner_of(token, None) == owner_for(None, token)
+
+
+def test_oauth_is_offered_only_where_spaces_configured_it(monkeypatch):
+    from wan_demo.web.owners import oauth_enabled
+
+    monkeypatch.delenv("OAUTH_CLIENT_ID", raising=False)
+    assert not oauth_enabled()
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "set-by-spaces")  # what hf_oauth: true makes Spaces set
+    assert oauth_enabled()  # authlib comes with gradio[oauth] (requirements.txt)
+
+
+@pytest.mark.parametrize("oauth", [True, False])
+def test_the_login_button_appears_only_with_oauth(monkeypatch, engine, settings, oauth):
+    import gradio as gr
+    import gradio.oauth
+
+    from wan_demo.web import ui
+
+    monkeypatch.setattr(ui, "oauth_enabled", lambda: oauth)
+    # Off a Space Gradio asks the hub who is logged in on this machine; that cannot run here.
+    fake = {"userinfo": {"preferred_username": "alice"}, "access_token": "x", "scope": "", "expires_at": 0}
+    monkeypatch.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: fake)
+    jobs = JobService(SqliteJobStore(settings.data_dir / "j.sqlite3"), settings, engine.plan_info)
+    demo = ui.build_ui(jobs, engine.plan_info(), settings)
+    buttons = [b for b in demo.blocks.values() if isinstance(b, gr.LoginButton)]
+    assert len(buttons) == int(oauth) and demo.expects_oauth == oauth
