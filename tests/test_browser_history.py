@@ -102,6 +102,11 @@ def test_reload_history_restore_privacy_and_delete(browser, tmp_path):
         assert page.input_value("#steps input[type=number]") == "100"
         assert "Settings restored" in page.inner_text("#job-message")
 
+        page.click("text=Copy as code")
+        page.click("#show-code")
+        page.wait_for_selector("#code-python >> text=validate(")
+        assert "api_name" in page.inner_text("#code-gradio") and "Bearer" in page.inner_text("#code-curl")
+
         video = next((Path(app.settings.output_dir) / "ui").glob("*.mp4"))
         page.fill("#prompt textarea", "again something else")
         page.set_input_files("#restore-file input[type=file]", str(video))  # dropping our MP4

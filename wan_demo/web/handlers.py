@@ -2,7 +2,7 @@
 public API handlers (web/api.py) and the UI's own handlers (web/session.py) share. No model logic.
 
 Validators run before Gradio queues an event (one verdict per input); `submit` validates once and
-queues; every refusal becomes a gr.Error that names the rule.
+queues for an owner (web/owners.py); every refusal becomes a gr.Error that names the rule.
 """
 
 from __future__ import annotations
