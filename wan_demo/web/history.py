@@ -86,17 +86,22 @@ class History:
         pages = max(1, math.ceil(total / PAGE_SIZE))
         page = min(max(0, int(page or 0)), pages - 1)
         rows, _ = self.jobs.list(owner, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-        items = [(picture(job), caption(job)) for job in rows]
+        items = [(self.picture(job), caption(job)) for job in rows]
         label = f"Page {page + 1} of {pages} · {total} result{'s' if total != 1 else ''}"
         return items, label, [job.request_id for job in rows], page
+
+    def picture(self, job: Job) -> str | Image.Image:
+        """The thumbnail while it exists (a bucket's is copied to the UI folder), else a grey
+        stand-in (queued, running, failed, expired)."""
+        if job.status == Status.SUCCESS and job.thumbnail_path:
+            try:
+                thumbnail = self.jobs.local_files(job)[1]
+            except (OSError, ValueError):
+                thumbnail = None
+            if thumbnail and Path(thumbnail).is_file():
+                return thumbnail
+        return Image.new("RGB", PLACEHOLDER_SIZE, (96, 96, 96))
 
     def delete(self, job_id: Any, owner: str | None) -> bool:
         job = self.find(job_id, owner)
         return job is not None and self.jobs.delete(job.request_id, job.owner)
-
-
-def picture(job: Job) -> str | Image.Image:
-    """The thumbnail while it exists, else a grey stand-in (queued, running, failed, expired)."""
-    if job.status == Status.SUCCESS and job.thumbnail_path and Path(job.thumbnail_path).is_file():
-        return job.thumbnail_path
-    return Image.new("RGB", PLACEHOLDER_SIZE, (96, 96, 96))

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.common import TERMINAL, Job, Status
+from wan_demo.jobs.common import TERMINAL, Job, Status, StoreUnavailable
 from wan_demo.jobs.service import JobService
 from wan_demo.media.image import load_stored
 from wan_demo.web import code_snippets, restore
@@ -88,7 +88,10 @@ class Page:
             return
         shown = ""
         while job is not None and job.status not in TERMINAL and view.job_id == job_id:
-            report = await asyncio.to_thread(live_progress, self.jobs, job)
+            try:
+                report = await asyncio.to_thread(live_progress, self.jobs, job)
+            except StoreUnavailable:
+                report = job.progress_report
             if (message := report.message()) != shown:
                 shown = message
                 if report.stage == "denoise":
@@ -97,9 +100,12 @@ class Page:
                     progress(report.fraction if report.stage != "queued" else 0.0, desc=message)
             yield SKIP5
             await asyncio.sleep(HEARTBEAT_S)
-            job = await asyncio.to_thread(self.history.find, job_id, owner)
+            try:
+                job = await asyncio.to_thread(self.history.find, job_id, owner)
+            except StoreUnavailable:  # the database restarts: keep the last state and poll on
+                pass
         if view.job_id == job_id:
-            yield shown_outputs(job)
+            yield self.shown(job)
 
     # -- history
     def history_at(self, token: Any, page: Any, profile: gr.OAuthProfile | None = None):
@@ -132,9 +138,9 @@ class Page:
         job = self.history.find(view.job_id, owner_of(token, profile))
         if job is None:
             return *(gr.skip(),) * 10, PICK_FIRST
-        restored = restore.from_job(job)
+        restored = restore.from_job(job, self.jobs.storage.read_bytes)
         return (
-            stored_input(job),
+            self.stored_input(job),
             *restored.form(self.fast_available),
             f"Settings restored: {restored.summary()}.",
         )
@@ -169,19 +175,21 @@ class Page:
         url = code_snippets.base_url(self.settings.public_url, headers.get("host"), scheme)
         return code_snippets.snippets(form, url, code_snippets.image_name(image), self.model)
 
+    def shown(self, job: Job | None) -> tuple:
+        """video, thumbnail, final prompt, seed used, message for a finished (or vanished) job."""
+        if job is None:
+            return None, None, "", None, NOT_FOUND
+        if job.status == Status.SUCCESS:
+            try:
+                video, thumbnail = self.jobs.local_files(job)  # a bucket's files copied for Gradio
+            except (OSError, ValueError):
+                video = thumbnail = None
+            return video, thumbnail, job.final_prompt or "", job.seed_used, describe(job)
+        return None, None, job.final_prompt or "", job.seed_used, describe(job)
 
-def shown_outputs(job: Job | None) -> tuple:
-    """video, thumbnail, final prompt, seed used, message for a finished (or vanished) job."""
-    if job is None:
-        return None, None, "", None, NOT_FOUND
-    if job.status == Status.SUCCESS:
-        return job.video_path, job.thumbnail_path, job.final_prompt or "", job.seed_used, describe(job)
-    return None, None, job.final_prompt or "", job.seed_used, describe(job)
-
-
-def stored_input(job: Job) -> Any:
-    """The job's input picture while the store still keeps it (outputs TTL), else unchanged."""
-    try:
-        return load_stored(Path(job.input_path).read_bytes())
-    except (OSError, ValueError):
-        return gr.skip()
+    def stored_input(self, job: Job) -> Any:
+        """The job's input picture while the store still keeps it (outputs TTL), else unchanged."""
+        try:
+            return load_stored(self.jobs.storage.read_bytes(job.input_path))
+        except (OSError, ValueError):
+            return gr.skip()

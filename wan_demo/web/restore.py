@@ -9,6 +9,7 @@ Uploaded files are untrusted: what comes out of them passes the same field check
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,15 @@ def from_metadata(meta: Any) -> Restored:
     )  # fmt: skip
 
 
-def from_job(job: Job) -> Restored:
-    """A history item -> form values: its sidecar (what actually ran) once it succeeded and the
-    sidecar still exists, else the request as it was asked with the seed used when known."""
-    if job.status == Status.SUCCESS and job.metadata_path and Path(job.metadata_path).is_file():
+def from_job(job: Job, read: Callable[[str], bytes] = lambda loc: Path(loc).read_bytes()) -> Restored:
+    """A history item -> form values: its sidecar (what actually ran; `read` fetches it from the job's
+    storage) once it succeeded and the sidecar still exists, else the request as it was asked with
+    the seed used when known."""
+    if job.status == Status.SUCCESS and job.metadata_path:
         try:
-            return from_metadata(json.loads(Path(job.metadata_path).read_text(encoding="utf-8")))
+            return from_metadata(json.loads(read(job.metadata_path).decode("utf-8")))
         except (NoSettings, ValueError, OSError):
-            pass  # the request params below still hold
+            pass  # expired or unreadable: the request params below still hold
     p = job.params
     seed = job.seed_used if job.seed_used is not None else p.get("seed", -1)
     raw = GenerationRequest(
