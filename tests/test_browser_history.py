@@ -1,7 +1,8 @@
 """The page remembers (headless Chromium, real app on the tiny model): a generation survives a
-reload through `?job=`, the history shows it, restore fills the form (from the history item and
-from a dropped MP4), another browser (another user) sees none of it and gets "not found" for the
-first one's link, delete removes the result and its files, and a server restart keeps the history.
+reload through `?job=` (progress and live preview resume), the history shows it, restore fills the
+form (from the history item and from a dropped MP4), another browser (another user) sees none of it
+and gets "not found" for the first one's link, delete removes the result and its files, and a server
+restart keeps the history.
 
 Launch flags and Chromium as in tests/test_browser.py.
 """
@@ -85,6 +86,7 @@ def test_reload_history_restore_privacy_and_delete(browser, tmp_path):
         page.wait_for_selector("#generate")
         assert f"job={job_id}" in page.url
         after = current_step(page)  # the follower picked the running job up again
+        page.wait_for_selector("#preview img")  # with the live preview where the video will appear
         assert before[1] == after[1] == 200 and after[0] >= before[0]
         wait_for_video(page, 42)
         assert page.input_value("#final-prompt textarea") == PROMPT

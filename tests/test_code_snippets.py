@@ -78,3 +78,15 @@ def test_snippet_addresses_and_names():
     assert (
         image_name("/tmp/gradio/abc/sunset_sea.jpg") == "sunset_sea.jpg" and image_name(None) == "input.jpg"
     )
+
+
+def test_a_second_prompt_is_carried_by_all_three_snippets(tmp_path):
+    form = FormValues("a cat", False, 1, "10", "", 0, 0.0, "auto", prompt_2=NASTY)
+    gradio_code, curl_code, python_code = snippets(form, "http://127.0.0.1:7860/", IMAGE, "tiny")
+    assert keywords(gradio_code, "predict")["prompt_2"] == NASTY
+    assert keywords(python_code, "GenerationRequest")["prompt_2"] == NASTY
+    stubs = "curl() { printf '%s\\0' \"$@\"; }\nbase64() { printf 'QUJD'; }\n"
+    run = subprocess.run(["bash", "-c", stubs + curl_code], cwd=tmp_path, capture_output=True, timeout=30)
+    args = run.stdout.decode().split("\0")
+    assert json.loads(args[args.index("-d") + 1])["payload"]["prompt_2"] == NASTY
+    assert FormValues.from_widgets("a", False, 1, "10", "", 0, 0, "auto", None).prompt_2 == ""

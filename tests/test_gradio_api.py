@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ from PIL import Image
 from ui_server import running_app
 
 from wan_demo.core.settings import SEED_MAX
-from wan_demo.media.video import count_frames
+from wan_demo.jobs.store import SQLITE_FILE
+from wan_demo.media.video import count_frames, read_mp4_metadata, write_mp4
+from wan_demo.web.owners import has_history
 
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
@@ -252,3 +255,21 @@ def test_generate_streams_the_preview_then_extend_continues_the_result(client, p
 def test_extend_refuses_what_is_not_a_video(client, picture):
     with pytest.raises(ValidationError, match="video: is not a readable video"):
         client.predict(handle_file(picture), "next", api_name="/extend")
+
+
+def test_api_jobs_have_one_off_owners_and_extend_takes_only_the_bytes_it_is_sent(client, picture, app):
+    """The Gradio API has no browser identity: each call's job gets its own owner, listed in no history.
+    /extend takes no job id, only a video: one of our results is recognised by its exact bytes (so a
+    caller can continue only a video it holds); a file claiming a result's id is just an upload."""
+    video, *_ = client.predict(handle_file(picture), "a cat walks", seed=3, api_name="/generate")
+    forged = Path(picture).with_name("forged.mp4")
+    frames = decode(video)[::-1].copy()  # other pixels, same size, the real result's metadata
+    write_mp4(list(frames), forged, 16, read_mp4_metadata(Path(video)))
+    ours, _, _, _ = client.predict(handle_file(video), "on", seed=4, api_name="/extend")
+    other, _, _, _ = client.predict(handle_file(str(forged)), "on", seed=4, api_name="/extend")
+    assert read_mp4_metadata(Path(ours))["lineage"]["parent"]["source"] == "result"
+    assert read_mp4_metadata(Path(other))["lineage"]["parent"]["source"] == "upload"
+    with sqlite3.connect(f"file:{Path(app.settings.data_dir) / SQLITE_FILE}?mode=ro", uri=True) as db:
+        owners = [row[0] for row in db.execute("SELECT owner FROM requests WHERE owner LIKE 'ui%'")]
+    assert len(owners) >= 3 and len(set(owners)) == len(owners)  # one owner per call
+    assert all(owner.startswith("ui:api:") and not has_history(owner) for owner in owners)

@@ -35,7 +35,7 @@ def test_settings_come_back_from_our_mp4(made):
     assert (r.speed_mode, r.steps, r.guidance) == ("quality", 2, 3.5)  # what ran, not "auto"
     assert (r.negative_prompt, r.prompt_extend) == ("blurry, text", False)
     form = r.form(fast_available=False)
-    assert form == (PROMPT, False, 77, "5", "blurry, text", 2, 3.5, "quality", PROMPT)
+    assert form == (PROMPT, False, 77, "5", "blurry, text", 2, 3.5, "quality", "", PROMPT)  # "": no prompt_2
 
 
 def test_the_sidecar_and_the_mp4_agree(made):
@@ -98,11 +98,13 @@ def test_files_that_are_not_our_mp4s(tmp_path):
 
 
 def test_a_history_item_restores_what_ran_or_what_was_asked(made, image):
-    asked = ask(image, "queued clip", video_length_s=10, seed=-1, steps=12, speed_mode="quality").params()
+    asked = ask(
+        image, "queued clip", video_length_s=10, seed=-1, steps=12, speed_mode="quality", prompt_2="then"
+    ).params()
     job = Job("id", "ui:hf:alice", "ui", "m", asked, asked, "/nonexistent")
     r = restore.from_job(job)
-    assert (r.prompt, r.video_length, r.seed, r.steps, r.guidance, r.speed_mode) == (
-        "queued clip", "10", -1, 12, 0.0, "quality",
+    assert (r.prompt, r.video_length, r.seed, r.steps, r.guidance, r.speed_mode, r.prompt_2) == (
+        "queued clip", "10", -1, 12, 0.0, "quality", "then",
     )  # fmt: skip
     done = Job("id2", "ui:hf:alice", "ui", "m", asked, asked, "/nonexistent", status=Status.SUCCESS,
                metadata_path=str(made.metadata_path), seed_used=77)  # fmt: skip

@@ -34,13 +34,16 @@ class FormValues:
     steps: int
     guidance: float
     speed_mode: str
+    prompt_2: str = ""  # the second 5 s of a 10 s clip; "" = the same prompt
 
     @classmethod
-    def from_widgets(cls, prompt, extend, seed, length, negative, steps, guidance, mode) -> FormValues:
+    def from_widgets(
+        cls, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2=None
+    ) -> FormValues:
         return cls(
             prompt=prompt or "", prompt_extend=bool(extend), seed=-1 if seed is None else int(seed),
             video_length=str(length or "5"), negative_prompt=negative or "", steps=int(steps or 0),
-            guidance=float(guidance or 0), speed_mode=mode or "auto",
+            guidance=float(guidance or 0), speed_mode=mode or "auto", prompt_2=prompt_2 or "",
         )  # fmt: skip
 
 
@@ -64,6 +67,8 @@ def gradio_client_snippet(v: FormValues, url: str, image: str) -> str:
     for name in ("prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance"):
         args[name] = repr(getattr(v, name))
     args["speed_mode"] = repr(v.speed_mode)  # the /generate parameters, in API order
+    if v.prompt_2:
+        args["prompt_2"] = repr(v.prompt_2)
     lines = "".join(f"    {name}={value},\n" for name, value in args.items())
     return (
         "from gradio_client import Client, handle_file\n\n"
@@ -79,6 +84,8 @@ def rest_curl_snippet(v: FormValues, url: str, image: str) -> str:
         "prompt": v.prompt, "path_input_image": IMAGE_MARK, "video_length": int(v.video_length),
         "seed": v.seed, "prompt_extend": v.prompt_extend,
     }  # fmt: skip
+    if v.prompt_2:
+        payload["prompt_2"] = v.prompt_2
     body = json.dumps({"model": API_MODEL_ID, "payload": payload}, ensure_ascii=False)
     before, after = body.split(json.dumps(IMAGE_MARK))
     data = shlex.quote(before + '"') + f'"$(base64 -w0 {shlex.quote(image)})"' + shlex.quote('"' + after)
@@ -101,6 +108,8 @@ def python_snippet(v: FormValues, image: str, model: str) -> str:
         "steps": v.steps or None, "guidance": v.guidance or None,
         "speed_mode": None if v.speed_mode == "auto" else v.speed_mode,
     }  # fmt: skip
+    if v.prompt_2:
+        fields["prompt_2"] = v.prompt_2
     lines = "".join(f"        {name}={value!r},\n" for name, value in fields.items())
     return (
         "from PIL import Image\n\n"

@@ -1,9 +1,11 @@
 """Follow a queued job from a Gradio handler: show its progress and each new live preview.
 
 The job runs in the worker (maybe another process); the handler reads the job store every heartbeat.
-Handlers are generators, so Gradio's Cancel stops them at their next yield; `Follow.close()` then
-cancels the job. Previews are copied out of storage first: Gradio caches what a handler returns by
-content, and the worker removes older previews (and all at the end) while the job runs.
+The API handlers are generators, so Gradio's Cancel stops them at their next yield; `Follow.close()`
+then cancels the job. The page's follower (web/session.py) drives the same steps from async code with
+`cancel_on_close=False`: a page's job outlives its tab. Previews are copied out of storage first:
+Gradio caches what a handler returns by content, and the worker removes older previews (and all at
+the end) while the job runs.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from wan_demo.jobs.common import TERMINAL, Job, Status, StoreUnavailable
 from wan_demo.jobs.service import JobService
 
 HEARTBEAT_S = 0.5  # longest wait between yields: how fast a Cancel click takes effect
+NO_WORKER = " - no worker is running yet"
 
 
 class Follow:
     """Iterate while a job runs: every heartbeat yields the path of a new live preview (a private
     copy that Gradio may cache) or None. `job` is the latest record and `message` its progress in
     words (also sent to gr.Progress); `close()` cancels the job if it has not finished (Gradio closed
-    the handler) and removes the copies."""
+    the handler; unless `cancel_on_close` is False) and removes the copies. One heartbeat is `step()`
+    then, after the wait, `refresh()`."""
 
-    def __init__(self, jobs: JobService, job: Job, progress: gr.Progress):
+    def __init__(self, jobs: JobService, job: Job, progress: gr.Progress, cancel_on_close: bool = True):
         self.jobs, self.job, self.progress = jobs, job, progress
+        self.cancel_on_close = cancel_on_close
         self._folder: Path | None = None
         self._seen: str | None = None  # the location of the preview shown last
         self.message = ""
@@ -38,17 +43,27 @@ class Follow:
     def __iter__(self) -> Iterator[str | None]:
         yield None
         while self.job.status not in TERMINAL:
-            report = live_progress(self.jobs, self.job)
-            note = (
-                "" if report.stage != "queued" or self.jobs.workers_alive() else " - no worker is running yet"
-            )
-            self.message = _show_progress(self.progress, report, self.message, note)
-            yield self._new_preview()
+            yield self.step()
             time.sleep(HEARTBEAT_S)
-            try:
-                self.job = self.jobs.get(self.job.request_id, self.job.owner) or self.job
-            except StoreUnavailable:  # the database restarts: keep showing the last state and poll on
-                pass
+            self.job = self.refresh() or self.job
+
+    def step(self) -> str | None:
+        """Show the progress; the path of a new live preview, or None."""
+        try:
+            report = live_progress(self.jobs, self.job)
+            alive = report.stage != "queued" or self.jobs.workers_alive()
+        except StoreUnavailable:
+            report, alive = self.job.progress_report, True
+        self.message = _show_progress(self.progress, report, self.message, "" if alive else NO_WORKER)
+        return self._new_preview()
+
+    def refresh(self) -> Job | None:
+        """The job as the store has it now: None once it is gone (deleted), the last record while the
+        database restarts (poll on)."""
+        try:
+            return self.jobs.get(self.job.request_id, self.job.owner)
+        except StoreUnavailable:
+            return self.job
 
     def _new_preview(self) -> str | None:
         """Each preview is a new storage location (jobs/previews.py): a new one is fetched and copied."""
@@ -66,7 +81,7 @@ class Follow:
         return str(copy)
 
     def close(self) -> None:
-        if self.job.status not in TERMINAL:  # Gradio closed us (Cancel, page gone): stop the job
+        if self.cancel_on_close and self.job.status not in TERMINAL:  # Gradio closed us: stop the job
             self.jobs.cancel(self.job.request_id, self.job.owner)
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)

@@ -22,7 +22,6 @@ from wan_demo.media.image import decode_image, probe_image
 from wan_demo.web.uploads import probe_upload, upload_parent
 
 AUTO = "auto"  # speed-mode choice meaning "the server's default"
-UI_OWNER = "ui"  # New seed, Use last frame and Extend still share one owner (see web/owners.py)
 
 # The order of the /generate and /extend parameters; validators map InvalidRequest.field onto these.
 SETTINGS_FIELDS = (

@@ -1,7 +1,9 @@
 """Layout and wiring of the page's memory: identity, `?job=` in the URL, the history gallery,
-restore settings (history item or MP4), delete, and "Copy as code". Handlers: web/page.py.
+restore settings (history item or MP4), delete, and "Copy as code" (handlers: web/page.py); and the
+page's generation buttons, each followed by the follower of the page's job (web/session.py).
 
-All of these events are private (api_visibility="private"): the Gradio API stays `/generate` only.
+All of these events are private (api_visibility="private"): the Gradio API stays `/generate` and
+`/extend` (web/api.py, wired in web/ui.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gradio as gr
 
 from wan_demo.web.history import PageView
 from wan_demo.web.page import Page
+from wan_demo.web.session import Session
 
 TOKEN_KEY = "wan-demo-owner"  # localStorage key of the anonymous browser token
 # gr.BrowserState encrypts with a secret it also sends to the page, so the secret protects nothing;
@@ -36,10 +39,11 @@ class Memory:
     message: gr.Markdown
     gallery: gr.Gallery
     page_label: gr.Markdown
+    buttons: dict[str, gr.Button]  # history paging, restore, delete (see history_panel)
+    restore_file: gr.File
     page_state: gr.State
     ids: gr.State
-    buttons: dict[str, gr.Button]
-    restore_file: gr.File
+    code_button: gr.Button
     codes: list[gr.Code]
 
 
@@ -85,24 +89,37 @@ def history_panel() -> tuple[gr.Gallery, gr.Markdown, dict[str, gr.Button], gr.F
     return gallery, label, buttons, restore_file
 
 
-def wire(page: Page, m: Memory, form: list, outputs: list, generate_btn: gr.Button, cancel_btn: gr.Button):
-    """Events: load -> follow; Generate -> follow; history; restore; delete; code. `form` is the
-    /generate inputs (image first), `outputs` its outputs (video, thumbnail, final prompt, seed)."""
-    shown = [*outputs, m.message]
+def follower(session: Session, page: Page, m: Memory, shown: list):
+    """`then_follow(event)`: after `event`, follow the page's job into `shown` (status line, preview,
+    video, thumbnail, final prompt, seed used, message), then refresh the history. The follower is
+    async (no thread held while it waits) and shows progress on its own status line."""
     history = [m.gallery, m.page_label, m.ids, m.page_state]
-    follow = {"show_progress_on": outputs[0], "concurrency_limit": None, **PRIVATE}
+    follow = {"show_progress": "hidden", "concurrency_limit": None, **PRIVATE}
 
     def then_follow(event) -> None:
-        event.then(page.follow, [m.token, m.view], shown, **follow).then(
+        event.then(session.follow, [m.token, m.view], shown, **follow).then(
             page.history_at, [m.token, m.page_state], history, **PRIVATE
         )
 
+    return then_follow
+
+
+def wire_runs(session: Session, page: Page, m: Memory, runs: list[tuple], then_follow) -> None:
+    """Each (button, handler, inputs, validator) queues a job for the visitor; the page then shows
+    it in the address bar, in the history and through the follower."""
+    history = [m.gallery, m.page_label, m.ids, m.page_state]
     m.job_box.change(None, [m.job_box], None, js=URL_JS, **PRIVATE)
-    submitted = generate_btn.click(
-        page.submit, [m.token, m.view, *form], [m.job_box, m.message], validator=page.check, **PRIVATE
-    )
-    then_follow(submitted)
-    submitted.success(page.history_at, [m.token, m.page_state], history, **PRIVATE)
+    for button, handler, inputs, validator in runs:
+        submitted = button.click(
+            handler, [m.token, m.view, *inputs], [m.job_box, m.message], validator=validator, **PRIVATE
+        )
+        then_follow(submitted.success(page.history_at, [m.token, m.page_state], history, **PRIVATE))
+
+
+def wire(page: Page, m: Memory, form: list, shown: list, cancel_btn: gr.Button, then_follow) -> None:
+    """Cancel, history, restore, delete, code. `form` is the /generate inputs (image first), `shown`
+    what the follower updates (session.follow's outputs)."""
+    history = [m.gallery, m.page_label, m.ids, m.page_state]
     cancel_btn.click(page.cancel, [m.token, m.view], [m.message], queue=False, **PRIVATE)
     then_follow(m.gallery.select(page.open_item, [m.token, m.view, m.ids], [m.job_box, m.message], **PRIVATE))
     for name, handler in (
@@ -114,11 +131,11 @@ def wire(page: Page, m: Memory, form: list, outputs: list, generate_btn: gr.Butt
     m.buttons["delete"].click(page.delete, [m.token, m.view], [m.job_box, *shown], **PRIVATE).then(
         page.history_at, [m.token, m.page_state], history, **PRIVATE
     )
-    m.buttons["restore"].click(page.restore_job, [m.token, m.view], [*form, outputs[2], m.message], **PRIVATE)
-    restored = [*form[1:], outputs[2], m.message, m.restore_file]
+    final_prompt, message = shown[4], shown[6]
+    m.buttons["restore"].click(page.restore_job, [m.token, m.view], [*form, final_prompt, message], **PRIVATE)
+    restored = [*form[1:], final_prompt, message, m.restore_file]
     m.restore_file.upload(page.restore_file, [m.restore_file], restored, **PRIVATE)
-    m.buttons["code"].click(page.code, form, m.codes, **PRIVATE)
-    return then_follow
+    m.code_button.click(page.code, form, m.codes, **PRIVATE)
 
 
 def wire_load(demo: gr.Blocks, page: Page, m: Memory, then_follow) -> None:

@@ -43,14 +43,15 @@ class Restored:
     steps: int
     guidance: float
     speed_mode: str  # "auto" | "quality" | "fast"
+    prompt_2: str = ""  # the second 5 s of a 10 s clip; "" = the same prompt
 
     def form(self, fast_available: bool) -> tuple[Any, ...]:
-        """prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode
-        (the /generate inputs after the image), then the final prompt."""
+        """prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode,
+        prompt_2 (the /generate inputs after the image), then the final prompt."""
         mode = self.speed_mode if fast_available or self.speed_mode != "fast" else AUTO
         return (
             self.prompt, self.prompt_extend, self.seed, self.video_length, self.negative_prompt,
-            self.steps, self.guidance, mode, self.final_prompt,
+            self.steps, self.guidance, mode, self.prompt_2, self.final_prompt,
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -71,6 +72,7 @@ def from_metadata(meta: Any) -> Restored:
             isinstance(info, dict) and info.get("backend", "off") != "off",
             None if negative in (None, "", DEFAULT_NEGATIVE_PROMPT) else negative,
             settings.get("steps"), settings.get("guidance"), settings.get("speed_mode"),
+            settings.get("prompt_2"),
         ),
         meta.get("final_prompt"),
     )  # fmt: skip
@@ -89,7 +91,7 @@ def from_job(job: Job, read: Callable[[str], bytes] = lambda loc: Path(loc).read
     seed = job.seed_used if job.seed_used is not None else p.get("seed", -1)
     raw = GenerationRequest(
         None, p.get("prompt", ""), p.get("video_length_s", 5), seed, bool(p.get("prompt_extend")),
-        p.get("negative_prompt"), p.get("steps"), p.get("guidance"), p.get("speed_mode"),
+        p.get("negative_prompt"), p.get("steps"), p.get("guidance"), p.get("speed_mode"), p.get("prompt_2"),
     )  # fmt: skip
     return _checked(raw, job.final_prompt)
 
@@ -127,4 +129,5 @@ def _checked(raw: GenerationRequest, final_prompt: Any) -> Restored:
         steps=fields["steps"] or 0,
         guidance=fields["guidance"] or 0.0,
         speed_mode=fields["speed_mode"] or AUTO,
+        prompt_2=fields.get("prompt_2") or "",
     )

@@ -1,11 +1,12 @@
-"""Gradio Blocks UI: layout and event wiring only. Handlers live in web/api.py (the public API) and
-web/session.py (the page's own buttons).
+"""Gradio Blocks UI: layout and event wiring only. Handlers live in web/api.py (the public API),
+web/session.py (the page's generation buttons and its follower) and web/page.py (the page's memory).
 
 Two public API endpoints, `/generate` and `/extend`, on hidden triggers (their outputs are the plain
-four, with the live preview streamed in the thumbnail slot); the page's buttons are private events
-that show the preview where the video will appear. Every generation is a job in the one queue
-(jobs/) that the REST API shares; the worker runs one at a time. The page's memory (history, `?job=`
-links, restore, copy as code) is laid out and wired in web/panels.py.
+four, with the live preview streamed in the thumbnail slot). The page's buttons are private events
+that queue a job for the visitor (web/owners.py) and then follow it, showing the preview where the
+video will appear; the page's memory (history, `?job=` links, restore, copy as code) is laid out and
+wired in web/panels.py. Every generation is a job in the one queue (jobs/) that the REST API shares;
+the worker runs one at a time.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
 from wan_demo.jobs.service import JobService
-from wan_demo.web import panels, session
+from wan_demo.web import panels
 from wan_demo.web.api import example_runner, make_extend, make_generate
 from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
 from wan_demo.web.owners import oauth_enabled
 from wan_demo.web.page import Page
+from wan_demo.web.session import Session
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
@@ -98,7 +100,7 @@ def _inputs(engine) -> list[gr.components.Component]:
 def _outputs() -> tuple[list[gr.components.Component], ...]:
     """The status line and the live preview; video, thumbnail, final prompt, seed used (the API
     outputs, in API order); the result's actions (New seed, Use last frame, next prompt, Extend)."""
-    status = gr.Markdown("", elem_id="status")  # the page's progress line (see session.ui_stream)
+    status = gr.Markdown("", elem_id="status")  # the page's progress line (see session.Session.follow)
     preview = gr.Image(
         label="Live preview (the denoiser's current estimate, low resolution)", type="filepath",
         interactive=False, visible=False, elem_id="preview", height=360,
@@ -148,30 +150,23 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
             with gr.Column(scale=1):
                 message = gr.Markdown("", elem_id="job-message")
                 (status, preview), outputs, (new_seed, use_last, next_prompt, extend) = _outputs()
-        shown = gr.State(None)  # the job id of the result on the page (Extend, Use last frame)
-        ui_outputs = [status, preview, *outputs, shown]
+        memory = panels.Memory(
+            token, view, job_box, message, *panels.history_panel(), gr.State(0), gr.State([]), code_btn, codes
+        )  # fmt: skip
+        page, session = Page(jobs, settings, engine.fast_available, settings.model), Session(jobs)
+        shown = [status, preview, *outputs, message]  # what the follower of the page's job updates
+        then_follow = panels.follower(session, page, memory, shown)
+        runs = [
+            (generate_btn, session.submit, inputs, session.check),
+            (new_seed, session.new_seed, inputs, session.check),
+            (extend, session.extend_shown, [next_prompt, *inputs[2:]], None),  # shown result + next prompt
+        ]
+        panels.wire_runs(session, page, memory, runs, then_follow)
+        use_last.click(session.use_last_frame, [token, view], inputs[0], api_visibility="private")
+        panels.wire(page, memory, inputs, shown, cancel_btn, then_follow)
+        panels.wire_load(demo, page, memory, then_follow)
         # Handlers only follow their job; the worker runs one at a time, so they need not queue here.
         run = dict(concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1)
-        page = dict(api_visibility="private", show_progress="hidden", **run)  # the status line shows it
-        extend_inputs = [shown, next_prompt, *inputs[2:]]  # the result shown + the next prompt
-        gallery, page_label, buttons, restore_file = panels.history_panel()
-        memory = panels.Memory(
-            token, view, job_box, message, gallery, page_label, gr.State(0), gr.State([]),
-            {**buttons, "code": code_btn}, restore_file, codes,
-        )  # fmt: skip
-        # Generate and Cancel: the visitor's job, followed from the store (web/page.py, web/panels.py)
-        visitor = Page(jobs, settings, engine.fast_available, settings.model)
-        panels.wire_load(
-            demo, visitor, memory, panels.wire(visitor, memory, inputs[:9], outputs, generate_btn, cancel_btn)
-        )
-        events = [
-            new_seed.click(session.make_run(jobs, new_seed=True), inputs, ui_outputs, validator=check_inputs,
-                           **page),
-            extend.click(session.make_extend_result(jobs), extend_inputs, ui_outputs, **page),
-        ]  # fmt: skip
-        use_last.click(session.make_use_last_frame(jobs), shown, inputs[0], api_visibility="private")
-        cancel_btn.click(session.at_rest, None, [status, preview, outputs[0]], cancels=events,
-                         api_visibility="private", queue=False)  # fmt: skip
         # The public API: plain outputs, on triggers nobody clicks (the page uses the events above).
         api = dict(api_visibility="public", **run)
         generate = make_generate(jobs)
