@@ -32,7 +32,9 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api")
-    with running_app(tmp_path_factory.mktemp("browser")) as app, sync_api.sync_playwright() as p:
+    # a preview every 0.25 s (default 1 s): a 60-step tiny run can take only a few seconds
+    root = tmp_path_factory.mktemp("browser")
+    with running_app(root, preview_every_s=0.25) as app, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
@@ -105,7 +107,7 @@ def test_live_preview_changes_during_a_run_and_extend_makes_a_longer_video(page)
     page.fill("#seed input", "7")
     if not page.is_visible("#steps input[type=number]"):
         page.click("text=Advanced")
-    page.fill("#steps input[type=number]", "60")  # long enough on CPU for several previews
+    page.fill("#steps input[type=number]", "100")  # the most allowed: several previews on CPU
     page.press("#steps input[type=number]", "Enter")
     page.click("#video-length >> text=5")
     page.click("#generate")
