@@ -137,15 +137,7 @@ def check_upload(path: Path) -> VideoInfo:
 def import_upload(src: Path, dst: Path, max_area: int, fps: int = FPS) -> tuple[ParentClip, Image.Image]:
     """Re-encode an uploaded video into our format at `dst`: the model's size for its aspect ratio,
     `fps` frames per second. Returns the clip and its last frame (the next segment's start)."""
-    info = probe(src)
-    if info.width * info.height > MAX_VIDEO_PIXELS:
-        raise InvalidRequest(
-            FIELD, f"{info.width}x{info.height} has too many pixels; the limit is {MAX_VIDEO_PIXELS}"
-        )
-    if info.fps > MAX_VIDEO_FPS:
-        raise InvalidRequest(FIELD, f"{info.fps:g} fps is too high; the limit is {MAX_VIDEO_FPS:g}")
-    if info.duration_s is not None and info.duration_s > MAX_PARENT_S:
-        raise InvalidRequest(FIELD, _too_long(info.duration_s))
+    info = check_upload(src)
     width, height = fit_size(info.width, info.height, max_area)
     tmp = dst.with_name(dst.name + ".part")
     try:
