@@ -11,6 +11,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
+from wan_demo.core.controls import check_mode
 from wan_demo.core.request import GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import FPS, MAX_AREA, SEED_MAX, SEGMENT_FRAMES, SIZE_MULTIPLE, Settings
 
@@ -158,12 +159,14 @@ def estimate_seconds(cost: CostModel, width: int, height: int, segments: int, fo
 
 
 def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> RunPlan:
-    """Everything one generation will do. Raises InvalidRequest when the engine cannot serve it."""
+    """Everything one generation will do. Raises InvalidRequest when the engine cannot serve it or
+    when the resolved speed mode would ignore one of the request's values (core/controls.py)."""
     mode = resolve_mode(settings, request.speed_mode, engine.fast_available)
     steps = request.steps or mode.steps
     guidance = mode.guidance if request.guidance is None else request.guidance
+    check_mode(request.params(), mode.name, guidance)
     width, height, parent_frames = _size_of(request, engine)
-    fps = settings.fps or FPS
+    fps = request.fps or settings.fps or FPS
     if request.parent is not None and request.parent.fps != fps:  # the streams are joined as they are
         raise InvalidRequest("video", f"is {request.parent.fps} fps; this server continues {fps} fps videos")
     segments = segments_for(request.video_length_s)
@@ -181,7 +184,7 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
         fps=fps,
         steps=steps,
         guidance=guidance,
-        shift=mode.shift,
+        shift=request.flow_shift or mode.shift,
         speed_mode=mode.name,
         negative_prompt=request.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
         forwards=forwards,

@@ -41,6 +41,8 @@ class GenerationRequest:
     speed_mode: Any = None  # "quality" | "fast"; None = the server's default
     prompt_2: Any = None  # prompt of the second 5 s segment (10 s clips); None or "" = `prompt`
     parent: Any = None  # a ParentClip to continue (extend); `image` is then its last frame
+    flow_shift: Any = None  # scheduler flow shift; None = the speed mode's
+    fps: Any = None  # output frame rate; None = Settings.fps (16, the training rate)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class ParentClip:
 # Fields of ValidRequest stored as JSON with a job (everything but the pixels and the parent clip).
 PARAM_FIELDS = (
     "prompt", "video_length_s", "seed", "prompt_extend", "negative_prompt", "steps", "guidance", "speed_mode",
-    "prompt_2",
+    "prompt_2", "flow_shift", "fps",
 )  # fmt: skip
 
 
@@ -87,6 +89,8 @@ class ValidRequest:
     speed_mode: str | None = None
     prompt_2: str | None = None  # None = the second segment uses `prompt`
     parent: ParentClip | None = None  # extend this clip; `image` is its last frame
+    flow_shift: float | None = None
+    fps: int | None = None
 
     def params(self) -> dict[str, Any]:
         """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs."""

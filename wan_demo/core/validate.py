@@ -11,12 +11,12 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from wan_demo.core.controls import CONTROLS, check_control, check_mode
 from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip, ValidRequest
 from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, SIZE_MULTIPLE, VIDEO_LENGTHS_S
 
-SPEED_MODES = ("quality", "fast")
-MAX_STEPS = 100
-MAX_GUIDANCE = 20.0
+MAX_STEPS = int(CONTROLS["steps"].high)
+MAX_GUIDANCE = float(CONTROLS["guidance"].high)
 MAX_INPUT_PIXELS = 40_000_000  # decompression-bomb cap (a 40 MP photo is already huge)
 MIN_SIDE = 16  # px; smaller inputs carry no usable content
 MAX_ASPECT = 4.0  # longer/shorter side; beyond this the model's output degenerates
@@ -89,18 +89,6 @@ def check_video_length(value: Any) -> int:
     return int(value)
 
 
-def check_optional_range(name: str, value: Any, low: float, high: float, kind: type) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(name, f"must be a number, got {_short(value)}")
-    if kind is int and not float(value).is_integer():
-        raise InvalidRequest(name, f"must be a whole number, got {value}")
-    if not low <= value <= high:
-        raise InvalidRequest(name, f"{value} is out of range {low}..{high}")
-    return kind(value)
-
-
 def check_pixels(size: tuple[int, int], field: str = "image") -> None:
     width, height = size
     if width * height > MAX_INPUT_PIXELS:
@@ -133,13 +121,16 @@ def check_image(image: Any, field: str = "image") -> Image.Image:
 
 
 def check_fields(request: GenerationRequest) -> dict[str, Any]:
-    """Every field but the image pixels, normalised; the UI's validator runs this before queueing."""
-    speed = request.speed_mode or None
-    if speed is not None and speed not in SPEED_MODES:
-        raise InvalidRequest("speed_mode", f"{_short(speed)} is unknown; use one of {', '.join(SPEED_MODES)}")
+    """Every field but the image pixels, normalised; the UI's validator runs this before queueing.
+    The optional controls follow core/controls.py; with an explicit speed mode, values it would
+    ignore are refused here (plan_run checks again once the server's default mode is known)."""
+    raw = {name: getattr(request, name) for name in CONTROLS} | {"speed_mode": request.speed_mode or None}
+    controls = {name: check_control(name, value) for name, value in raw.items()}
     negative = request.negative_prompt
     if negative is not None:
         negative = check_text("negative_prompt", negative, MAX_PROMPT_CHARS, required=False) or None
+    controls["negative_prompt"] = negative
+    check_mode(controls, controls["speed_mode"], controls["guidance"])
     if not isinstance(request.prompt_extend, bool):
         raise InvalidRequest("prompt_extend", f"must be true or false, got {_short(request.prompt_extend)}")
     length = check_video_length(request.video_length_s)
@@ -149,10 +140,7 @@ def check_fields(request: GenerationRequest) -> dict[str, Any]:
         prompt_2=check_prompt_2(request.prompt_2, length),
         seed=check_seed(request.seed),
         prompt_extend=request.prompt_extend,
-        negative_prompt=negative,
-        steps=check_optional_range("steps", request.steps, 1, MAX_STEPS, int),
-        guidance=check_optional_range("guidance", request.guidance, 0.0, MAX_GUIDANCE, float),
-        speed_mode=speed,
+        **controls,
     )
 
 

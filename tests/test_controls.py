@@ -1,0 +1,67 @@
+"""The optional controls (core/controls.py): one definition, checked by validate() and plan_run()."""
+
+import pytest
+from conftest import ask, make_image
+
+from wan_demo.core.controls import CONTROLS, api_field
+from wan_demo.core.plan import EngineInfo, plan_run
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import Settings
+
+FAST = EngineInfo(fast_available=True)
+IMAGE = make_image(96, 64)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "rule"),
+    [
+        ({"flow_shift": "3"}, "flow_shift", "must be a number"),
+        ({"flow_shift": 0.5}, "flow_shift", "0.5 is out of range 1.0..20.0"),
+        ({"flow_shift": True}, "flow_shift", "must be a number"),
+        ({"fps": 24.5}, "fps", "must be a whole number"),
+        ({"fps": 61}, "fps", "61 is out of range 4..60"),
+        ({"fps": [16]}, "fps", "must be a number"),
+        ({"steps": 101}, "steps", "101 is out of range 1..100"),
+        ({"guidance": 0.5}, "guidance", "0.5 is out of range 1.0..20.0"),
+        ({"negative_prompt": 3}, "negative_prompt", "must be a string"),
+        ({"speed_mode": "turbo"}, "speed_mode", "'turbo' is unknown; use one of quality, fast"),
+        # explicit fast mode: values it would ignore are refused, not dropped
+        ({"speed_mode": "fast", "guidance": 5.0}, "guidance", "5.0 is ignored in fast mode"),
+        ({"speed_mode": "fast", "negative_prompt": "blur"}, "negative_prompt", "ignored in fast mode"),
+        ({"guidance": 1.0, "negative_prompt": "blur"}, "negative_prompt", "ignored without guidance"),
+    ],
+)
+def test_bad_values_name_the_field_and_rule(fields, field, rule):
+    with pytest.raises(InvalidRequest) as err:
+        ask(IMAGE, "a cat", **fields)
+    assert (err.value.field, rule in err.value.rule) == (field, True), str(err.value)
+
+
+def test_values_reach_the_plan_and_unset_keeps_todays_defaults():
+    default = plan_run(ask(IMAGE, "a cat"), Settings(), EngineInfo())
+    assert (default.steps, default.guidance, default.shift, default.fps) == (40, 5.0, 3.0, 16)
+    chosen = ask(IMAGE, "a cat", steps=8, guidance=3.5, flow_shift=7.0, fps=24, negative_prompt="blur")
+    p = plan_run(chosen, Settings(), EngineInfo())
+    assert (p.steps, p.guidance, p.shift, p.fps, p.negative_prompt) == (8, 3.5, 7.0, 24, "blur")
+    fast = plan_run(ask(IMAGE, "a cat", speed_mode="fast", guidance=1.0, flow_shift=4.0), Settings(), FAST)
+    assert (fast.speed_mode, fast.guidance, fast.shift, fast.steps) == ("fast", 1.0, 4.0, 4)
+    assert chosen.params()["flow_shift"] == 7.0 and chosen.params()["fps"] == 24
+
+
+def test_the_server_default_mode_is_checked_by_the_plan():
+    """speed_mode unset: validate() cannot know the mode; plan_run() refuses once it does."""
+    request = ask(IMAGE, "a cat", guidance=5.0)  # fine for validate()
+    assert plan_run(request, Settings(), EngineInfo()).guidance == 5.0  # quality here
+    with pytest.raises(InvalidRequest, match="guidance: 5.0 is ignored in fast mode"):
+        plan_run(request, Settings(), FAST)  # auto = fast where the LoRA is loaded
+    with pytest.raises(InvalidRequest, match="negative_prompt: 'blur' is ignored in fast mode"):
+        plan_run(ask(IMAGE, "a cat", negative_prompt="blur"), Settings(speed_mode="fast"), FAST)
+
+
+def test_rest_names_come_from_the_same_table():
+    assert {c.api_name for c in CONTROLS.values()} == {
+        "negative_prompt", "speed_mode", "num_inference_steps", "guidance_scale", "flow_shift", "fps",
+    }  # fmt: skip
+    assert (api_field("steps"), api_field("guidance"), api_field("seed")) == (
+        "num_inference_steps", "guidance_scale", "seed",
+    )  # fmt: skip

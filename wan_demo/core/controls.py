@@ -1,0 +1,147 @@
+"""The optional generation controls, defined once for the UI, the Gradio API, REST and Python.
+
+Each `Control` names its field on GenerationRequest / ValidRequest (also the Gradio API parameter),
+its REST payload name, its type and range, its example, and which speed modes ignore it. validate()
+checks values against this table, plan_run() refuses values that the resolved speed mode would
+ignore (`check_mode`), and rest/schema.py and web/ui.py build their fields from it. Unset (None)
+always means "the speed mode's default", so requests that leave them out behave as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wan_demo.core.request import InvalidRequest
+from wan_demo.core.settings import FPS, MAX_PROMPT_CHARS
+
+SPEED_MODES = ("quality", "fast")
+NO_CFG = "the fast mode's distilled model runs without classifier-free guidance"
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str  # GenerationRequest / ValidRequest field and Gradio API parameter
+    api_name: str  # REST payload field
+    kind: type  # int | float | str
+    help: str  # one line for the OpenAPI schema, the model description and the UI
+    example: Any
+    low: float | None = None  # inclusive range of numbers; for text: max length in `high`
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    # speed mode -> the only value that mode accepts (None: no value at all); a mode not listed
+    # uses the control. A value the mode would ignore is refused, never dropped silently.
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+CONTROLS = {
+    c.name: c
+    for c in (
+        Control(
+            "negative_prompt",
+            "negative_prompt",
+            str,
+            high=MAX_PROMPT_CHARS,
+            fixed={"fast": None},
+            help="what to avoid; unset = the default list (needs guidance > 1: quality mode)",
+            example="blurry, static frame, watermark",
+        ),
+        Control(
+            "speed_mode",
+            "speed_mode",
+            str,
+            choices=SPEED_MODES,
+            help="quality = 40 steps with guidance; fast = step-distilled LoRA, 4 steps, no guidance "
+            "(only on servers with the LoRA); unset = the server's default",
+            example="quality",
+        ),
+        Control(
+            "steps",
+            "num_inference_steps",
+            int,
+            low=1,
+            high=100,
+            help="denoising steps per 5 s segment; unset = the mode's (quality 40, fast 4)",
+            example=30,
+        ),
+        Control(
+            "guidance",
+            "guidance_scale",
+            float,
+            low=1.0,
+            high=20.0,
+            fixed={"fast": 1.0},
+            help="classifier-free guidance scale (1 = off); unset = the mode's (quality 5, fast 1)",
+            example=5.0,
+        ),
+        Control(
+            "flow_shift",
+            "flow_shift",
+            float,
+            low=1.0,
+            high=20.0,
+            help="flow-matching shift of the scheduler; unset = the mode's (quality 3, fast 5)",
+            example=3.0,
+        ),
+        Control(
+            "fps",
+            "fps",
+            int,
+            low=4,
+            high=60,
+            help=f"output frame rate; a 5 s segment stays 81 frames, so other rates change the clip's "
+            f"duration; unset = {FPS}",
+            example=FPS,
+        ),
+    )  # fmt: skip
+}
+BY_API_NAME = {c.api_name: c for c in CONTROLS.values()}
+
+
+def api_field(name: str) -> str:
+    """The REST payload name of a request field (num_inference_steps for steps); others unchanged."""
+    return CONTROLS[name].api_name if name in CONTROLS else name
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_control(name: str, value: Any) -> Any:
+    """`value` normalised for control `name` (None stays None), or InvalidRequest naming the rule."""
+    c = CONTROLS[name]
+    if value is None:
+        return None
+    if c.kind is str:
+        if not isinstance(value, str):
+            raise InvalidRequest(name, f"must be a string, got {type(value).__name__}")
+        if c.choices and value not in c.choices:
+            raise InvalidRequest(name, f"{_short(value)} is unknown; use one of {', '.join(c.choices)}")
+        return value  # free text is checked by validate.check_text (length, NUL, surrogates)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(name, f"must be a number, got {_short(value)}")
+    if c.kind is int and not float(value).is_integer():
+        raise InvalidRequest(name, f"must be a whole number, got {value}")
+    if not c.low <= value <= c.high:
+        low, high = (int(c.low), int(c.high)) if c.kind is int else (c.low, c.high)
+        raise InvalidRequest(name, f"{value} is out of range {low}..{high}")
+    return c.kind(value)
+
+
+def check_mode(values: dict[str, Any], mode: str | None, guidance: float | None) -> None:
+    """Refuse values that `mode` would ignore. `values`: request fields by name (None = unset);
+    `mode` and `guidance`: what the run will use (None while not known yet: the server's default)."""
+    for c in CONTROLS.values():
+        value = values.get(c.name)
+        if value is None or mode not in c.fixed:
+            continue
+        allowed = c.fixed[mode]
+        if allowed is None or value != allowed:
+            keep = "leave it unset" + ("" if allowed is None else f" or {allowed:g}")
+            raise InvalidRequest(c.name, f"{_short(value)} is ignored in {mode} mode ({NO_CFG}); {keep}")
+    if values.get("negative_prompt") is not None and guidance is not None and guidance <= 1.0:
+        raise InvalidRequest(
+            "negative_prompt",
+            "is ignored without guidance (guidance 1 or less); raise it or leave this unset",
+        )
