@@ -48,6 +48,18 @@ class ParentUnavailable(Exception):
         self.reason = reason
 
 
+class IdempotentReplay(Exception):
+    """An Idempotency-Key this owner already used (within IDEMPOTENCY_S): nothing new was queued."""
+
+    def __init__(self, request_id: str, same_body: bool):
+        super().__init__(f"idempotency key already used for request {request_id}")
+        self.request_id, self.same_body = request_id, same_body
+
+
+IDEMPOTENCY_S = 24 * 3600.0  # an Idempotency-Key answers with its first request this long
+WEBHOOK_EVENTS = ("processing", "progress", "completed")  # what a webhook may subscribe to
+
+
 @dataclass
 class Job:
     """One generation request as the store keeps it, from any source (UI, Gradio API, REST)."""
@@ -76,6 +88,7 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     est_seconds: float = 0.0  # the run plan's estimate at submit
+    webhook: dict[str, Any] = field(default_factory=dict)  # {url, events, base} or {} = none
     created_at: float = field(default_factory=time.time)  # unix seconds
     updated_at: float = 0.0
     queued_at: float = 0.0
@@ -108,8 +121,21 @@ class WorkerRecord:
     age_s: float  # seconds since seen_at, database clock
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook event taken from the outbox for an attempt (jobs/store_sql_events.py)."""
+
+    event_id: str  # the Standard Webhooks message id (webhook-id): the same on every retry
+    request_id: str
+    owner: str
+    event: str  # one of WEBHOOK_EVENTS
+    job: Job  # the job as it was when the event happened (the body is rendered from it)
+    attempts: int  # attempts made before this one
+    created_at: float  # unix seconds; retries stop IDEMPOTENCY_S (24 h) after it
+
+
 COLUMNS = [f.name for f in fields(Job) if f.metadata.get("stored", True)]
-JSON_COLUMNS = ("params", "payload", "progress_info")
+JSON_COLUMNS = ("params", "payload", "progress_info", "webhook")
 
 
 def progress_percent(progress: Progress) -> int:

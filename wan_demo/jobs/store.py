@@ -7,6 +7,10 @@ migrations and its pick rule (`claim_next`). Every write is one committed transa
 after a call returns is never lost. A store opens nothing when constructed: `open()` connects and
 migrates the schema. A backend that cannot reach its database raises `StoreUnavailable`.
 
+Webhooks: a job whose `webhook` subscribes to an event gets an outbox row in the same transaction
+as the write that caused it (claim: processing; progress crossing a tenth: progress; finish,
+cancel of a queued job, recovery that ends it: completed); deliverers claim rows from the outbox.
+
 Leases: a worker claims a job under a lease (`lease_s` seconds, on the database's clock) and renews
 it while the job runs; a job whose lease ran out is reclaimed by `recover(expired_only=True)` with the
 same rule as crash recovery (requeued, or failed with worker_lost). Writes that pass a `claim`
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.common import MAX_ATTEMPTS, Claim, Job, Status, WorkerRecord
+from wan_demo.jobs.common import MAX_ATTEMPTS, Claim, Delivery, Job, Status, WorkerRecord
 
 SQLITE_FILE = "requests.sqlite3"  # in Settings.data_dir
 
@@ -28,10 +32,21 @@ SQLITE_FILE = "requests.sqlite3"  # in Settings.data_dir
 class JobStore(Protocol):
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def add(self, job: Job, queue_max: int | None = None, owner_max: int | None = None) -> None:
+    def add(
+        self, job: Job, queue_max: int | None = None, owner_max: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
         """Insert a queued job. With limits, the capacity check and the insert are one transaction
-        across every process on the database: QueueFull / TooManyActive (per `job.owner`)."""
+        across every process on the database: QueueFull / TooManyActive (per `job.owner`).
+        `idempotency` = (key, body hash): a key this owner used within 24 h raises IdempotentReplay
+        and queues nothing; otherwise the key is stored in the same transaction as the job."""
         ...
+
+    def idempotent(self, owner: str, key: str) -> tuple[str, str] | None:
+        """(request_id, body hash) of this owner's key used within the last 24 h, or None."""
+        ...
+
+    def forget_keys(self, cutoff: float) -> int: ...
 
     def get(self, request_id: str) -> Job | None: ...
     def list_jobs(
@@ -39,12 +54,14 @@ class JobStore(Protocol):
     ) -> tuple[list[Job], int]: ...
     def count(self, statuses: tuple[Status, ...], owner: str | None = None) -> int: ...
     def queue_ahead(self, job: Job) -> tuple[int, float]:
-        """(queued jobs that run before `job`, their summed est_seconds)."""
+        """(queued jobs that run before `job` under the pick rule, their summed est_seconds)."""
         ...
 
     def running(self) -> list[Job]: ...
     def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
-        """Atomically move the next queued job to processing (claims + 1, lease) and return it."""
+        """Atomically move the next queued job to processing (claims + 1, lease) and return it.
+        The pick is round-robin over owners: the owner served longest ago (never = first) among
+        those with queued jobs, then that owner's oldest job."""
         ...
 
     def renew(self, request_id: str, claim: Claim, lease_s: float) -> Job | None:
@@ -91,6 +108,13 @@ class JobStore(Protocol):
     def workers(self) -> list[WorkerRecord]:
         """Known workers, most recently seen first, with their age on the database's clock."""
         ...
+
+    # Webhook outbox: events are queued by the writes above, in their own transactions.
+    def claim_delivery(self, lease_s: float) -> Delivery | None: ...
+    def record_delivery(
+        self, event_id: str, status: int | None, error: str | None, retry_in: float | None
+    ) -> None: ...
+    def webhook_state(self, request_id: str) -> dict[str, Any]: ...
 
 
 def make_store(settings: Settings) -> JobStore:

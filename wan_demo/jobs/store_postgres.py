@@ -20,6 +20,7 @@ from typing import Any
 
 from wan_demo.jobs.common import Job, Status, StoreUnavailable
 from wan_demo.jobs.store_sql import SqlJobStore
+from wan_demo.jobs.store_sql_events import NEXT_OWNER
 
 OPEN_TIMEOUT_S = 60.0  # open(): wait this long for the first connection (a database still starting)
 LOCK_MIGRATE, LOCK_ADMIT = 7_761_001, 7_761_002  # pg advisory lock keys (any constant bigints)
@@ -52,12 +53,41 @@ MIGRATIONS = (
     """
     ALTER TABLE requests ADD COLUMN preview_path TEXT;
     """,
+    # 2 -> 3: fair queueing (owners), webhooks (subscription column + outbox), idempotency keys
+    """
+    ALTER TABLE requests ADD COLUMN webhook JSONB NOT NULL DEFAULT '{}';
+    CREATE INDEX requests_owner_queue ON requests (owner, queued_at, seq) WHERE status = 'queued';
+    CREATE TABLE owners (
+        owner TEXT PRIMARY KEY, last_served BIGINT NOT NULL DEFAULT 0,
+        first_seen DOUBLE PRECISION NOT NULL, touched_at DOUBLE PRECISION NOT NULL
+    );
+    INSERT INTO owners (owner, last_served, first_seen, touched_at)
+        SELECT owner, 0, MIN(created_at), MAX(created_at) FROM requests GROUP BY owner;
+    CREATE INDEX owners_turn ON owners (last_served, first_seen, owner);
+    CREATE TABLE webhook_events (
+        seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL,
+        owner TEXT NOT NULL, event TEXT NOT NULL, snapshot JSONB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0, created_at DOUBLE PRECISION NOT NULL,
+        next_attempt_at DOUBLE PRECISION NOT NULL, last_attempt_at DOUBLE PRECISION, last_status INTEGER,
+        last_error TEXT, delivered_at DOUBLE PRECISION
+    );
+    CREATE INDEX webhook_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX webhook_request ON webhook_events (request_id, seq);
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL, key TEXT NOT NULL, body_hash TEXT NOT NULL, request_id TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_age ON idempotency_keys (created_at);
+    CREATE INDEX idempotency_request ON idempotency_keys (request_id);
+    """,
 )
-# The pick rule: which queued job runs next (oldest first); SKIP LOCKED passes over rows another
-# worker is claiming right now. One query, so a fairer rule can replace it.
+# The pick rule: round-robin over owners (jobs/store_sql_events.py), that owner's oldest job first.
+# The owner's row is locked too, so concurrent workers take different owners' jobs; SKIP LOCKED
+# passes over rows another worker is claiming right now (nobody waits on anybody).
 PICK_NEXT = (
-    "SELECT request_id FROM requests WHERE status = 'queued'"
-    " ORDER BY queued_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+    f"SELECT request_id FROM requests WHERE status = 'queued' AND owner = ({NEXT_OWNER} FOR UPDATE"
+    " SKIP LOCKED) ORDER BY queued_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -75,6 +105,7 @@ class PostgresJobStore(SqlJobStore):
     NOW = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
     TIEBREAK = "seq"
     JSON_PARAM = "CAST(? AS JSONB)"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, pool_size: int = 8, timeout_s: float = 5.0):
         self.url, self.pool_size, self.timeout_s = url, pool_size, timeout_s
@@ -136,6 +167,9 @@ class PostgresJobStore(SqlJobStore):
                 f" WHERE request_id = ({PICK_NEXT}) RETURNING *",
                 (str(Status.PROCESSING), worker_id, lease_s, time.time()),
             ).fetchone()
+            if row is not None:
+                self._served(db, row["owner"])
+                self._emit(db, row["request_id"], "processing")
         return self._job(row) if row is not None else None
 
 

@@ -24,13 +24,15 @@ from wan_demo.jobs.common import (
     TooManyActive,
 )
 from wan_demo.jobs.records import clean, json_text, row_values, status_of
-from wan_demo.jobs.store_sql_reads import SqlReads
+from wan_demo.jobs.store_sql_events import SqlEvents
 
 WORKER_FORGET_S = 24 * 3600.0  # worker rows unseen this long are deleted by recover()
 
 
-class SqlJobStore(SqlReads):
-    """Reads (SqlReads) plus every write; backends add _tx, the clock, JSON casts and claim_next."""
+class SqlJobStore(SqlEvents):
+    """Reads, owners, outbox and keys (SqlEvents) plus every write; backends add _tx, the clock, JSON
+    casts and claim_next. A write that changes what a webhook reports queues its event in the same
+    transaction (`_emit`): a committed status change never misses its delivery."""
 
     def _lock_admission(self, db: Any) -> None:
         """Serialise capacity check + insert across processes (SQLite's write lock already does)."""
@@ -39,16 +41,23 @@ class SqlJobStore(SqlReads):
         raise NotImplementedError
 
     # -- writing -------------------------------------------------------------------------------
-    def add(self, job: Job, queue_max: int | None = None, owner_max: int | None = None) -> None:
+    def add(
+        self, job: Job, queue_max: int | None = None, owner_max: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
         job.updated_at = job.queued_at = job.created_at
         values = row_values(job)  # JSON serialised, text made encodable
         values["status"] = str(values["status"])
         marks = ", ".join(self.JSON_PARAM if name in JSON_COLUMNS else "?" for name in COLUMNS)
         with self._tx() as db:
-            if queue_max is not None or owner_max is not None:
+            if queue_max is not None or owner_max is not None or idempotency is not None:
                 self._lock_admission(db)
+            if idempotency is not None:  # (key, body hash): a replay raises before anything is queued
+                self._claim_key(db, job, *idempotency)
+            if queue_max is not None or owner_max is not None:
                 self._check_capacity(db, job.owner, queue_max, owner_max)
             db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
+            self._touch_owner(db, job.owner)
 
     def _check_capacity(self, db: Any, owner: str, queue_max: int | None, owner_max: int | None) -> None:
         if owner_max is not None:
@@ -104,11 +113,16 @@ class SqlJobStore(SqlReads):
             str(Status.PROCESSING),
         ]
         with self._tx() as db:
-            db.execute(
+            before = db.execute(
+                "SELECT progress FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            done = db.execute(
                 f"UPDATE requests SET progress = ?, progress_info = {self.JSON_PARAM}, updated_at = ?"
                 f"{start}{attempt}{shown} WHERE request_id = ? AND status = ?{held}",
                 [*args, *held_args],
-            )
+            ).rowcount
+            if done:
+                self._emit_progress(db, request_id, before, percent)
 
     def finish(self, request_id: str, status: Status, claim: Claim | None = None, **outcome: Any) -> bool:
         unknown = set(outcome) - set(COLUMNS)
@@ -129,12 +143,13 @@ class SqlJobStore(SqlReads):
         sets = ", ".join(f"{k} = ?" for k in values)
         held, args = self._held(claim)
         with self._tx() as db:
-            return bool(
-                db.execute(
-                    f"UPDATE requests SET {sets} WHERE request_id = ? AND status = ?{held}",
-                    [*values.values(), request_id, str(Status.PROCESSING), *args],
-                ).rowcount
-            )
+            done = db.execute(
+                f"UPDATE requests SET {sets} WHERE request_id = ? AND status = ?{held}",
+                [*values.values(), request_id, str(Status.PROCESSING), *args],
+            ).rowcount
+            if done:
+                self._emit(db, request_id, "completed")
+            return bool(done)
 
     def cancel(self, request_id: str) -> Status | None:
         now = time.time()
@@ -148,6 +163,7 @@ class SqlJobStore(SqlReads):
                     " completed_at = ? WHERE request_id = ? AND status = ?",
                     (str(Status.CANCELLED), now, now, request_id, str(Status.QUEUED)),
                 )
+                self._emit(db, request_id, "completed")
             elif row["status"] == Status.PROCESSING:
                 db.execute(
                     "UPDATE requests SET cancel_requested = TRUE, updated_at = ? WHERE request_id = ?",
@@ -161,6 +177,12 @@ class SqlJobStore(SqlReads):
         gone = f"status = ? AND lease_until < {self.NOW}" if expired_only else "status = ?"
         processing, max_claims = str(Status.PROCESSING), max_attempts * CLAIMS_PER_ATTEMPT
         with self._tx() as db:
+            hooked = [  # jobs with a webhook that this call may finish: their `completed` events
+                r["request_id"]
+                for r in db.execute(
+                    f"SELECT request_id FROM requests WHERE {gone} AND webhook <> '{{}}'", (processing,)
+                ).fetchall()
+            ]
             cancelled = db.execute(
                 f"UPDATE requests SET status = ?, lease_until = NULL, updated_at = ?, completed_at = ?"
                 f" WHERE {gone} AND cancel_requested = TRUE",
@@ -177,11 +199,22 @@ class SqlJobStore(SqlReads):
                 f" lease_until = NULL, preview_path = NULL, updated_at = ? WHERE {gone}",
                 (str(Status.QUEUED), now, processing),
             ).rowcount
+            for request_id in hooked:
+                status = db.execute(
+                    "SELECT status FROM requests WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if status is not None and status["status"] in TERMINAL:
+                    self._emit(db, request_id, "completed")
             db.execute(f"DELETE FROM workers WHERE seen_at < {self.NOW} - ?", (WORKER_FORGET_S,))
+            self._forget_owners(db)
         return {"requeued": requeued, "failed": failed, "cancelled": cancelled}
 
     def delete(self, request_ids: list[str]) -> int:
+        """Forget requests, with their webhook events and the idempotency keys that point at them."""
         with self._tx() as db:
+            for table in ("webhook_events", "idempotency_keys"):
+                for rid in request_ids:
+                    db.execute(f"DELETE FROM {table} WHERE request_id = ?", (rid,))
             return sum(
                 db.execute("DELETE FROM requests WHERE request_id = ?", (rid,)).rowcount
                 for rid in request_ids

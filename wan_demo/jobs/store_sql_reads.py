@@ -70,14 +70,6 @@ class SqlReads:
             sql, args = sql + " AND owner = ?", [*args, owner]
         return db.execute(sql, args).fetchone()["n"]
 
-    def queue_ahead(self, job: Job) -> tuple[int, float]:
-        row = self._rows(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(est_seconds), 0) AS s FROM requests"
-            " WHERE status = ? AND queued_at < ?",
-            (str(Status.QUEUED), job.queued_at),
-        )[0]
-        return row["n"], float(row["s"])
-
     def running(self) -> list[Job]:
         return [
             self._job(r)

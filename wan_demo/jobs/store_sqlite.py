@@ -18,6 +18,7 @@ from pathlib import Path
 from wan_demo.jobs.common import Job, Status
 from wan_demo.jobs.records import read_text
 from wan_demo.jobs.store_sql import SqlJobStore
+from wan_demo.jobs.store_sql_events import NEXT_OWNER
 
 MIGRATIONS = (
     # 0 -> 1: the REST request table of the first landing
@@ -64,9 +65,39 @@ MIGRATIONS = (
     """
     ALTER TABLE requests ADD COLUMN preview_path TEXT;
     """,
+    # 5 -> 6: fair queueing (owners), webhooks (subscription column + outbox), idempotency keys
+    """
+    ALTER TABLE requests ADD COLUMN webhook TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX IF NOT EXISTS requests_owner_queue ON requests (owner, queued_at) WHERE status = 'queued';
+    CREATE TABLE IF NOT EXISTS owners (
+        owner TEXT PRIMARY KEY, last_served INTEGER NOT NULL DEFAULT 0, first_seen REAL NOT NULL,
+        touched_at REAL NOT NULL
+    );
+    INSERT OR IGNORE INTO owners (owner, last_served, first_seen, touched_at)
+        SELECT owner, 0, MIN(created_at), MAX(created_at) FROM requests GROUP BY owner;
+    CREATE INDEX IF NOT EXISTS owners_turn ON owners (last_served, first_seen, owner);
+    CREATE TABLE IF NOT EXISTS webhook_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL,
+        owner TEXT NOT NULL, event TEXT NOT NULL, snapshot TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
+        last_attempt_at REAL, last_status INTEGER, last_error TEXT, delivered_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS webhook_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX IF NOT EXISTS webhook_request ON webhook_events (request_id, seq);
+    CREATE TABLE IF NOT EXISTS idempotency_keys (
+        owner TEXT NOT NULL, key TEXT NOT NULL, body_hash TEXT NOT NULL, request_id TEXT NOT NULL,
+        created_at REAL NOT NULL, PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency_keys (created_at);
+    CREATE INDEX IF NOT EXISTS idempotency_request ON idempotency_keys (request_id)
+    """,
 )
-# The pick rule: which queued job runs next (oldest first). One query, so a fairer rule can replace it.
-PICK_NEXT = "SELECT request_id FROM requests WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1"
+# The pick rule: round-robin over owners (jobs/store_sql_events.py), that owner's oldest job first.
+PICK_NEXT = (
+    f"SELECT request_id FROM requests WHERE status = 'queued' AND owner = ({NEXT_OWNER})"
+    " ORDER BY queued_at, rowid LIMIT 1"
+)
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -140,6 +171,9 @@ class SqliteJobStore(SqlJobStore):
                 f" progress_info = '{{}}', lease_until = {self.NOW} + ?, updated_at = ? WHERE request_id = ?",
                 (str(Status.PROCESSING), worker_id, lease_s, time.time(), row["request_id"]),
             )
-            return self._job(
+            job = self._job(
                 db.execute("SELECT * FROM requests WHERE request_id = ?", (row["request_id"],)).fetchone()
             )
+            self._served(db, job.owner)
+            self._emit(db, job.request_id, "processing")
+            return job
