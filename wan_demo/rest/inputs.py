@@ -9,30 +9,28 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
-import ipaddress
 import re
-import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from functools import partial
 
 from PIL import Image
 
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.media.image import decode_image
+from wan_demo.rest.netguard import PinnedHTTPS, Resolver, check_address, resolve, split_url
 
 FIELD = "payload.path_input_image"
 DATA_URI_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp")
 URL_TIMEOUT_S = 10.0  # whole fetch: connect + headers + body
 ECHO_CHARS = 200  # inputs up to this length are echoed back as given
-SHARED_NET = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
 FORMS_HINT = "send base64, a data URI or an https URL; server file paths are never read"
 BASE64_RE = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 
-Resolver = Callable[[str, int], list[str]]
+__all__ = ["check_address", "fetch_url", "load_input_image"]  # check_address: the guard's, re-exported
 
 
 @dataclass(frozen=True)
@@ -86,30 +84,12 @@ def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
         raise InvalidRequest(field, f"is not valid base64 ({FORMS_HINT})") from None
 
 
-def check_address(ip_text: str) -> bool:
-    """True when the address is publicly routable (IPv4-mapped IPv6 is judged as its IPv4)."""
-    ip = ipaddress.ip_address(ip_text.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.version == 4 and ip in SHARED_NET:
-        return False
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
-
-
-def resolve(host: str, port: int) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise InvalidRequest(FIELD, f"host {host!r} does not resolve ({e.strerror})") from None
-    return [info[4][0] for info in infos]
-
-
 def fetch_url(
     url: str,
     settings: Settings,
     field: str = FIELD,
     max_bytes: int = 20 * 1024 * 1024,
-    resolver: Resolver = resolve,
+    resolver: Resolver | None = None,
     allow: Callable[[str], bool] = check_address,
     context: ssl.SSLContext | None = None,
 ) -> bytes:
@@ -117,16 +97,8 @@ def fetch_url(
     address (no DNS rebinding), no redirects, a whole-fetch time cap and a byte cap."""
     if not settings.allow_url_inputs:
         raise InvalidRequest(field, "URL inputs are disabled on this server; send base64 or a data URI")
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https":
-        raise InvalidRequest(field, "only https URLs are accepted")
-    if not parts.hostname or parts.username or parts.password:
-        raise InvalidRequest(field, "URL must have a host and no user:password part")
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise InvalidRequest(field, "URL has an invalid port") from None
-    addresses = resolver(parts.hostname, port)
+    parts, port = split_url(url, field, ("https",))
+    addresses = (resolver or partial(resolve, field=field))(parts.hostname, port)
     if not addresses or not all(allow(a) for a in addresses):
         raise InvalidRequest(field, f"host {parts.hostname!r} is not a public address; URL refused")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -140,21 +112,9 @@ def fetch_url(
         raise InvalidRequest(field, f"could not fetch the URL ({type(e).__name__})") from None
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to a fixed, already-checked IP while verifying the certificate for the host name."""
-
-    def __init__(self, host: str, ip: str, port: int, timeout: float, context: ssl.SSLContext):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._ip, self._ctx = ip, context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
-
-
 def _get(host: str, ip: str, port: int, path: str, max_bytes: int, context: ssl.SSLContext) -> bytes:
     deadline = time.monotonic() + URL_TIMEOUT_S
-    conn = _PinnedHTTPS(host, ip, port, URL_TIMEOUT_S, context)
+    conn = PinnedHTTPS(host, ip, port, URL_TIMEOUT_S, context)
     try:
         conn.request("GET", path, headers={"User-Agent": "wan-demo/1", "Accept": "image/*"})
         resp = conn.getresponse()
