@@ -4,7 +4,9 @@
   Settings.output_ttl_h: in storage (local folders or the bucket), and with a bucket also the local
   output folder (the worker's scratch files and the UI's local copies);
 - stored input images older than that, unless their job is still queued or running;
-- finished job rows older than Settings.history_ttl_h (their files are gone long before).
+- finished job rows older than Settings.history_ttl_h (their files are gone long before), with
+  their webhook events;
+- Idempotency-Keys older than 24 h (a retry after that is a new request).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 from wan_demo.core.settings import Settings
-from wan_demo.jobs.common import ACTIVE
+from wan_demo.jobs.common import ACTIVE, IDEMPOTENCY_S
 from wan_demo.jobs.storage import LocalStorage, Storage, make_storage
 from wan_demo.jobs.store import JobStore
 
@@ -23,7 +25,7 @@ HOUR_S = 3600.0
 def sweep(
     store: JobStore, settings: Settings, now: float | None = None, storage: Storage | None = None
 ) -> dict:
-    """Delete what is past its retention; returns how many outputs, inputs and rows went."""
+    """Delete what is past its retention; returns how many outputs, inputs, rows and keys went."""
     now = time.time() if now is None else now
     storage = storage or make_storage(settings)
     removed = {"outputs": 0, "inputs": 0, "rows": 0}
@@ -44,4 +46,7 @@ def sweep(
     if settings.history_ttl_h > 0:
         rows = store.finished_before(now - settings.history_ttl_h * HOUR_S)
         removed["rows"] = store.delete([job.request_id for job in rows])
+    keys = store.forget_keys(now - IDEMPOTENCY_S)
+    if keys:
+        removed["keys"] = keys
     return removed

@@ -20,7 +20,15 @@ from typing import Any, Protocol
 from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import ParentClip, ValidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
-from wan_demo.jobs.common import ACTIVE, Job, ParentUnavailable, QueueFull, Status, TooManyActive
+from wan_demo.jobs.common import (
+    ACTIVE,
+    Job,
+    ParentUnavailable,
+    QueueFull,
+    Status,
+    StoreUnavailable,
+    TooManyActive,
+)
 from wan_demo.jobs.directory import Directory
 from wan_demo.jobs.storage import Storage, make_storage
 from wan_demo.jobs.storage_common import write_durably
@@ -85,10 +93,13 @@ class JobService:
 
     def submit(
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
-        image: SourceImage | None = None,
+        image: SourceImage | None = None, webhook: dict[str, Any] | None = None,
+        idempotency: tuple[str, str] | None = None,
     ) -> Job:  # fmt: skip
         """Plan (refusing what the engine cannot run), store the input, queue. Returns the job.
-        An extension's input is a copy of its parent MP4 (the parent may expire while it waits)."""
+        An extension's input is a copy of its parent MP4 (the parent may expire while it waits).
+        `webhook`: the checked subscription ({url, events, base}); `idempotency`: (key, body hash),
+        stored with the job in one transaction (IdempotentReplay when the key was used already)."""
         plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
         per_owner = source == "rest"
         self.check_capacity(owner, per_owner)
@@ -107,10 +118,12 @@ class JobService:
             location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
         params = request.params()
         job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, location,
-                  est_seconds=plan.est_seconds)  # fmt: skip
+                  est_seconds=plan.est_seconds, webhook=webhook or {})  # fmt: skip
         owner_max = self.settings.max_active_per_key if per_owner else None
         try:  # the capacity check and the insert are one transaction, across every API node
-            self.store.add(job, queue_max=self.settings.queue_max_size, owner_max=owner_max)
+            self.store.add(job, self.settings.queue_max_size, owner_max, idempotency)
+        except StoreUnavailable:  # the insert may have committed before the connection dropped: the
+            raise  # input stays (the sweeper removes it if no job holds it); a keyed retry finds the job
         except BaseException:
             self.storage.delete(location)
             raise
@@ -139,6 +152,14 @@ class JobService:
             raise ParentUnavailable("expired", "the video to extend was deleted (outputs expire)") from None
         except (OSError, ValueError, KeyError, TypeError):  # a sidecar cut short by the sweeper or a crash
             raise ParentUnavailable("expired", "the video to extend can no longer be read") from None
+
+    def replay(self, owner: str, key: str) -> tuple[str, str] | None:
+        """(request_id, body hash) this owner's Idempotency-Key created within 24 h, or None."""
+        return self.store.idempotent(owner, key)
+
+    def webhook_state(self, job: Job) -> dict[str, Any]:
+        """Delivery state of the job's webhook events (attempts, last status, next attempt, counts)."""
+        return self.store.webhook_state(job.request_id)
 
     def workers_alive(self) -> int:
         """Live workers (any process); an in-process worker counts even before its first beat."""
