@@ -76,6 +76,10 @@ def test_missing_image_is_an_invalid_request(picture):
         ({"prompt": ""}, "prompt", "must not be empty"),
         ({"seed": -2}, "seed", "out of range"),
         ({"video_length": "7"}, "video_length", "not allowed"),
+        # the speed mode's conflicts, from the same table as REST's (core/controls.py)
+        ({"speed_mode": "fast", "guidance": 5}, "guidance", "ignored in fast mode"),
+        ({"speed_mode": "fast", "negative_prompt": "blur"}, "negative_prompt", "ignored in fast mode"),
+        ({"guidance": 0.5}, "guidance", "out of range 1.0..20.0"),
     ],
 )
 def test_validator_flags_only_the_bad_field(picture, changes, field, words):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from wan_demo.core.controls import CONTROLS
 from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
-from wan_demo.core.validate import MAX_GUIDANCE, MAX_STEPS
 from wan_demo.jobs.service import JobService
 from wan_demo.web import panels
 from wan_demo.web.api import example_runner, make_extend, make_generate
@@ -81,11 +81,10 @@ def _inputs(engine) -> list[gr.components.Component]:
         lengths = [str(s) for s in VIDEO_LENGTHS_S]  # strings: the API rejects ints for Radio
         length = gr.Radio(lengths, value="5", label="Video length (seconds)", elem_id="video-length")
     seed = gr.Number(label=f"Seed (-1 = random, 0..{SEED_MAX})", value=-1, precision=0, elem_id="seed")
-    with gr.Accordion("Advanced", open=False):
-        negative = gr.Textbox(label="Negative prompt (empty = the model's default list)", lines=2)
-        steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Steps (0 = mode default)", elem_id="steps")
-        guidance = gr.Slider(0, MAX_GUIDANCE, value=0, step=0.5, label="Guidance (0 = mode default)")
-        modes = [AUTO, "quality", "fast"] if engine.fast_available else [AUTO, "quality"]
+    with gr.Accordion("Advanced", open=False):  # ranges and help from core/controls.py, as REST's
+        negative = gr.Textbox(label="Negative prompt (empty = the default list; quality mode only)", lines=2)
+        steps, guidance = _slider("steps", 1, "Steps"), _slider("guidance", 0.5, "Guidance")
+        modes = [AUTO, *CONTROLS["speed_mode"].choices] if engine.fast_available else [AUTO, "quality"]
         speed_mode = gr.Radio(
             modes, value=AUTO, label="Speed mode (fast = step-distilled LoRA, 4 steps)",
             visible=engine.fast_available,
@@ -94,7 +93,15 @@ def _inputs(engine) -> list[gr.components.Component]:
             label="Second prompt (10 s clips: the second 5 s; empty = the same prompt)", lines=2,
             elem_id="prompt-2",
         )  # fmt: skip
+    # flow_shift and fps (core/controls.py) are REST and Python only: an 11th and 12th /generate
+    # input would break every raw-HTTP caller that sends the documented 10 values (Gradio answers 400).
     return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode, prompt_2]
+
+
+def _slider(name: str, step: float, label: str) -> gr.Slider:
+    """A control's slider over its range; 0 (the left end) = unset, the mode's default."""
+    c = CONTROLS[name]
+    return gr.Slider(0, c.high, value=0, step=step, label=f"{label} (0 = default)", info=c.help, elem_id=name)
 
 
 def _outputs() -> tuple[list[gr.components.Component], ...]:
