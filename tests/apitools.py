@@ -51,7 +51,7 @@ def serve(settings: Settings, engine, run_worker: bool = True) -> Iterator[tuple
         worker.start()
         jobs.worker = worker
     app = FastAPI()
-    service = RestService(jobs, settings, KeyRing.from_settings(settings))
+    service = RestService(jobs, settings, KeyRing.from_settings(settings)).start()
     routes.attach(app, service)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -66,6 +66,7 @@ def serve(settings: Settings, engine, run_worker: bool = True) -> Iterator[tuple
     finally:
         server.should_exit = True
         thread.join(10)
+        service.stop()
         worker.stop()
         jobs.close()
 
@@ -98,6 +99,7 @@ def api_settings(tmp, **changes) -> Settings:
         max_file_size_mb=1,
         queue_max_size=16,
         max_active_per_key=4,
+        submits_per_min=0,  # the rate limit has its own tests (tests/test_api_clients.py)
     )
     return base.replace(**changes)
 

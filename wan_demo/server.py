@@ -26,7 +26,8 @@ from wan_demo.jobs.worker import Worker, output_dir
 from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine
 from wan_demo.rest import routes
-from wan_demo.rest.keys import KeyRing
+from wan_demo.rest.keys import MIN_WEBHOOK_SECRET, KeyRing
+from wan_demo.rest.netguard import parse_networks
 from wan_demo.rest.service import RestService
 from wan_demo.web import ui, zerogpu
 
@@ -46,9 +47,13 @@ class Server:
         self.jobs.start()
         if self.worker is not None:
             self.worker.start()
+        if self.rest is not None:  # webhook deliverers run where REST runs (they hold keys and views)
+            self.rest.start()
         return self
 
     def stop(self) -> None:
+        if self.rest is not None:
+            self.rest.stop()
         if self.worker is not None:
             self.worker.stop()
         self.jobs.close()
@@ -116,6 +121,22 @@ def settings_problems(settings: Settings) -> list[str]:
         )
     if settings.database_pool_size < 1 or settings.database_timeout_s <= 0:
         problems.append("database_pool_size must be >= 1 and database_timeout_s > 0")
+    return problems + rest_problems(settings)
+
+
+def rest_problems(settings: Settings) -> list[str]:
+    """Webhook and rate-limit settings that cannot work, in words."""
+    problems = []
+    if settings.webhook_secret and len(settings.webhook_secret) < MIN_WEBHOOK_SECRET:
+        problems.append(
+            f"webhook_secret must be at least {MIN_WEBHOOK_SECRET} characters (it keys every client's)"
+        )
+    try:
+        parse_networks(settings.webhook_allow_private)
+    except ValueError as e:
+        problems.append(f"webhook_allow_private: {e}")
+    if settings.webhook_retry_s <= 0 or settings.submits_per_min < 0:
+        problems.append("webhook_retry_s must be > 0 and submits_per_min >= 0 (0 = no limit)")
     return problems
 
 

@@ -83,6 +83,10 @@ class Settings:
     max_active_per_key: int = 4  # queued + processing requests per API key
     max_attempts: int = 2  # runs of a job that reached denoising before a crash fails it (worker_lost)
     public_url: str = ""  # base URL for outcome links; "" = the request's own host
+    submits_per_min: int = 60  # REST submits per API key per minute (429 + Retry-After beyond); 0 = off
+    webhook_secret: str = ""  # master secret; each key's signing secret is derived from it; "" = no webhooks
+    webhook_allow_private: str = ""  # IPs / networks (10.0.0.0/8, ...) webhooks may reach besides public ones
+    webhook_retry_s: float = 10.0  # first webhook retry after this many seconds; doubles up to 1 h, for 24 h
     # -- scale-out (see README "Scale out")
     role: str = "all"  # "all" (UI + REST + worker, one process) | "api" (no model) | "worker" (no UI)
     database_url: str = ""  # "" = SQLite in data_dir; postgresql://user:pass@host:5432/db = PostgreSQL

@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,7 +33,7 @@ from wan_demo.rest.schema import (
     Submitted,
     model_info,
 )
-from wan_demo.rest.service import ApiError, RestService
+from wan_demo.rest.service import KEY_HEADER, ApiError, RestService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ MAX_MODEL_ID_CHARS = 128  # model ids are short names like Wan-AI_Wan2.1-I2V-14B
 RequestId = Annotated[str, Path(max_length=MAX_ID_CHARS)]
 ModelId = Annotated[str, Path(max_length=MAX_MODEL_ID_CHARS)]
 STORE_RETRY_S = 5  # Retry-After while the job database is unreachable (a restart takes seconds)
+MAX_KEY_CHARS = 255  # Idempotency-Key: a UUID or any printable ASCII token up to this length
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=KEY_HEADER, min_length=1, max_length=MAX_KEY_CHARS, pattern=r"^[ -~]+$",
+        description="retry-safe submits: the same key and body within 24 h return the first request "
+        "(same request_id); the same key with another body answers 409. Scoped to your API key.",
+    ),
+]  # fmt: skip
 
 
 def build_app(service: RestService) -> FastAPI:
@@ -57,8 +66,9 @@ def build_app(service: RestService) -> FastAPI:
     kw = {"responses": ERRORS}
 
     @app.post("/apikey/requests", response_model=Submitted, **kw)
-    def submit_request(body: SubmitBody, request: Request, owner: str = caller):
-        rec = service.submit(body, owner)
+    def submit_request(body: SubmitBody, request: Request, owner: str = caller, key: IdempotencyKey = None):
+        limits = service.rate(owner)
+        rec, replayed = service.submit(body, owner, service.base(request), key)
         location = request.url_for("get_request", request_id=rec.request_id).path
         data = Submitted(
             request_id=rec.request_id,
@@ -68,7 +78,8 @@ def build_app(service: RestService) -> FastAPI:
             updated_at=int(rec.updated_at),
             queued_at=int(rec.queued_at),
         )
-        return JSONResponse(data.model_dump(), headers={"Location": location})
+        headers = {"Location": location, **limits, **({"Idempotent-Replayed": "true"} if replayed else {})}
+        return JSONResponse(data.model_dump(), headers=headers)
 
     @app.get("/apikey/requests", response_model=RequestList, **kw)
     def list_requests(
@@ -79,15 +90,15 @@ def build_app(service: RestService) -> FastAPI:
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
         owner: str = caller,
     ):
-        return service.list(request, owner, model_id, status, limit, offset)
+        return service.list(service.base(request), owner, model_id, status, limit, offset)
 
     @app.get("/apikey/requests/{request_id}", response_model=RequestView, name="get_request", **kw)
     def get_request(request_id: RequestId, request: Request, owner: str = caller):
-        return service.view(service.own(request_id, owner), request)
+        return service.views.view(service.own(request_id, owner), service.base(request))
 
     @app.post("/apikey/requests/{request_id}/cancel", response_model=RequestView, **kw)
     def cancel_request(request_id: RequestId, request: Request, owner: str = caller):
-        return service.view(service.cancel(request_id, owner), request)
+        return service.views.view(service.cancel(request_id, owner), service.base(request))
 
     def file_kw(media: str, response: type = FileResponse) -> dict:
         return {"response_class": response, "responses": {200: {"content": {media: {}}}, **ERRORS}}

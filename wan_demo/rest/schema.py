@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wan_demo.core.controls import CONTROLS, Control
 from wan_demo.core.plan import frames_for
 from wan_demo.core.settings import (
     API_MODEL_ID,
@@ -21,8 +22,32 @@ from wan_demo.core.settings import (
     SEED_MAX,
     VIDEO_LENGTHS_S,
 )
+from wan_demo.jobs.common import WEBHOOK_EVENTS
 
 STATUS_DOC = "queued | processing | success | failed | cancelled (the last three never change)"
+MAX_WEBHOOK_URL = 2048
+WEBHOOK_DOC = (
+    "POST the request's JSON (as GET shows it) here on the chosen events, signed per Standard Webhooks "
+    "(webhook-id, webhook-timestamp, webhook-signature) with your key's secret; https to a public "
+    "address (or an address the server allow-lists). Retried with backoff for up to 24 h."
+)
+
+
+def _limits(c: Control) -> dict[str, Any]:
+    """JSON-schema bounds of a control (documentation; core/validate.py enforces them)."""
+    if c.choices:
+        return {"enum": list(c.choices)}
+    if c.kind is str:
+        return {"maxLength": int(c.high)}
+    low, high = (int(c.low), int(c.high)) if c.kind is int else (c.low, c.high)
+    return {"minimum": low, "maximum": high}
+
+
+def _control(name: str) -> Any:
+    """An optional payload field for a control; null = unset (so an enum lists null too)."""
+    c = CONTROLS[name]
+    limits = {"enum": [*c.choices, None]} if c.choices else _limits(c)
+    return Field(None, description=c.help, examples=[c.example], json_schema_extra=limits)
 
 
 class SubmitPayload(BaseModel):
@@ -48,12 +73,28 @@ class SubmitPayload(BaseModel):
         "by video_length more seconds that start from its last frame; leave path_input_image out",
         json_schema_extra={"maxLength": 64},
     )
+    # additive, optional (core/controls.py): unset = the speed mode's default, as before
+    negative_prompt: str | None = _control("negative_prompt")
+    speed_mode: str | None = _control("speed_mode")
+    num_inference_steps: int | None = _control("steps")
+    guidance_scale: float | None = _control("guidance")
+    flow_shift: float | None = _control("flow_shift")
+    fps: int | None = _control("fps")
 
 
 class SubmitBody(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")  # one rule at every level: unknown = 422
     model: str = Field(json_schema_extra={"enum": [API_MODEL_ID]})
     payload: SubmitPayload
+    webhook_url: str | None = Field(
+        None, description=WEBHOOK_DOC, examples=["https://example.com/hooks/wan"],
+        json_schema_extra={"maxLength": MAX_WEBHOOK_URL},
+    )  # fmt: skip
+    webhook_events: list[str] | None = Field(
+        None, description=f"any of {', '.join(WEBHOOK_EVENTS)}; unset = all (needs webhook_url)",
+        examples=[["processing", "completed"]],
+        json_schema_extra={"items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}, "minItems": 1},
+    )  # fmt: skip
 
 
 class Submitted(BaseModel):
@@ -75,6 +116,23 @@ class ErrorInfo(BaseModel):
     message: str
     field: str | None = None
     request_id: str | None = Field(None, description="code internal only: the id the server log also shows")
+
+
+class WebhookState(BaseModel):
+    url: str
+    events: list[str]
+    last_status: int | None = Field(
+        None, description="HTTP status of the latest attempt; null: none yet or no answer"
+    )
+    last_error: str | None = Field(None, description="why the latest attempt failed; null when it succeeded")
+    last_event: str | None = None
+    attempts: int = Field(0, description="attempts over all of this request's events")
+    next_attempt_at: int | None = Field(
+        None, description="unix seconds of the next attempt; null: nothing pending"
+    )
+    pending: int = 0
+    delivered: int = 0
+    failed: int = Field(0, description="events given up after 24 h of retries")
 
 
 class RequestView(BaseModel):
@@ -102,6 +160,7 @@ class RequestView(BaseModel):
     preview_url: str | None = Field(
         None, description="live preview (animated WEBP) while processing; needs the same Bearer key"
     )
+    webhook: WebhookState | None = Field(None, description="delivery state when the request has a webhook")
 
 
 class RequestList(BaseModel):
@@ -179,5 +238,12 @@ def model_info() -> ModelInfo:
                 required=False,
                 description="extend a successful request of the same key by video_length seconds",
             ),
+            **{c.api_name: _parameter(c) for c in CONTROLS.values()},
         },
     )
+
+
+def _parameter(c: Control) -> Parameter:
+    kind = {str: "string", int: "integer", float: "number"}[c.kind]
+    constraints = {k.replace("imum", "").replace("maxLength", "max_length"): v for k, v in _limits(c).items()}
+    return Parameter(type=kind, required=False, constraints=constraints, description=c.help)
