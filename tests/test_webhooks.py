@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -110,6 +111,15 @@ def check_signed(calls, secret: str, request_id: str) -> list[dict]:
     return bodies
 
 
+def readme_handler(secret: str):
+    """README's verification block, run as written with only the secret filled in."""
+    code = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                if "Webhook(SECRET)" in b)  # fmt: skip
+    namespace: dict = {}
+    exec(compile(code.replace('"whsec_..."', repr(secret)), "README.md", "exec"), namespace)  # noqa: S102
+    return namespace["handle"]
+
+
 def wait_webhook(client, request_id: str, ready, timeout: float = 60) -> dict:
     """Poll GET until `ready(view)`; returns the view."""
     deadline = time.monotonic() + timeout
@@ -143,6 +153,7 @@ def test_processing_and_completed_are_signed_and_verify(node, secret):
         Webhook(secret).verify(data.replace(b"success", b"failed!"), headers)
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 44).verify(data, headers)
+    assert readme_handler(secret)(data, headers) == completed  # README's receiver snippet, as written
     hook = view["webhook"]
     assert (hook["url"], hook["events"]) == (receiver.url, ["processing", "completed"])
     assert (hook["last_status"], hook["attempts"], hook["pending"], hook["next_attempt_at"]) == (
