@@ -85,13 +85,13 @@ def test_s3_outputs_downloads_and_clean_up(engine, tmp_path, s3):
         job = service.jobs.store.get(rid)
         assert job.video_path.startswith(f"s3://{BUCKET}/run1/outputs/rest/")
 
-        service.settings = settings.replace(presign_ttl_s=300)  # presigned outcome links
+        service.settings = service.views.settings = settings.replace(presign_ttl_s=300)  # presigned links
         link = client.get(f"{BASE}/requests/{rid}", headers=auth()).json()["outcome"]["video_url"]
         assert "Signature=" in link and httpx.get(link).content == video.content  # no key needed
 
         removed = cleanup.sweep(service.jobs.store, settings, time.time() + 48 * 3600, service.jobs.storage)
         assert removed["outputs"] == 3 and removed["inputs"] == 1 and objects(s3, "run1/") == []
-        service.settings = settings
+        service.settings = service.views.settings = settings
         gone = client.get(done["outcome"]["video_url"], headers=auth())
         assert gone.status_code == 410 and gone.json()["error"]["code"] == "expired"
 
