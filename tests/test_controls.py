@@ -3,7 +3,7 @@
 import pytest
 from conftest import ask, make_image
 
-from wan_demo.core.controls import CONTROLS, api_field
+from wan_demo.core.controls import CONTROLS, api_field, check_mode, without_ignored
 from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
@@ -65,3 +65,13 @@ def test_rest_names_come_from_the_same_table():
     assert (api_field("steps"), api_field("guidance"), api_field("seed")) == (
         "num_inference_steps", "guidance_scale", "seed",
     )  # fmt: skip
+
+
+def test_a_record_of_a_run_restores_without_what_its_mode_ignored():
+    """Restore (web/restore.py) reads what ran, incl. runs made before these refusals existed."""
+    fast = without_ignored({"speed_mode": "fast", "guidance": 5.0, "negative_prompt": "blur"})
+    assert fast == {"speed_mode": "fast", "guidance": None, "negative_prompt": None}
+    no_cfg = without_ignored({"speed_mode": "quality", "guidance": 1.0, "negative_prompt": "blur"})
+    assert no_cfg["negative_prompt"] is None and no_cfg["guidance"] == 1.0
+    for values in (fast, no_cfg):
+        check_mode(values, values["speed_mode"], values["guidance"])  # accepted now

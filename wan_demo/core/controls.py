@@ -145,3 +145,17 @@ def check_mode(values: dict[str, Any], mode: str | None, guidance: float | None)
             "negative_prompt",
             "is ignored without guidance (guidance 1 or less); raise it or leave this unset",
         )
+
+
+def without_ignored(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (request fields by name) with what their speed mode and guidance ignore unset: the
+    record of a run (which states the mode's fixed values, or was made before check_mode existed)
+    restored into a form that check_mode accepts and that runs the same."""
+    out, mode = dict(values), values.get("speed_mode")
+    for c in CONTROLS.values():
+        if mode in c.fixed:
+            out[c.name] = None  # the mode fixes it: unset gives the same run
+    guidance = out.get("guidance")
+    if isinstance(guidance, (int, float)) and guidance <= 1.0:
+        out["negative_prompt"] = None  # no CFG: the negative prompt did nothing
+    return out

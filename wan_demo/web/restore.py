@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wan_demo.core.controls import without_ignored
 from wan_demo.core.plan import DEFAULT_NEGATIVE_PROMPT, SEGMENT_SECONDS
 from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.settings import MAX_PROMPT_CHARS
@@ -66,12 +67,15 @@ def from_metadata(meta: Any) -> Restored:
         raise NoSettings(NO_SETTINGS)
     negative = settings.get("negative_prompt")
     info = meta.get("prompt_info")
+    ran = without_ignored({
+        "negative_prompt": None if negative in (None, "", DEFAULT_NEGATIVE_PROMPT) else negative,
+        "guidance": settings.get("guidance"), "speed_mode": settings.get("speed_mode"),
+    })  # fmt: skip
     return _checked(
         GenerationRequest(
             None, meta["prompt"], _length_of(meta, settings), meta["seed"],
             isinstance(info, dict) and info.get("backend", "off") != "off",
-            None if negative in (None, "", DEFAULT_NEGATIVE_PROMPT) else negative,
-            settings.get("steps"), settings.get("guidance"), settings.get("speed_mode"),
+            ran["negative_prompt"], settings.get("steps"), ran["guidance"], ran["speed_mode"],
             settings.get("prompt_2"),
         ),
         meta.get("final_prompt"),
@@ -89,9 +93,10 @@ def from_job(job: Job, read: Callable[[str], bytes] = lambda loc: Path(loc).read
             pass  # expired or unreadable: the request params below still hold
     p = job.params
     seed = job.seed_used if job.seed_used is not None else p.get("seed", -1)
+    asked = without_ignored({k: p.get(k) for k in ("negative_prompt", "guidance", "speed_mode")})  # old rows
     raw = GenerationRequest(
         None, p.get("prompt", ""), p.get("video_length_s", 5), seed, bool(p.get("prompt_extend")),
-        p.get("negative_prompt"), p.get("steps"), p.get("guidance"), p.get("speed_mode"), p.get("prompt_2"),
+        asked["negative_prompt"], p.get("steps"), asked["guidance"], asked["speed_mode"], p.get("prompt_2"),
     )  # fmt: skip
     return _checked(raw, job.final_prompt)
 
