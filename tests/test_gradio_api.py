@@ -257,8 +257,9 @@ def test_extend_refuses_what_is_not_a_video(client, picture):
         client.predict(handle_file(picture), "next", api_name="/extend")
 
 
-def test_api_jobs_have_one_off_owners_and_extend_takes_only_the_bytes_it_is_sent(client, picture, app):
-    """The Gradio API has no browser identity: each call's job gets its own owner, listed in no history.
+def test_api_jobs_share_an_owner_and_extend_takes_only_the_bytes_it_is_sent(client, picture, app):
+    """The Gradio API has no browser identity: its jobs share one owner (one lane in the fair queue),
+    listed in no history.
     /extend takes no job id, only a video: one of our results is recognised by its exact bytes (so a
     caller can continue only a video it holds); a file claiming a result's id is just an upload."""
     video, *_ = client.predict(handle_file(picture), "a cat walks", seed=3, api_name="/generate")
@@ -271,5 +272,4 @@ def test_api_jobs_have_one_off_owners_and_extend_takes_only_the_bytes_it_is_sent
     assert read_mp4_metadata(Path(other))["lineage"]["parent"]["source"] == "upload"
     with sqlite3.connect(f"file:{Path(app.settings.data_dir) / SQLITE_FILE}?mode=ro", uri=True) as db:
         owners = [row[0] for row in db.execute("SELECT owner FROM requests WHERE owner LIKE 'ui%'")]
-    assert len(owners) >= 3 and len(set(owners)) == len(owners)  # one owner per call
-    assert all(owner.startswith("ui:api:") and not has_history(owner) for owner in owners)
+    assert len(owners) >= 3 and set(owners) == {"ui:api"} and not has_history("ui:api")

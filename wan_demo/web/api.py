@@ -64,7 +64,7 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             While it runs, the thumbnail slot streams a live preview (animated WEBP).
         """
         values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
-        job = submit(jobs, (image, *values, prompt_2), api_owner())  # a one-off owner
+        job = submit(jobs, (image, *values, prompt_2), api_owner())  # the shared API owner: no history
         yield from api_stream(Follow(jobs, job, progress))
 
     return generate

@@ -4,8 +4,9 @@
 - Otherwise the browser's anonymous token (made here with secrets.token_urlsafe, kept in the
   browser's localStorage through gr.BrowserState) owns "ui:anon:<sha256 of the token>": the store
   never holds the token itself, so its rows cannot be used to impersonate anyone.
-- A Gradio API call (gradio_client, curl, MCP: no browser) gets a fresh owner per call,
-  "ui:api:<random>": its job exists only for that call and is in nobody's history.
+- Gradio API calls (gradio_client, curl, MCP: no browser) share one owner, "ui:api": it has no
+  history and opens nothing, and in the fair queue all of them together are one owner (a fresh
+  owner per call would go first every time, ahead of every API key already served).
 
 A UI owner comes only from the OAuth session cookie or the browser-kept token, never from a
 query parameter: `?job=<id>` names a job, and it opens only for the job's own owner.
@@ -23,7 +24,7 @@ import uuid
 TOKEN_BYTES = 32  # 256 random bits: guessing one is hopeless
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # what secrets.token_urlsafe(32) produces
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # Hugging Face user names
-HF_PREFIX, ANON_PREFIX, API_PREFIX = "ui:hf:", "ui:anon:", "ui:api:"
+HF_PREFIX, ANON_PREFIX, API_OWNER = "ui:hf:", "ui:anon:", "ui:api"
 
 
 def new_token() -> str:
@@ -46,8 +47,8 @@ def owner_for(username: str | None, token: str | None) -> str | None:
 
 
 def api_owner() -> str:
-    """The owner of one Gradio API call: unique, so no one can list or open its job."""
-    return API_PREFIX + secrets.token_urlsafe(16)
+    """The owner of every Gradio API call: one lane in the fair queue, no history, opens nothing."""
+    return API_OWNER
 
 
 def has_history(owner: str | None) -> bool:
