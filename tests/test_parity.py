@@ -184,7 +184,6 @@ def test_quality_matches_reference(quality, quality_reference):
     assert used(ours) == {"speed_mode": "quality", **vars(ref.QUALITY)}
 
 
-@pytest.mark.slow  # default tier keeps quality, fast+LoRA, resident, one placement and one fp8 plan
 def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, quality_reference):
     engine, settings = engine_for(speed_mode="quality", cache="fbcache")
     ours = run_ours(engine, settings)
@@ -205,7 +204,6 @@ def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora):
     assert used(ours) == {"speed_mode": "fast", **vars(ref.FAST)}
 
 
-@pytest.mark.slow  # default tier keeps quality, fast+LoRA, resident, one placement and one fp8 plan
 def test_quality_on_a_server_with_the_lora(engine_for, lora, quality_reference):
     """Quality on a server whose fast LoRA is loaded (adapter on at start-up, off for this request):
     bit-identical to plain diffusers without any LoRA, and no mode switch ever rewrites a weight.
@@ -224,7 +222,6 @@ def test_quality_on_a_server_with_the_lora(engine_for, lora, quality_reference):
         torch.testing.assert_close(value, before[name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.slow  # default tier keeps quality, fast+LoRA, resident, one placement and one fp8 plan
 def test_fp8_plan_with_the_fast_lora(engine_for, lora):
     """fp8 storage + the fast LoRA (fusing into fp8 crashed: torch has no fp8 matmul for the delta).
     The adapter runs in the compute dtype beside the fp8-stored base layer. Tolerance as for fp8
@@ -240,17 +237,9 @@ def test_fp8_plan_with_the_fast_lora(engine_for, lora):
 
 # --- memory plans: the same frames as everything resident ---------------------------------------
 PLANS_STEPS = 4  # quality (CFG on: both text encodings run) at 4 steps; placement is step-independent
-
-
-def _slow_but(keep: str, plans: list[str]) -> list:
-    """One plan per family in the default tier (~15 s per run on CPU); the rest in the slow tier."""
-    return [p if p == keep else pytest.param(p, marks=pytest.mark.slow) for p in plans]
-
-
-PLACEMENTS = _slow_but("group_block", ["resident_te_cpu", "model_offload", "group_block", "group_leaf"])
-FP8_PLANS = _slow_but("fp8_group_block", ["fp8_resident_te_cpu", "fp8_model_offload", "fp8_group_block",
-                                          "fp8_group_block_te_gpu", "fp8_group_leaf"])  # fmt: skip
-# streams off on CPU
+PLACEMENTS = ["resident_te_cpu", "model_offload", "group_block", "group_leaf"]  # streams off on CPU
+FP8_PLANS = ["fp8_resident_te_cpu", "fp8_model_offload", "fp8_group_block", "fp8_group_block_te_gpu",
+             "fp8_group_leaf"]  # fmt: skip
 # "sequential" does not run on CPU (enable_sequential_cpu_offload fails inside accelerate)
 
 
@@ -299,7 +288,6 @@ def test_fp8_placement_plans_give_the_fp8_resident_frames(plan_runs, plan):
 
 
 # --- segment chaining ---------------------------------------------------------------------------
-@pytest.mark.slow  # default tier keeps quality, fast+LoRA, resident, one placement and one fp8 plan
 def test_ten_second_clip_chains_on_the_last_decoded_frame(quality, quality_reference):
     engine, settings, five = quality
     ten = run_ours(engine, settings, video_length_s=10)

@@ -108,7 +108,6 @@ def test_twenty_jobs_from_three_keys_each_run_exactly_once(cluster, client, png)
     assert rows[rid]["video_path"].startswith("s3://wan-demo/cluster/outputs/rest/")
 
 
-@pytest.mark.slow  # process restarts: CI runs the slow tier
 def test_postgres_restart_under_load(cluster, client, png, pg):
     before = len(cluster.rows())  # the module's cluster may have run other tests' jobs
     ids = {submit(client, png, KEYS[i % 3]): KEYS[i % 3] for i in range(4)}
@@ -132,7 +131,6 @@ def test_postgres_restart_under_load(cluster, client, png, pg):
     assert len(rows) == before + len(ids)  # the refused submit left no row
 
 
-@pytest.mark.slow  # process restarts: CI runs the slow tier
 def test_sigkill_a_worker_mid_job_then_restart_the_api(cluster, client, png):
     ids = {submit(client, png, KEYS[i % 3]): KEYS[i % 3] for i in range(4)}
     deadline, victim = time.monotonic() + 120, None
