@@ -13,11 +13,10 @@ embeddings have their own cache (model/text_cache.py).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from typing import Any
 
 from PIL import Image
+
+from wan_demo.model.lru import Lru
 
 MAX_ENTRIES = 8  # pictures kept; one CLIP ViT-H embedding is 257 x 1280 floats (~1.3 MB)
 
@@ -31,9 +30,7 @@ def image_key(image: Image.Image) -> str:
 
 class ImageEmbedCache:
     def __init__(self, max_entries: int = MAX_ENTRIES):
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries = Lru(max_entries)
         self.hits = 0
         self.misses = 0
 
@@ -54,20 +51,13 @@ class ImageEmbedCache:
     def get(self, image: Image.Image, device, compute):
         """The cached embedding of `image` (moved to `device`), or `compute()` on a miss."""
         key = image_key(image)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                embeds = self._entries[key]
-                return embeds if device is None else embeds.to(device)
+        if (embeds := self._entries.get(key)) is not None:
+            self.hits += 1
+            return embeds if device is None else embeds.to(device)
         embeds = compute()
-        with self._lock:
-            self.misses += 1
-            self._entries[key] = embeds
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self.misses += 1
+        self._entries.put(key, embeds)
         return embeds
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()

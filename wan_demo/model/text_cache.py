@@ -9,10 +9,8 @@ to a call that encodes the text itself (tests/test_parity.py).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from wan_demo.core.settings import TEXT_TOKENS
+from wan_demo.model.lru import Lru
 
 MAX_ENTRIES = 8  # one entry is 2 x 512 x 4096 bf16 = 8 MB for the real encoder
 
@@ -21,18 +19,14 @@ class PromptEmbeddings:
     """A small LRU cache of encoded prompts, keyed by (prompt, negative prompt, CFG on/off)."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, dict] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries = Lru(max_entries)
         self.encoded = 0  # times the text encoder actually ran (tests, info)
 
     def get(self, pipe, prompt: str, negative_prompt: str, cfg: bool) -> dict:
         """Keyword arguments for the pipeline call: prompt_embeds (+ negative_prompt_embeds with CFG)."""
         key = (prompt, negative_prompt if cfg else None, cfg)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
+        if (entry := self._entries.get(key)) is not None:
+            return entry
         import torch
 
         with torch.no_grad():  # as inside the pipeline call: with grad on, CPU bf16 kernels round differently
@@ -41,9 +35,6 @@ class PromptEmbeddings:
                 max_sequence_length=TEXT_TOKENS, device=pipe._execution_device,
             )  # fmt: skip
         entry = dict(prompt_embeds=positive, negative_prompt_embeds=negative)
-        with self._lock:
-            self.encoded += 1
-            self._entries[key] = entry
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self.encoded += 1
+        self._entries.put(key, entry)
         return entry
