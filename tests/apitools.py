@@ -24,6 +24,7 @@ from wan_demo.rest.keys import KeyRing
 from wan_demo.rest.service import RestService
 
 KEY_A, KEY_B = "key-alpha-123", "key-beta-456"
+BASE = "/api/v1/apikey"
 
 
 def b64_image(image: Image.Image, fmt: str = "PNG") -> str:
@@ -38,6 +39,11 @@ def body(image_b64: str, prompt: str = "a cat walks on grass", **payload) -> dic
 
 def auth(key: str = KEY_A) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def submit(client: httpx.Client, png: str, key: str = KEY_A, **payload) -> httpx.Response:
+    """POST a generation request with `png` (base64) and the default prompt, as `key`."""
+    return client.post(f"{BASE}/requests", json=body(png, **payload), headers=auth(key))
 
 
 @contextmanager

@@ -6,12 +6,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apitools import KEY_A, KEY_B, api_settings, auth, b64_image, body, paused_generation, serve, wait_status
+from apitools import (
+    BASE,
+    KEY_A,
+    KEY_B,
+    api_settings,
+    auth,
+    b64_image,
+    body,
+    paused_generation,
+    serve,
+    submit,
+    wait_status,
+)
 from conftest import make_image
 
 from wan_demo.core.settings import API_MODEL_ID
-
-BASE = "/api/v1/apikey"
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +39,6 @@ def client(server):
 @pytest.fixture(scope="module")
 def png() -> str:
     return b64_image(make_image(96, 64))
-
-
-def submit(client, png, key=KEY_A, **payload) -> httpx.Response:
-    return client.post(f"{BASE}/requests", json=body(png, **payload), headers=auth(key))
 
 
 def test_lifecycle_submit_processing_success(client, png, server, monkeypatch):

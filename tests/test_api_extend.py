@@ -10,11 +10,22 @@ import httpx
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from apitools import KEY_A, KEY_B, api_settings, auth, b64_image, body, paused_generation, serve, wait_status
+from apitools import (
+    BASE,
+    KEY_A,
+    KEY_B,
+    api_settings,
+    auth,
+    b64_image,
+    body,
+    paused_generation,
+    serve,
+    submit,
+    wait_status,
+)
 from conftest import make_image
 from PIL import Image
 
-BASE = "/api/v1/apikey"
 DONE = ("success", "failed", "cancelled")
 
 
@@ -33,10 +44,6 @@ def client(server):
 @pytest.fixture(scope="module")
 def png() -> str:
     return b64_image(make_image(96, 64))
-
-
-def submit(client, png, key=KEY_A, **payload) -> httpx.Response:
-    return client.post(f"{BASE}/requests", json=body(png, **payload), headers=auth(key))
 
 
 def extend(client, parent_id: str, key=KEY_A, **payload) -> httpx.Response:
