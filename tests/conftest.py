@@ -40,6 +40,18 @@ def make_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
 
 
+def tiny_latents(pipe):
+    """Latents of one short fixed call (32x32, 5 frames, 2 steps, CFG on, seed 0): memory plans and
+    weight formats are compared on these."""
+    import torch
+
+    return pipe(
+        image=Image.new("RGB", (32, 32), (200, 80, 40)), prompt="a cat", height=32, width=32,
+        num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="latent",
+        generator=torch.Generator("cpu").manual_seed(0),
+    ).frames  # fmt: skip
+
+
 def ask(image: Image.Image, prompt: str, **fields) -> ValidRequest:
     """A validated request, as every edge makes one (GenerationRequest -> validate)."""
     return validate(GenerationRequest(image, prompt, **fields))

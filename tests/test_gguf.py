@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_latents
 from diffusers import WanTransformer3DModel
 from diffusers.quantizers.gguf.utils import GGUFLinear
 
@@ -86,11 +87,11 @@ def test_gguf_transformer_runs_under_every_plan_on_cpu(folder, files, mode):
     """Placement never changes a GGUF run (meta-tensor pitfalls of GGUF + offload: diffusers #12009,
     #14691 for sequential offload, which the planner never picks with GGUF); fp8 plans store only the
     text encoder in fp8 (the GGUF transformer stays as it is)."""
-    reference = _latents(_engine(folder, transformer_file=str(files["Q8_0"])).pipe)
+    reference = tiny_latents(_engine(folder, transformer_file=str(files["Q8_0"])).pipe)
     engine = _engine(folder, transformer_file=str(files["Q8_0"]), memory_mode=mode, vram_gb=8, ram_gb=16)
     assert engine.details["memory"]["strategy"] == mode
     assert isinstance(engine.pipe.transformer.blocks[0].attn1.to_q, GGUFLinear)
-    latents = _latents(engine.pipe)
+    latents = tiny_latents(engine.pipe)
     if mode.startswith("fp8"):
         assert (
             engine.pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.q.weight.dtype
@@ -99,16 +100,6 @@ def test_gguf_transformer_runs_under_every_plan_on_cpu(folder, files, mode):
         assert latents.shape == reference.shape and torch.isfinite(latents).all()
     else:
         assert torch.equal(latents, reference)
-
-
-def _latents(pipe) -> torch.Tensor:
-    from PIL import Image
-
-    return pipe(
-        image=Image.new("RGB", (32, 32), (200, 80, 40)), prompt="a cat", height=32, width=32,
-        num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="latent",
-        generator=torch.Generator("cpu").manual_seed(0),
-    ).frames  # fmt: skip
 
 
 # --- the lightx2v LoRA in its published layout ---------------------------------------------------
@@ -162,13 +153,13 @@ def test_lightx2v_layout_on_a_gguf_transformer(folder, files, lightx2v):
     base_layer = pipe.transformer.blocks[0].attn1.to_q.base_layer
     assert isinstance(base_layer, GGUFLinear) and base_layer.weight.quant_type.name == "Q4_0"
     stored = base_layer.weight.clone()
-    fast = _latents(pipe)
+    fast = tiny_latents(pipe)
     speed.set_lora(pipe, fast=False)
-    quality = _latents(pipe)
+    quality = tiny_latents(pipe)
     assert not torch.allclose(fast, quality)  # the adapter acts on the quantized layers
     assert torch.equal(base_layer.weight, stored)  # and never rewrites them
     speed.set_lora(pipe, fast=True)
-    assert torch.equal(_latents(pipe), fast)
+    assert torch.equal(tiny_latents(pipe), fast)
 
 
 # --- bad files: one clear start-up error naming the file and the problem -------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_latents
 
 from wan_demo.core.settings import Settings
 from wan_demo.model import memory, memory_apply, memory_start
@@ -102,19 +103,9 @@ def test_tiny_engine_on_cpu_is_resident(engine):
     assert engine.details["memory"]["fits"] is True
 
 
-def _run(pipe) -> torch.Tensor:
-    from PIL import Image
-
-    return pipe(
-        image=Image.new("RGB", (32, 32), (200, 80, 40)), prompt="a cat", height=32, width=32,
-        num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="latent",
-        generator=torch.Generator("cpu").manual_seed(0),
-    ).frames  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def reference_latents():
-    return _run(build_tiny_pipeline().to("cpu"))
+    return tiny_latents(build_tiny_pipeline().to("cpu"))
 
 
 @pytest.mark.parametrize(
@@ -134,7 +125,7 @@ def test_strategy_wiring_on_cpu(mode, reference_latents):
     plan = memory_start.plan_for(pipe, Settings(memory_mode=mode, vram_gb=8, ram_gb=16), "cpu")
     memory_apply.apply_plan(pipe, plan, "cpu")
     assert plan.strategy.name == mode
-    latents = _run(pipe)
+    latents = tiny_latents(pipe)
     assert latents.shape == reference_latents.shape and torch.isfinite(latents).all()
     if plan.strategy.fp8:
         assert pipe.transformer.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
