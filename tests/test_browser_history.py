@@ -52,6 +52,9 @@ def start(page, prompt: str, seed: int, steps: int, length: str = "5") -> str:
     page.click("text=Advanced")
     page.fill("#steps input[type=number]", str(steps))
     page.press("#steps input[type=number]", "Enter")
+    # the slider takes the typed value on Enter; wait for it, or Generate can run the old steps
+    typed = f"document.querySelector('#steps input[type=range]').value === '{steps}'"
+    page.wait_for_function(typed, polling=100)  # a timer: animation frames may not run headless
     page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
     page.fill("#prompt textarea", prompt)
     page.fill("#seed input", str(seed))
