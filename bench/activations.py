@@ -2,14 +2,14 @@
 python -m bench.activations [--tokens 1560,3120,6240] [--vae-frames 2]
 
 Transformer: a real-width Wan I2V transformer (dim 5120, 40 heads, ffn 13824, image cross-attention,
-config from memory_estimate.TRANSFORMER_CONFIG) with ONE block, random bf16 weights, no grad, SDPA;
+config from model/memory/estimate.TRANSFORMER_CONFIG) with ONE block, random bf16 weights, no grad, SDPA;
 512 text + 257 image tokens. Blocks run one after another, so one block's peak is the transformer's
 at any depth. VAE: the real AutoencoderKLWan config (fp32) decoding 480x832 latents, tiled and not.
 
 Method: one process per case (clean allocator), MALLOC_MMAP_THRESHOLD_=65536 so large frees go back
 to the OS, a thread samples RSS from /proc/self/statm every 2 ms, one warm-up run, then
 peak - RSS before the measured run. A measured CPU proxy: GPU kernels (flash attention, fused
-norms) differ. The fitted line gives the planner's per-token constant (memory_estimate.py).
+norms) differ. The fitted line gives the planner's per-token constant (model/memory/estimate.py).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def transformer_case(latent_frames: int) -> dict:
     import torch
     from diffusers import WanTransformer3DModel
 
-    from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG
+    from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG
 
     torch.manual_seed(0)
     model = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "num_layers": 1}).to(torch.bfloat16).eval()
@@ -86,7 +86,7 @@ def vae_case(latent_frames: int, tiled: bool) -> dict:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from wan_demo.model.memory_estimate import VAE_CONFIG
+    from wan_demo.model.memory.estimate import VAE_CONFIG
 
     vae = AutoencoderKLWan(**VAE_CONFIG).eval()
     if tiled:
@@ -131,7 +131,7 @@ def main() -> None:
         kind, n = a.child[0], int(a.child[1])
         print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind == "vae_tiled")))
         return
-    from wan_demo.model.memory_estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb
+    from wan_demo.model.memory.estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb
 
     rows = [measure(["transformer", f]) for f in a.latent_frames.split(",")]
     slope, intercept = fit([(r["tokens"], r["peak_mib"] * MIB) for r in rows])

@@ -1,6 +1,6 @@
 """Loader cost on a reduced-depth, REAL-width Wan I2V transformer: python -m bench.load [--blocks 2]
 
-Writes the transformer (real dims from memory_estimate.TRANSFORMER_CONFIG, `--blocks` of 40 blocks,
+Writes the transformer (real dims from model/memory/estimate.TRANSFORMER_CONFIG, `--blocks` of 40 blocks,
 random weights) as a bf16 .safetensors and as GGUF Q8_0 / Q4_0 in the published key layout
 (bench/wan_files.py), then loads each through the app's own loader (model.load.load_transformer_file),
 one fresh process per file:
@@ -34,7 +34,7 @@ def write_files(folder: Path, blocks: int) -> dict[str, Path]:
     from diffusers import WanTransformer3DModel
 
     from bench.wan_files import write_transformer_files
-    from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG
+    from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG
 
     torch.manual_seed(0)
     model = WanTransformer3DModel(**{**TRANSFORMER_CONFIG, "num_layers": blocks}).to(torch.bfloat16).eval()

@@ -10,8 +10,7 @@ peaks and speed, and the quality cost (memory_start.recommend).
 from __future__ import annotations
 
 from bench.activations import fit
-from wan_demo.model.memory import LOAD_SLACK_GB, MEASURED_LOAD_OVERHEAD_GB, Budget
-from wan_demo.model.memory_estimate import (
+from wan_demo.model.memory.estimate import (
     MEASURED_ACTIVATIONS_MIB,
     MEASURED_VAE_MIB,
     Shape,
@@ -19,7 +18,8 @@ from wan_demo.model.memory_estimate import (
     transformer_activations_gb,
     vae_activations_gb,
 )
-from wan_demo.model.memory_start import recommend
+from wan_demo.model.memory.plan import LOAD_SLACK_GB, MEASURED_LOAD_OVERHEAD_GB, Budget
+from wan_demo.model.memory.start import recommend
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
 HOST_RAM_GB = (64, 32, 16)

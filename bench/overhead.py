@@ -30,7 +30,7 @@ from wan_demo.core.settings import MAX_AREA, Settings
 from wan_demo.core.validate import validate
 from wan_demo.generate import generate
 from wan_demo.jobs.previews import PreviewSink
-from wan_demo.jobs.storage import LocalStorage
+from wan_demo.jobs.storage.local import LocalStorage
 from wan_demo.media.video import write_mp4
 from wan_demo.model.engine import load_engine
 

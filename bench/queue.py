@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.services import TempPostgres
 from wan_demo.jobs.common import Job, Status, claim_of
-from wan_demo.jobs.store_postgres import PostgresJobStore
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.postgres import PostgresJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 
 WORKERS = (1, 4, 16)
 LEASE_S = 30.0

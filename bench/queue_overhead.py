@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 from bench.services import TempPostgres
-from wan_demo.jobs import store_postgres, store_sqlite
 from wan_demo.jobs.common import Job, Status, claim_of
-from wan_demo.jobs.store_postgres import PostgresJobStore
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store import postgres as store_postgres
+from wan_demo.jobs.store import sqlite as store_sqlite
+from wan_demo.jobs.store.postgres import PostgresJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 
 DEPTHS = (1, 100, 1000)
 LEASE_S = 30.0

@@ -17,7 +17,7 @@ from PIL import Image
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.jobs.common import TERMINAL
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.jobs.worker import Worker
 from wan_demo.rest import routes
 from wan_demo.rest.keys import KeyRing

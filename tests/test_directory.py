@@ -9,7 +9,7 @@ from wan_demo.core.plan import CostModel, EngineInfo
 from wan_demo.core.request import InvalidRequest
 from wan_demo.jobs.directory import NO_WORKER, info_dict
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.web.ui import _banner_now
 
 GPU_A = EngineInfo(max_area=832 * 480, fast_available=True, cost=CostModel(5.0, 8.0, 10.0), banner="Model: A")

@@ -25,7 +25,7 @@ from wan_demo.core.settings import Settings
 from wan_demo.model import distributed, torchrun
 from wan_demo.model.distributed_group import Group
 from wan_demo.model.engine import load_engine
-from wan_demo.model.memory_estimate import Shape
+from wan_demo.model.memory.estimate import Shape
 from wan_demo.model.pipeline import run_segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,9 @@ def test_single_process_is_not_distributed():
 def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     """Under context parallelism each GPU holds all weights but 1/N of the tokens' activations,
     and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
-    from wan_demo.model import memory, memory_start
-    from wan_demo.model.memory_estimate import real_sizes
+    from wan_demo.model.memory import plan as memory
+    from wan_demo.model.memory import start as memory_start
+    from wan_demo.model.memory.estimate import real_sizes
 
     dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
     budget = memory.Budget(vram_gb=80, ram_gb=256, source="test")

@@ -22,7 +22,7 @@ from PIL import Image
 from ui_server import running_app
 
 from wan_demo.core.settings import SEED_MAX
-from wan_demo.jobs.store import SQLITE_FILE
+from wan_demo.jobs.store.base import SQLITE_FILE
 from wan_demo.media.video import count_frames, read_mp4_metadata, write_mp4
 from wan_demo.web.owners import has_history
 

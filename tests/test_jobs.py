@@ -12,7 +12,7 @@ from wan_demo.generate import generate
 from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import QueueFull, Status, TooManyActive
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.jobs.worker import Worker
 from wan_demo.media.video import count_frames
 

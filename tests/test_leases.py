@@ -11,7 +11,7 @@ from conftest import ask
 
 from wan_demo.jobs.common import Status
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.jobs.worker import Worker
 
 LEASE_S = 1.0  # renewed every 1/3 s

@@ -7,9 +7,11 @@ import torch
 from conftest import tiny_latents
 
 from wan_demo.core.settings import Settings
-from wan_demo.model import memory, memory_apply, memory_start
-from wan_demo.model.memory import BY_NAME, Budget, choose, estimate
-from wan_demo.model.memory_estimate import Shape, real_sizes
+from wan_demo.model.memory import apply as memory_apply
+from wan_demo.model.memory import plan as memory
+from wan_demo.model.memory import start as memory_start
+from wan_demo.model.memory.estimate import Shape, real_sizes
+from wan_demo.model.memory.plan import BY_NAME, Budget, choose, estimate
 from wan_demo.model.tiny import build_tiny_pipeline
 
 REAL_DIMS = (5120, 13824, 96)
@@ -138,7 +140,7 @@ def test_strategy_wiring_on_cpu(mode, reference_latents):
 
 # --- weights: GGUF files, the recommendation per machine, the start-up check ---------------------
 def test_activation_estimate_is_within_15_percent_of_the_measured_peaks():
-    from wan_demo.model.memory_estimate import MEASURED_ACTIVATIONS_MIB, transformer_activations_gb
+    from wan_demo.model.memory.estimate import MEASURED_ACTIVATIONS_MIB, transformer_activations_gb
 
     for tokens, measured in MEASURED_ACTIVATIONS_MIB:
         est = (
@@ -150,7 +152,7 @@ def test_activation_estimate_is_within_15_percent_of_the_measured_peaks():
 
 @pytest.mark.parametrize(("vram", "ram"), [(12, 32), (16, 32), (8, 32)])
 def test_goal_machines_get_a_runnable_quantized_plan(sizes, vram, ram):
-    from wan_demo.model.memory_start import MIN_SPEED, recommend
+    from wan_demo.model.memory.start import MIN_SPEED, recommend
 
     plan = recommend(Budget(vram, ram, "test"), sizes, Shape())
     assert plan.fits and plan.speed >= MIN_SPEED
@@ -159,7 +161,7 @@ def test_goal_machines_get_a_runnable_quantized_plan(sizes, vram, ram):
 
 
 def test_sixteen_gb_of_host_ram_gets_the_best_possible_answer(sizes):
-    from wan_demo.model.memory_start import recommend
+    from wan_demo.model.memory.start import recommend
 
     assert recommend(Budget(24, 16, "t"), sizes, Shape()).fits  # a 24 GB card keeps the transformer resident
     small = recommend(Budget(12, 16, "t"), sizes, Shape())
@@ -167,14 +169,14 @@ def test_sixteen_gb_of_host_ram_gets_the_best_possible_answer(sizes):
 
 
 def test_quality_cost_is_said_plainly():
-    from wan_demo.model.memory_weights import quality_of
+    from wan_demo.model.memory.weights import quality_of
 
     assert "Q4 loses fine detail" in quality_of("Q4_K_M")
     assert quality_of("bf16") == "reference" and "near-lossless" in quality_of("Q8_0")
 
 
 def test_start_up_check_names_the_nearest_file_that_fits():
-    from wan_demo.model.memory_start import file_weights, preflight
+    from wan_demo.model.memory.start import file_weights, preflight
 
     with pytest.raises(MemoryError) as e:
         preflight(Settings(vram_gb=12, ram_gb=32), "cuda:0", Shape())

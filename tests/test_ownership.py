@@ -12,7 +12,7 @@ from conftest import ask
 
 from wan_demo.jobs.common import Status
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.web.history import History
 from wan_demo.web.owners import (
     api_owner,

@@ -17,7 +17,7 @@ from conftest import make_image
 from PIL import Image
 
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.store_sqlite import SqliteJobStore
+from wan_demo.jobs.store.sqlite import SqliteJobStore
 from wan_demo.jobs.worker import Worker
 from wan_demo.media.clip import last_frame
 from wan_demo.media.video import count_frames

@@ -13,8 +13,9 @@ from conftest import make_image
 
 from bench.services import temp_s3
 from wan_demo.jobs import cleanup
-from wan_demo.jobs.storage import LocalStorage, make_storage
-from wan_demo.jobs.storage_common import check_key
+from wan_demo.jobs.storage.base import make_storage
+from wan_demo.jobs.storage.common import check_key
+from wan_demo.jobs.storage.local import LocalStorage
 
 BASE = "/api/v1/apikey"
 BUCKET = "wan-demo"
@@ -100,7 +101,7 @@ def test_ui_jobs_get_local_copies_from_the_bucket(engine, tmp_path, s3):
     from conftest import ask
 
     from wan_demo.jobs.service import JobService
-    from wan_demo.jobs.store_sqlite import SqliteJobStore
+    from wan_demo.jobs.store.sqlite import SqliteJobStore
     from wan_demo.jobs.worker import Worker
 
     settings = api_settings(tmp_path, storage_url=f"s3://{BUCKET}/ui-run")

@@ -13,9 +13,9 @@ import pytest
 
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import CLAIMS_PER_ATTEMPT, Job, QueueFull, Status, TooManyActive, claim_of
-from wan_demo.jobs.store_postgres import MIGRATIONS as PG_MIGRATIONS
-from wan_demo.jobs.store_postgres import PostgresJobStore
-from wan_demo.jobs.store_sqlite import MIGRATIONS, SqliteJobStore
+from wan_demo.jobs.store.postgres import MIGRATIONS as PG_MIGRATIONS
+from wan_demo.jobs.store.postgres import PostgresJobStore
+from wan_demo.jobs.store.sqlite import MIGRATIONS, SqliteJobStore
 from wan_demo.rest.keys import KeyRing, digest, parse_entry
 
 QUEUED, PROCESSING, SUCCESS = Status.QUEUED, Status.PROCESSING, Status.SUCCESS

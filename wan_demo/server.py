@@ -20,8 +20,8 @@ from typing import Any
 from wan_demo.core.settings import ROLES, Settings, from_env
 from wan_demo.jobs.common import StoreUnavailable
 from wan_demo.jobs.service import JobService
-from wan_demo.jobs.storage import make_storage
-from wan_demo.jobs.store import make_store
+from wan_demo.jobs.storage.base import make_storage
+from wan_demo.jobs.store.base import make_store
 from wan_demo.jobs.worker import Worker, output_dir
 from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine

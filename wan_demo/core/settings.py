@@ -39,11 +39,11 @@ class Settings:
     # .safetensors; local path or owner/repo/path/file.gguf on the hub; "" = the repo's bf16 weights
     transformer_file: str = ""
     tiny_max_area: int = 192 * 336  # pixel budget of the built-in tiny model (noise output)
-    # -- memory (see wan_demo/memory.py)
+    # -- memory (see wan_demo/model/memory/)
     memory_mode: str = "auto"  # auto | resident | model_offload | group_block | group_leaf | fp8 ...
     vram_gb: float = 0.0  # 0 = read free VRAM from torch
     ram_gb: float = 0.0  # 0 = read available host RAM from psutil
-    # -- speed (see wan_demo/speed.py)
+    # -- speed (see wan_demo/model/speed.py)
     speed_mode: str = "auto"  # "auto" | "quality" | "fast"; auto = fast when the LoRA is available
     lora: str = ""  # step-distilled LoRA: hub id or local .safetensors; "" = none
     cache: str = "off"  # "off" | "fbcache" | "magcache" (quality mode only)
@@ -58,7 +58,7 @@ class Settings:
     colour_match: float = 1.0  # seam colour match of chained segments: 0 = off .. 1 = full transfer
     # -- live preview (media/preview.py)
     preview_every_s: float = 1.0  # at most one live preview per this many seconds of denoising (0 = off)
-    # -- prompt extension (see wan_demo/prompt.py)
+    # -- prompt extension (see wan_demo/prompt/)
     prompt_extender: str = "auto"  # "auto" | "local" | "openai" | "rules" | "off"
     prompt_model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # local VLM: hub id or folder
     openai_base_url: str = ""  # OpenAI-compatible chat endpoint, e.g. https://host/v1
@@ -76,7 +76,7 @@ class Settings:
     queue_max_size: int = 16  # waiting generations before "queue full"
     max_file_size_mb: int = 20  # uploads and request bodies
     dist_timeout_s: float = 300.0  # multi-GPU: a rank silent this long in a collective fails the request
-    # -- REST API (see wan_demo/api.py)
+    # -- REST API (see wan_demo/rest/)
     api_keys: str = ""  # comma-separated Bearer keys (or sha256:<hex> hashes)
     api_key_file: str = ""  # file with one key (or sha256:<hex>) per line
     allow_url_inputs: bool = False  # accept https URLs in path_input_image (SSRF-guarded)

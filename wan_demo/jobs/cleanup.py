@@ -16,8 +16,9 @@ from pathlib import Path
 
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import ACTIVE, IDEMPOTENCY_S
-from wan_demo.jobs.storage import LocalStorage, Storage, make_storage
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.storage.base import Storage, make_storage
+from wan_demo.jobs.storage.local import LocalStorage
+from wan_demo.jobs.store.base import JobStore
 
 HOUR_S = 3600.0
 

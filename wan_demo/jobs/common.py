@@ -123,7 +123,7 @@ class WorkerRecord:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One webhook event taken from the outbox for an attempt (jobs/store_sql_events.py)."""
+    """One webhook event taken from the outbox for an attempt (jobs/store/sql_events.py)."""
 
     event_id: str  # the Standard Webhooks message id (webhook-id): the same on every retry
     request_id: str

@@ -16,7 +16,7 @@ from typing import Any
 
 from wan_demo.core.plan import CostModel, EngineInfo
 from wan_demo.jobs.common import StoreUnavailable, WorkerRecord
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.store.base import JobStore
 
 CACHE_S = 2.0  # API nodes re-read the workers table at most this often
 NO_WORKER = "No worker is running: requests wait in the queue until one starts."

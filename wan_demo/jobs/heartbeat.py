@@ -17,7 +17,7 @@ from typing import Any
 
 from wan_demo.core.request import Progress
 from wan_demo.jobs.common import Claim, StoreUnavailable, progress_percent
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.store.base import JobStore
 
 log = logging.getLogger(__name__)
 

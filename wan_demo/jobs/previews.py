@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from wan_demo.core.settings import FPS
-from wan_demo.jobs.storage import Storage
+from wan_demo.jobs.storage.base import Storage
 from wan_demo.media.preview import TEMPORAL_FACTOR, encode_preview
 
 log = logging.getLogger(__name__)

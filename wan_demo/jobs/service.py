@@ -2,7 +2,7 @@
 
 Submit (capacity checks, input image kept durably, row committed before the caller answers),
 look up, list, cancel, delete (row and files), queue position and ETA, and the job's files
-(jobs/storage.py). The web and REST layers never touch the store. On an API node (no model) the
+(jobs/storage/base.py). The web and REST layers never touch the store. On an API node (no model) the
 engine info comes from the workers table (jobs/directory.py).
 """
 
@@ -30,9 +30,9 @@ from wan_demo.jobs.common import (
     TooManyActive,
 )
 from wan_demo.jobs.directory import Directory
-from wan_demo.jobs.storage import Storage, make_storage
-from wan_demo.jobs.storage_common import write_durably
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.storage.base import Storage, make_storage
+from wan_demo.jobs.storage.common import write_durably
+from wan_demo.jobs.store.base import JobStore
 from wan_demo.media.clip import parent_from_result
 
 log = logging.getLogger(__name__)

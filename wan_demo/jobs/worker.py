@@ -27,9 +27,9 @@ from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
 from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
 from wan_demo.jobs.previews import PreviewSink
-from wan_demo.jobs.storage import Storage, make_storage
-from wan_demo.jobs.storage_common import write_durably
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.storage.base import Storage, make_storage
+from wan_demo.jobs.storage.common import write_durably
+from wan_demo.jobs.store.base import JobStore
 from wan_demo.media.clip import last_frame
 from wan_demo.media.image import load_stored
 from wan_demo.model.engine import Engine

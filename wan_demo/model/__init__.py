@@ -1,6 +1,6 @@
 """model: the diffusers pipeline. Load it once (tiny or real weights; a GGUF or single-file
 transformer: gguf.py, load.py), run one 81-frame segment through the pipeline's own sampler with
-prompt embeddings cached (text_cache.py), memory plans (memory*.py: offload, fp8, GGUF weights,
+prompt embeddings cached (text_cache.py), memory plans (memory/: offload, fp8, GGUF weights,
 the start-up check), speed modes (fast LoRA adapter, step cache, compile) and multi-GPU (torchrun +
 context parallelism).
 

@@ -87,8 +87,10 @@ def load_engine(settings: Settings) -> Engine:
     import torch
     import transformers
 
-    from wan_demo.model import memory_apply, memory_start, speed_setup, torchrun
-    from wan_demo.model.memory_estimate import Shape
+    from wan_demo.model import speed_setup, torchrun
+    from wan_demo.model.memory import apply as memory_apply
+    from wan_demo.model.memory import start as memory_start
+    from wan_demo.model.memory.estimate import Shape
 
     device = choose_device(settings)
     ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from wan_demo.model.memory_estimate import Shape
+from wan_demo.model.memory.estimate import Shape
 
 
 def world_size_from_env(environ: dict[str, str] | None = None) -> int:

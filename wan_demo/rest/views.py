@@ -12,8 +12,8 @@ from dataclasses import fields, replace
 
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import Job, Status
-from wan_demo.jobs.records import clean, clean_deep
 from wan_demo.jobs.service import JobService
+from wan_demo.jobs.store.records import clean, clean_deep
 from wan_demo.rest.schema import ErrorInfo, Outcome, RequestView, WebhookState
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Webhooks: the submit-time check of `webhook_url` and the deliverer threads.
 
 A job with a webhook gets an outbox row per subscribed event in the same transaction as the status
-change (jobs/store_sql_events.py), so a restart never loses a pending delivery. Deliverers (threads
+change (jobs/store/sql_events.py), so a restart never loses a pending delivery. Deliverers (threads
 in every process that serves REST: they hold the keys, the renderer and the SSRF guard, and keep
 the GPU worker's thread free) claim due events, POST the job's view as GET shows it, signed per
 Standard Webhooks with the `standardwebhooks` library (`webhook-id` = the event id, the same on
@@ -28,7 +28,7 @@ from standardwebhooks import Webhook
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import IDEMPOTENCY_S, WEBHOOK_EVENTS, Delivery, Job
-from wan_demo.jobs.store import JobStore
+from wan_demo.jobs.store.base import JobStore
 from wan_demo.rest.keys import webhook_secret
 from wan_demo.rest.netguard import (
     PinnedHTTP,

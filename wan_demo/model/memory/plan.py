@@ -3,16 +3,16 @@
 Strategies, fastest first (expected speed relative to everything resident, an estimate):
 everything resident; text encoder on CPU; model offload; fp8 storage (resident / with offload);
 block-level group offload with CUDA streams; the same in fp8; leaf-level group offload; the same in
-fp8; sequential offload as the last resort. Sizes come from wan_demo.memory_estimate; wiring of a
-chosen plan onto a pipeline lives in wan_demo.model.memory_apply.
+fp8; sequential offload as the last resort. Sizes come from model/memory/estimate.py; wiring of a
+chosen plan onto a pipeline lives in wan_demo.model.memory.apply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wan_demo.model import memory_weights
-from wan_demo.model.memory_estimate import (
+from wan_demo.model.memory import weights as memory_weights
+from wan_demo.model.memory.estimate import (
     ComponentSize,
     Shape,
     transformer_activations_gb,

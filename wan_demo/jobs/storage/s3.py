@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from wan_demo.jobs.storage_common import check_key, content_type
+from wan_demo.jobs.storage.common import check_key, content_type
 
 SCHEME = "s3://"
 

@@ -184,7 +184,7 @@ class Shape:
     num_frames: int = 81
     height: int = 480
     width: int = 832
-    ranks: int = 1  # GPUs sharing the token sequence (context parallelism, wan_demo/distributed.py)
+    ranks: int = 1  # GPUs sharing the token sequence (context parallelism, wan_demo/model/distributed.py)
 
     @property
     def tokens(self) -> int:

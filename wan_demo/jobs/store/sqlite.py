@@ -2,7 +2,7 @@
 
 The embedded default: one machine, one or several processes on the same file (BEGIN IMMEDIATE
 serialises writers across processes). One connection per store guarded by a lock; each method is
-one transaction; the queries are jobs/store_sql.py's. The schema is versioned with PRAGMA
+one transaction; the queries are jobs/store/sql.py's. The schema is versioned with PRAGMA
 user_version and migrated forward at open() (MIGRATIONS[i] takes version i to i + 1).
 """
 
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wan_demo.jobs.common import Job, Status
-from wan_demo.jobs.records import read_text
-from wan_demo.jobs.store_sql import SqlJobStore
-from wan_demo.jobs.store_sql_events import NEXT_OWNER
+from wan_demo.jobs.store.records import read_text
+from wan_demo.jobs.store.sql import SqlJobStore
+from wan_demo.jobs.store.sql_events import NEXT_OWNER
 
 MIGRATIONS = (
     # 0 -> 1: the REST request table of the first landing
@@ -93,7 +93,7 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS idempotency_request ON idempotency_keys (request_id)
     """,
 )
-# The pick rule: round-robin over owners (jobs/store_sql_events.py), that owner's oldest job first.
+# The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 PICK_NEXT = (
     f"SELECT request_id FROM requests WHERE status = 'queued' AND owner = ({NEXT_OWNER})"
     " ORDER BY queued_at, rowid LIMIT 1"

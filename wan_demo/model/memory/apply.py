@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from wan_demo.model.memory import Plan
-from wan_demo.model.memory_estimate import FP8_SKIP_PATTERNS
+from wan_demo.model.memory.estimate import FP8_SKIP_PATTERNS
+from wan_demo.model.memory.plan import Plan
 
 
 def apply_plan(pipe, plan: Plan, device: str) -> None:

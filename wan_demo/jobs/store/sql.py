@@ -1,4 +1,4 @@
-"""The SQL both job store backends share (jobs/store.py is the interface).
+"""The SQL both job store backends share (jobs/store/base.py is the interface).
 
 Statements use `?` placeholders and portable SQL (SQLite >= 3.24 and PostgreSQL both run them);
 the backends supply a transaction (`_tx`), the database clock (`NOW`), how JSON is written, the
@@ -23,8 +23,8 @@ from wan_demo.jobs.common import (
     Status,
     TooManyActive,
 )
-from wan_demo.jobs.records import clean, json_text, row_values, status_of
-from wan_demo.jobs.store_sql_events import SqlEvents
+from wan_demo.jobs.store.records import clean, json_text, row_values, status_of
+from wan_demo.jobs.store.sql_events import SqlEvents
 
 WORKER_FORGET_S = 24 * 3600.0  # worker rows unseen this long are deleted by recover()
 

@@ -5,9 +5,9 @@ the check before loading that fails start-up with one message naming the nearest
 from __future__ import annotations
 
 from wan_demo.core.settings import Settings
-from wan_demo.model import memory_weights
-from wan_demo.model.memory import Budget, Plan, choose
-from wan_demo.model.memory_estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes
+from wan_demo.model.memory import weights as memory_weights
+from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes
+from wan_demo.model.memory.plan import Budget, Plan, choose
 
 REAL_DIMS = (
     TRANSFORMER_CONFIG["num_attention_heads"] * TRANSFORMER_CONFIG["attention_head_dim"],
@@ -43,7 +43,7 @@ def plan_for(
 
     Under torchrun every rank holds a full copy of the weights (context parallelism shards only
     the token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
-    from wan_demo.model.memory_estimate import sizes_of_pipe
+    from wan_demo.model.memory.estimate import sizes_of_pipe
 
     budget = read_budget(settings, device)
     budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
@@ -96,7 +96,7 @@ def recommend(budget: Budget, sizes, shape: Shape, dims=REAL_DIMS) -> Plan:
     plan that fits at >= MIN_SPEED (the fastest such plan); else any plan that fits; else the
     plan that overflows least (fits=False). fp8 here is layerwise-casting storage of bf16 weights;
     GGUF plans may also store the text encoder in fp8."""
-    from wan_demo.model.memory import STRATEGIES, estimate
+    from wan_demo.model.memory.plan import STRATEGIES, estimate
 
     def plans(weights: str) -> list[Plan]:
         gguf = weights in memory_weights.BY_NAME
@@ -115,7 +115,7 @@ def recommend(budget: Budget, sizes, shape: Shape, dims=REAL_DIMS) -> Plan:
 
 def _overflow(plan: Plan) -> float:
     """GB over budget, VRAM and host RAM together (the nearest miss is the smallest)."""
-    from wan_demo.model.memory import RAM_USABLE, VRAM_USABLE
+    from wan_demo.model.memory.plan import RAM_USABLE, VRAM_USABLE
 
     b = plan.budget
     over_vram = max(0.0, plan.peak_vram_gb - b.vram_gb * VRAM_USABLE)

@@ -1,8 +1,8 @@
 """The job store interface: the queue and the state of record for every generation request.
 
-Two backends implement exactly these methods: SQLite (jobs/store_sqlite.py, the embedded default)
-and PostgreSQL (jobs/store_postgres.py, for several API and worker processes on several machines).
-Their shared SQL lives in jobs/store_sql.py; each backend owns its connection handling, its
+Two backends implement exactly these methods: SQLite (jobs/store/sqlite.py, the embedded default)
+and PostgreSQL (jobs/store/postgres.py, for several API and worker processes on several machines).
+Their shared SQL lives in jobs/store/sql.py; each backend owns its connection handling, its
 migrations and its pick rule (`claim_next`). Every write is one committed transaction, so a 2xx sent
 after a call returns is never lost. A store opens nothing when constructed: `open()` connects and
 migrates the schema. A backend that cannot reach its database raises `StoreUnavailable`.
@@ -121,11 +121,11 @@ def make_store(settings: Settings) -> JobStore:
     """The backend `Settings.database_url` names: "" = SQLite in data_dir, postgresql://... = Postgres."""
     url = settings.database_url
     if not url:
-        from wan_demo.jobs.store_sqlite import SqliteJobStore
+        from wan_demo.jobs.store.sqlite import SqliteJobStore
 
         return SqliteJobStore(Path(settings.data_dir) / SQLITE_FILE)
     if url.startswith(("postgresql://", "postgres://")):
-        from wan_demo.jobs.store_postgres import PostgresJobStore
+        from wan_demo.jobs.store.postgres import PostgresJobStore
 
         return PostgresJobStore(url, settings.database_pool_size, settings.database_timeout_s)
     raise ValueError(f"database_url must be empty (SQLite) or postgresql://...; got {url.split(':')[0]!r}")

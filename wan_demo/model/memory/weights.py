@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from wan_demo.model.memory_estimate import ComponentSize
+from wan_demo.model.memory.estimate import ComponentSize
 
 GGUF_REPO = "city96/Wan2.1-I2V-14B-480P-gguf"
 

@@ -3,7 +3,7 @@
 psycopg 3 with a psycopg_pool connection pool (each pooled connection is checked before use, so a
 restarted server costs one failed call at most, not a dead process). Workers claim jobs with
 `FOR UPDATE SKIP LOCKED` (two workers never take the same row and never wait on each other) under
-a lease on the database's clock; the queries shared with SQLite live in jobs/store_sql.py. A
+a lease on the database's clock; the queries shared with SQLite live in jobs/store/sql.py. A
 database that cannot be reached raises StoreUnavailable (REST answers 503 with Retry-After).
 
 The schema is created and migrated by the app at open(): MIGRATIONS[i] takes version i to i + 1,
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from wan_demo.jobs.common import Job, Status, StoreUnavailable
-from wan_demo.jobs.store_sql import SqlJobStore
-from wan_demo.jobs.store_sql_events import NEXT_OWNER
+from wan_demo.jobs.store.sql import SqlJobStore
+from wan_demo.jobs.store.sql_events import NEXT_OWNER
 
 OPEN_TIMEOUT_S = 60.0  # open(): wait this long for the first connection (a database still starting)
 LOCK_MIGRATE, LOCK_ADMIT = 7_761_001, 7_761_002  # pg advisory lock keys (any constant bigints)
@@ -82,7 +82,7 @@ MIGRATIONS = (
     CREATE INDEX idempotency_request ON idempotency_keys (request_id);
     """,
 )
-# The pick rule: round-robin over owners (jobs/store_sql_events.py), that owner's oldest job first.
+# The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 # The owner's row is locked too, so concurrent workers take different owners' jobs; SKIP LOCKED
 # passes over rows another worker is claiming right now (nobody waits on anybody).
 PICK_NEXT = (

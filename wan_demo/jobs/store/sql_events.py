@@ -17,8 +17,8 @@ import uuid
 from typing import Any
 
 from wan_demo.jobs.common import IDEMPOTENCY_S, Delivery, IdempotentReplay, Job, Status
-from wan_demo.jobs.records import job_from_row, json_text
-from wan_demo.jobs.store_sql_reads import SqlReads
+from wan_demo.jobs.store.records import job_from_row, json_text
+from wan_demo.jobs.store.sql_reads import SqlReads
 
 OWNER_FORGET_S = 24 * 3600.0  # owners idle (nothing queued, untouched) this long are forgotten
 PROGRESS_STEP = 10  # a `progress` event every time the percentage crosses a multiple of this

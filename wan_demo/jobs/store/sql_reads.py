@@ -1,4 +1,4 @@
-"""The reading half of the SQL both job store backends share (see jobs/store_sql.py): jobs by id,
+"""The reading half of the SQL both job store backends share (see jobs/store/sql.py): jobs by id,
 per owner, counts, queue position, and the workers table. `?` placeholders, portable SQL."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from wan_demo.jobs.common import TERMINAL, Job, Status, WorkerRecord
-from wan_demo.jobs.records import job_from_row, json_text
+from wan_demo.jobs.store.records import job_from_row, json_text
 
 
 class SqlReads:
