@@ -2,14 +2,15 @@
 
 - `write_transformer_files`: a WanTransformer3DModel as a single .safetensors (bf16) and as GGUF
   files (Q8_0, Q4_0, ... quantized with the `gguf` package) in the original Wan key layout that
-  city96/Wan2.1-I2V-14B-480P-gguf uses (`blocks.0.self_attn.q.weight`, `head.modulation`, ...):
-  2-D linear weights quantized, 1-D tensors and modulation tables F32, the 5-dim patch embedding
-  F16 reshaped to 4 dims with `comfy.gguf.orig_shape.*` metadata (ComfyUI-GGUF's convention).
+  city96/Wan2.1-I2V-14B-480P-gguf uses (`blocks.0.self_attn.q.weight`, `head.modulation`, ...),
+  with city96's per-tensor types (bench/gguf_files.py: the native 5-D F32 patch embedding, F32
+  embeddings and head, block linears quantized).
 - `write_lightx2v_lora`: a random LoRA in the key layout of Kijai's
   lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors (`diffusion_model.` prefix,
   lora_down / lora_up / alpha, `diff_b` bias deltas, `diff` norm deltas, `diff_m` modulation).
 
-The `gguf` package can quantize Q8_0/Q5_x/Q4_x but not the K types (Q6_K, Q4_K, ...).
+The `gguf` package can quantize Q8_0/Q5_x/Q4_x but not the K types (Q6_K, Q4_K, ...): K-quant files
+with random codes come from bench/gguf_files.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 # diffusers name -> original Wan name (the inverse of diffusers' convert_wan_transformer_to_diffusers)
@@ -75,27 +75,12 @@ def write_safetensors(transformer: torch.nn.Module, path: Path) -> Path:
 
 
 def write_gguf(transformer: torch.nn.Module, path: Path, quant: str) -> Path:
-    """One GGUF file; `quant` is a gguf.GGMLQuantizationType name the gguf package can quantize."""
-    import gguf
+    """One GGUF file of file type `quant` (Q8_0, Q4_0, Q5_0, ...) in city96's layout (bench/gguf_files.py),
+    its quantized tensors quantized from the transformer's weights by gguf-py."""
+    from bench import gguf_files
 
-    qtype = gguf.GGMLQuantizationType[quant]
-    block = gguf.GGML_QUANT_SIZES[qtype][0]  # weights per block: rows must split into whole blocks
-    writer = gguf.GGUFWriter(str(path), arch="wan")
-    for name, tensor in original_state_dict(transformer).items():
-        data = tensor.float().numpy()
-        if data.ndim == 2 and data.shape[1] % block == 0 and name.endswith(".weight"):
-            packed = gguf.quants.quantize(data, qtype)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
-        elif data.ndim > 4:  # GGUF holds at most 4 dims: store flat-ish and record the shape
-            writer.add_array(f"comfy.gguf.orig_shape.{name}", list(data.shape))
-            writer.add_tensor(name, data.astype(np.float16).reshape(*data.shape[:2], -1, data.shape[-1]))
-        else:
-            writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    state = {k: v.float().numpy() for k, v in original_state_dict(transformer).items()}
+    return gguf_files.write(path, {k: v.shape for k, v in state.items()}, quant, weights=state)
 
 
 def write_transformer_files(transformer: torch.nn.Module, folder: Path, quants=("Q8_0", "Q4_0")) -> dict:

@@ -6,9 +6,10 @@ place (the GGUF linears keep them; offload pins or moves them from there). diffu
 `load_gguf_checkpoint` copies every tensor out of the mapping first, which holds the file twice.
 
 Keys are those of the original Wan code (`blocks.0.self_attn.q.weight`, `head.modulation`, ...);
-diffusers' `convert_wan_transformer_to_diffusers` renames them. GGUF tensors have at most 4 dims:
-ComfyUI-GGUF's converter stores the 5-dim `patch_embedding.weight` reshaped and records its shape
-under `comfy.gguf.orig_shape.<name>`, which is honoured here.
+diffusers' `convert_wan_transformer_to_diffusers` renames them. city96's files hold the 5-dim
+`patch_embedding.weight` as a native 5-D F32 tensor; other converters store such tensors reshaped
+with their shape under `comfy.gguf.orig_shape.<name>`, which is honoured too. Unquantized tensors
+may be F32, F16 or BF16 (a converter keeps a bf16 source's dtype); all three become plain tensors.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 # Quantized types this app accepts (diffusers dequantizes each of them on the fly); the names are
 # the GGML tensor types, files name their mixes (Q4_K_M = mostly Q4_K with some Q6_K tensors).
 QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K", "Q4_0", "Q4_1", "Q3_K", "Q2_K")
-PLAIN_TYPES = ("F32", "F16")  # kept as ordinary torch tensors (norms, biases, modulation tables)
+PLAIN_TYPES = ("F32", "F16", "BF16")  # kept as ordinary torch tensors (norms, biases, embeddings, head)
 ORIG_SHAPE = "comfy.gguf.orig_shape."
 
 
@@ -50,6 +51,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"(supported: {', '.join(QUANT_TYPES)}; plain {', '.join(PLAIN_TYPES)})"
             )  # fmt: skip
         data = torch.from_numpy(t.data)  # a view of the mapping, no copy
+        if kind == "BF16":  # the reader hands BF16 rows as bytes: reinterpret them, still no copy
+            data = data.view(torch.bfloat16)
         if kind in PLAIN_TYPES:
             out[t.name] = data.reshape(shapes[t.name]) if t.name in shapes else data
         else:
