@@ -3,8 +3,9 @@ Settings.transformer_file), the lightx2v LoRA layout on them, memory plans, and 
 
 Default tier: a tiny transformer 64 wide (head_dim 32: city96's converter keeps tensors of <= 1024
 weights in F32, so 64x64 linears are the smallest it quantizes), written in the published key layout
-and city96's per-tensor types by bench/wan_files.py. K-quant files: tests/test_gguf_kquants.py. The real-width loader test is in the slow tier
-(test_real_width_files_load_and_stay_close): 2 blocks of the real 5120-wide model are ~1 B params.
+and city96's per-tensor types by bench/wan_files.py. K-quant files: tests/test_gguf_kquants.py.
+The real-width loader test is in the slow tier (test_real_width_files_load_and_stay_close): 2 blocks
+of the real 5120-wide model are ~1 B params.
 """
 
 from __future__ import annotations
