@@ -82,22 +82,27 @@ def transformer_case(latent_frames: int) -> dict:
                 seconds=time.perf_counter() - start)  # fmt: skip
 
 
-def vae_case(latent_frames: int, tiled: bool) -> dict:
+def vae_case(latent_frames: int, kind: str) -> dict:
+    """`kind`: vae | vae_tiled (decode `latent_frames` latents) or vae_encode | vae_encode_tiled (encode
+    the (latent_frames - 1) * 4 + 1 frame conditioning video the I2V pipeline builds)."""
     import torch
     from diffusers import AutoencoderKLWan
 
     from wan_demo.model.memory.estimate import VAE_CONFIG
 
     vae = AutoencoderKLWan(**VAE_CONFIG).eval()
-    if tiled:
+    if kind.endswith("tiled"):
         vae.enable_tiling()
+    frames = (latent_frames - 1) * 4 + 1
     z = torch.randn(1, 16, latent_frames, 480 // 8, 832 // 8)
+    run = (lambda x: vae.decode(x)) if "encode" not in kind else (lambda x: vae.encode(x))
+    data = z if "encode" not in kind else torch.randn(1, 3, frames, 480, 832)
     with torch.no_grad():
-        vae.decode(z[:, :, :1])  # warm-up
+        run(data[:, :, :1])  # warm-up
         with PeakRss() as peak:
             start = time.perf_counter()
-            vae.decode(z)
-    return dict(kind="vae_tiled" if tiled else "vae", latent_frames=latent_frames,
+            run(data)
+    return dict(kind=kind, latent_frames=latent_frames, frames=frames,
                 peak_mib=peak.above_start / MIB, seconds=time.perf_counter() - start)  # fmt: skip
 
 
@@ -129,7 +134,7 @@ def main() -> None:
     a = parser.parse_args()
     if a.child is not None:
         kind, n = a.child[0], int(a.child[1])
-        print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind == "vae_tiled")))
+        print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind)))
         return
     from wan_demo.model.memory.estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb
 

@@ -1,22 +1,10 @@
 """GGUF transformer files in the byte layout of city96/Wan2.1-I2V-14B-480P-gguf, at any size.
 
-The per-tensor types follow city96's tools in ComfyUI-GGUF (commit 795e451): `tools/convert.py`
-(source -> GGUF) and `tools/lcpp.patch` (llama.cpp quantize for LLM_ARCH_WAN, `img_tensor_get_type`):
-- never quantized: names containing modulation, patch_embedding, text_embedding, time_projection,
-  time_embedding, img_emb or head; tensors that are not 2-D;
-- F32: 1-D tensors, tensors of at most 1024 weights, `.modulation`, and the never-quantized 2-D
-  tensors (time_projection, text/time embeddings, img_emb, head: 241 M weights). convert.py alone
-  would give those the source dtype (BF16); F32 is what the published files hold: with it the
-  computed sizes of Q8_0 / Q5_0 / Q4_K_M / Q3_K_M (18.14 / 12.27 / 11.34 / 8.59 GB) match the
-  published 18.1 / 12.3 / 11.3 / 8.6 GB within 0.4 %, with BF16 they fall 0.48 GB short;
-- the 5-D patch embedding: a native 5-D F32 tensor (`fix_5d_tensors.py`), no shape metadata;
-- K-quant mixes: `.v.weight` (self- and cross-attention values) and `.ffn.2.weight` one or two types
-  up (`MIXES`); a row that does not split into 256-weight blocks falls back to F16.
-
-`values="random"` fills quantized tensors with random codes under fixed, finite scales (zero mean,
-std ~0.02): the layout and every byte count are those of a real file, the weights are noise. Written
-tensor by tensor (`GGUFWriter.write_tensor_data`): memory stays that of one tensor, so a 40-block
-file of 8-18 GB is written on a 24 GB machine in about a minute.
+Which type each tensor gets (city96's rules, with sources) lives in wan_demo/model/gguf_layout.py;
+this module writes the bytes. `values="random"` fills quantized tensors with random codes under fixed,
+finite scales (zero mean, std ~0.02): the layout and every byte count are those of a real file, the
+weights are noise. Written tensor by tensor (`GGUFWriter.write_tensor_data`): memory stays that of one
+tensor, so a 40-block file of 8-18 GB is written on a 24 GB machine in about a minute.
 """
 
 from __future__ import annotations
@@ -26,64 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-KEEP = ("modulation", "patch_embedding", "text_embedding", "time_projection", "time_embedding",
-        "img_emb", "head")  # fmt: skip
-SMALL = 1024  # weights: at most this many stay F32 (convert.py QUANTIZATION_THRESHOLD)
-QK_K = 256  # weights per K-quant super-block
+from wan_demo.model import gguf_layout
+
 STD = 0.02  # std of the random weights (a typical init scale: keeps 40 blocks finite)
-# file type -> (base type, type for `.v.weight`, type for `.ffn.2.weight`); lcpp.patch img_tensor_get_type.
-# Q3_K_M gives its first two `.v.weight` tensors Q5_K (counted in file order), the rest Q4_K.
-MIXES = {
-    "Q8_0": ("Q8_0", "Q8_0", "Q8_0"),
-    "Q6_K": ("Q6_K", "Q6_K", "Q6_K"),
-    "Q5_K_M": ("Q5_K", "Q6_K", "Q6_K"),
-    "Q5_K_S": ("Q5_K", "Q5_K", "Q5_K"),
-    "Q5_1": ("Q5_1", "Q5_1", "Q5_1"),
-    "Q5_0": ("Q5_0", "Q5_0", "Q5_1"),
-    "Q4_K_M": ("Q4_K", "Q6_K", "Q6_K"),
-    "Q4_K_S": ("Q4_K", "Q5_K", "Q5_K"),  # first four `.v.weight` only; the rest Q4_K
-    "Q4_1": ("Q4_1", "Q4_1", "Q4_1"),
-    "Q4_0": ("Q4_0", "Q4_0", "Q4_1"),
-    "Q3_K_M": ("Q3_K", "Q4_K", "Q4_K"),
-    "Q3_K_S": ("Q3_K", "Q3_K", "Q3_K"),
-    "Q2_K": ("Q2_K", "Q3_K", "Q2_K"),
-}
-FIRST_V = {"Q3_K_M": (2, "Q5_K"), "Q4_K_S": (4, "Q5_K")}  # (how many, type) of the first `.v.weight`
 
 
 def tensor_types(shapes: dict[str, tuple[int, ...]], ftype: str, plain: str = "F32") -> dict[str, str]:
-    """GGML type name per tensor (original Wan names, file order), as city96's tools would write it."""
-    base, v_type, ffn2_type = MIXES[ftype]
-    first_v, v_seen, out = FIRST_V.get(ftype, (0, "")), 0, {}
-    for name, shape in shapes.items():
-        n = int(np.prod(shape))
-        if len(shape) == 1 or n <= SMALL or name.endswith(".modulation") or len(shape) > 2:
-            out[name] = "F32"
-            continue
-        if any(k in name for k in KEEP):
-            out[name] = plain
-            continue
-        kind = base
-        if name.endswith(".v.weight"):
-            kind = first_v[1] if v_seen < first_v[0] else v_type
-            v_seen += 1
-        elif name.endswith(".ffn.2.weight"):
-            kind = ffn2_type
-        out[name] = "F16" if kind.endswith("_K") and shape[-1] % QK_K else kind
-    return out
+    return gguf_layout.tensor_types(shapes, ftype, plain)
 
 
 def nbytes(shape: tuple[int, ...], kind: str) -> int:
-    import gguf
-
-    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
-    return int(np.prod(shape)) // block * size
+    return gguf_layout.nbytes(shape, kind)
 
 
 def file_bytes(shapes: dict[str, tuple[int, ...]], ftype: str) -> int:
     """Tensor bytes of such a file (the header adds a few hundred KB)."""
-    types = tensor_types(shapes, ftype)
-    return sum(nbytes(shapes[n], t) for n, t in types.items())
+    return sum(size for *_rest, size in gguf_layout.file_tensors(shapes, ftype))
 
 
 def real_shapes() -> dict[str, tuple[int, ...]]:

@@ -15,45 +15,11 @@ with random codes come from bench/gguf_files.py.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
-# diffusers name -> original Wan name (the inverse of diffusers' convert_wan_transformer_to_diffusers)
-TO_ORIGINAL = [
-    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
-    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
-    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-    ("condition_embedder.time_proj", "time_projection.1"),
-    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
-    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
-    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
-    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
-    (".attn1.", ".self_attn."),
-    (".attn2.", ".cross_attn."),
-    (".to_out.0.", ".o."),
-    (".to_q.", ".q."),
-    (".to_k.", ".k."),
-    (".to_v.", ".v."),
-    (".add_k_proj.", ".k_img."),
-    (".add_v_proj.", ".v_img."),
-    (".norm_added_k.", ".norm_k_img."),
-    ("ffn.net.0.proj", "ffn.0"),
-    ("ffn.net.2", "ffn.2"),
-    (".norm2.", ".norm3."),  # the cross-attention norm: norm2 in diffusers, norm3 in the original
-    ("proj_out", "head.head"),
-]
-
-
-def original_key(key: str) -> str:
-    if key == "scale_shift_table":
-        return "head.modulation"
-    key = re.sub(r"^blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation", key)
-    for ours, theirs in TO_ORIGINAL:
-        key = key.replace(ours, theirs)
-    return key
+from wan_demo.model.gguf_layout import original_key
 
 
 def original_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ def test_planner_sizes_activations_per_rank_and_splits_host_ram(engine):
     and the ranks on one host share its RAM (each keeps a full pipeline copy there)."""
     from wan_demo.model.memory import plan as memory
     from wan_demo.model.memory import start as memory_start
-    from wan_demo.model.memory.estimate import real_sizes
+    from wan_demo.model.memory.sizes import real_sizes
 
     dims = (5120, 13824, 96)  # transformer dim, ffn dim, VAE base dim of the real model
     budget = memory.Budget(vram_gb=80, ram_gb=256, source="test")

@@ -10,14 +10,16 @@ from wan_demo.core.settings import Settings
 from wan_demo.model.memory import apply as memory_apply
 from wan_demo.model.memory import plan as memory
 from wan_demo.model.memory import start as memory_start
-from wan_demo.model.memory.estimate import Shape, real_sizes
+from wan_demo.model.memory.estimate import Shape
 from wan_demo.model.memory.plan import BY_NAME, Budget, choose, estimate
+from wan_demo.model.memory.sizes import real_sizes
 from wan_demo.model.tiny import build_tiny_pipeline
 
 REAL_DIMS = (5120, 13824, 96)
 
 # (card GB, host RAM GB) -> strategy the planner must pick for one 81x480x832 segment with the
-# repo's bf16 weights (fp8 = layerwise storage); None = does not fit (a GGUF file would: see below)
+# repo's bf16 weights (fp8 = layerwise storage); None = does not fit (a GGUF file would: see below).
+# The bf16 transformer loads at 32.8 GB before fp8 storage is applied, so 32 GB hosts need a GGUF file.
 EXPECTED = {
     (80, 64): "resident",
     (80, 32): "resident",
@@ -25,10 +27,10 @@ EXPECTED = {
     (48, 32): "resident_te_cpu",
     (48, 16): "fp8_resident",
     (24, 64): "fp8_model_offload",  # 0.93 x 0.92 beats group_block's 0.85
-    (24, 32): "fp8_group_block_te_gpu",
+    (24, 32): None,  # host RAM while loading the bf16 transformer
     (24, 16): None,
     (16, 64): "group_block",
-    (16, 32): "fp8_group_block_te_gpu",
+    (16, 32): None,
     (12, 64): "group_block",
     (12, 32): None,  # host RAM: fp8 weights on the host need ~32 GB while loading
     (8, 64): "group_block",
@@ -67,7 +69,8 @@ def test_plan_choice_per_card(sizes, vram, ram):
     else:
         assert plan.fits and plan.strategy.name == expected
         assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE
-        assert plan.load_host_gb <= ram * memory.RAM_USABLE and plan.host_ram_gb < plan.load_host_gb
+        assert plan.host_ram_gb <= ram * memory.RAM_USABLE
+        assert plan.host_ram_gb == max(plan.host.phases.values()) >= plan.load_host_gb
         assert set(plan.per_component) == {"transformer", "text_encoder", "image_encoder", "vae"}
 
 
@@ -157,15 +160,21 @@ def test_goal_machines_get_a_runnable_quantized_plan(sizes, vram, ram):
     plan = recommend(Budget(vram, ram, "test"), sizes, Shape())
     assert plan.fits and plan.speed >= MIN_SPEED
     assert plan.weights in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # a GGUF transformer file
-    assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE and plan.load_host_gb <= ram * memory.RAM_USABLE
+    assert plan.peak_vram_gb <= vram * memory.VRAM_USABLE and plan.host_ram_gb <= ram * memory.RAM_USABLE
 
 
-def test_sixteen_gb_of_host_ram_gets_the_best_possible_answer(sizes):
+def test_the_lightx2v_floor_8_gb_and_16_gb_of_host_ram_runs(sizes):
+    """8 GB card + 16 GB host RAM (LightX2V's published floor): the text encoder computes on the CPU
+    and is freed between prompts, the GGUF file streams through lazy pinning; the file does not fit
+    the page cache left, so every step reads it from disk again (said in the notes and the speed)."""
     from wan_demo.model.memory.start import recommend
 
-    assert recommend(Budget(24, 16, "t"), sizes, Shape()).fits  # a 24 GB card keeps the transformer resident
-    small = recommend(Budget(12, 16, "t"), sizes, Shape())
-    assert not small.fits and small.limit and small.weights == "Q3_K_M"  # the nearest miss, named
+    plan = recommend(Budget(8, 16, "t"), sizes, Shape())
+    assert plan.fits and plan.strategy.text_encoder == "cpu" and not plan.layout.te_kept
+    assert plan.layout.pinning == "lazy" and plan.weights.startswith("Q")
+    assert plan.host.peak_phase == "encode" and plan.host_ram_gb <= 16 * memory.RAM_USABLE
+    assert plan.streams_from_disk and any("reads it from disk" in n for n in plan.notes)
+    assert "text encoder freed between prompts" in plan.summary and "lazy pinning" in plan.summary
 
 
 def test_quality_cost_is_said_plainly():

@@ -81,8 +81,12 @@ def wants_tiny(settings: Settings, device: str) -> bool:
     return settings.model == "auto" and not device.startswith("cuda") and not settings.transformer_file
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Load the pipeline once: tiny in-process model, or real weights from hub cache / folder."""
+def load_engine(settings: Settings, plan: Any = None) -> Engine:
+    """Load the pipeline once: tiny in-process model, or real weights from hub cache / folder.
+
+    Real weights: the memory plan comes first (`preflight` on a GPU, from the real configs and the
+    transformer file), so each component loads straight to where the plan puts it. `plan` hands in a
+    plan to load and apply as given (bench/rehearsal.py applies a GPU plan on the CPU)."""
     import diffusers
     import torch
     import transformers
@@ -94,6 +98,7 @@ def load_engine(settings: Settings) -> Engine:
 
     device = choose_device(settings)
     ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment
+    shape = Shape(ranks=ranks)
     if wants_tiny(settings, device):
         from wan_demo.model.tiny import TINY_MODEL_NAME, build_tiny_pipeline
 
@@ -102,19 +107,23 @@ def load_engine(settings: Settings) -> Engine:
         engine = Engine(pipe, TINY_MODEL_NAME, True, device, settings.tiny_max_area)
     else:
         model = REAL_MODEL_ID if settings.model == "auto" else settings.model
-        target = None
-        if device.startswith("cuda"):  # plan before loading: fail fast, load to the final place
+        if plan is None and device.startswith(
+            "cuda"
+        ):  # plan before loading: fail fast, load to the final place
             try:
-                pre = memory_start.preflight(settings, device, Shape(ranks=ranks), ranks_per_host)
+                plan = memory_start.preflight(settings, device, shape, ranks_per_host)
             except MemoryError as e:
                 raise ModelUnavailable(f"Cannot start: {e}") from None
-            target = device if pre.strategy.transformer == "gpu" else None
-        pipe = load_real_pipeline(model, settings, transformer_device=target)
+        pipe = load_real_pipeline(model, settings, plan, device)
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
     engine.image_embeds.install(pipe)  # a re-roll of the same picture skips the CLIP encoder
-    plan = memory_start.plan_for(pipe, settings, device, Shape(ranks=ranks), ranks_per_host)
-    memory_apply.apply_plan(pipe, plan, device)
+    plan = plan or memory_start.plan_for(pipe, settings, device, shape, ranks_per_host)
+    memory_apply.apply_plan(pipe, plan, device, getattr(torch, settings.dtype))
+    if not plan.layout.te_kept:  # loaded for an encode, freed after it
+        from wan_demo.model.text_encoder import OnDemand
+
+        engine.prompts.encoder = OnDemand(engine.model_name, settings, plan, device)
     engine.memory_plan, engine.details["memory"] = plan.summary, plan.info()
     engine.details["weights"] = memory_apply.weights_info(pipe, plan)
     engine.weights = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in engine.details["weights"].items()
@@ -127,11 +136,13 @@ def load_engine(settings: Settings) -> Engine:
     return engine
 
 
-def load_real_pipeline(model: str, settings: Settings, transformer_device: str | None = None):
+def load_real_pipeline(model: str, settings: Settings, plan: Any = None, device: str = "cpu"):
     """diffusers' recipe: image encoder and VAE in fp32, transformer and text encoder in `dtype`.
 
-    `transformer_device`: where a plan keeps the transformer resident; its weights then go from the
-    files straight there, tensor by tensor (never all 33 GB staged in host RAM first)."""
+    With a `plan`, the transformer and the text encoder load straight to where it places them, in
+    the dtype it stores them in (the text encoder: model/text_encoder.py, fp8 without a bf16 copy
+    first), tensor by tensor: never all of a component staged in host RAM; a text encoder the plan
+    does not keep is not loaded here. Without one (a CPU host), diffusers loads them all in `dtype`."""
     import torch
     from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 
@@ -140,17 +151,28 @@ def load_real_pipeline(model: str, settings: Settings, transformer_device: str |
 
     dtype = getattr(torch, settings.dtype)
     local = os.path.isdir(model)
+    placement = plan.layout.placement if plan is not None else {}
+    target = device if placement.get("transformer") == "gpu" else None
     try:
         parts = {}
         if settings.transformer_file:  # replaces the repo's transformer, which is then never read
             parts["transformer"] = load_transformer_file(
-                settings.transformer_file, model, settings, device=transformer_device
+                settings.transformer_file, model, settings, device=target
             )
-        elif transformer_device is not None:
+        elif target is not None:
             parts["transformer"] = WanTransformer3DModel.from_pretrained(
-                model, subfolder="transformer", torch_dtype=dtype, device_map=transformer_device,
+                model, subfolder="transformer", torch_dtype=dtype, device_map=target,
                 local_files_only=settings.offline or local,
             )  # fmt: skip
+        if plan is not None:
+            parts["text_encoder"] = None
+            if plan.layout.te_kept:
+                from wan_demo.model.text_encoder import load_text_encoder
+
+                where = device if placement["text_encoder"] == "gpu" else "cpu"
+                parts["text_encoder"] = load_text_encoder(
+                    model, plan.layout.fp8["text_encoder"], where, dtype, settings.offline or local
+                )
         return WanImageToVideoPipeline.from_pretrained(
             model,
             dtype={"image_encoder": torch.float32, "vae": torch.float32, "default": dtype},

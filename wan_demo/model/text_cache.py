@@ -21,15 +21,20 @@ class PromptEmbeddings:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._entries = Lru(max_entries)
         self.encoded = 0  # times the text encoder actually ran (tests, info)
+        self.encoder = None  # model.text_encoder.OnDemand when the plan frees the encoder between prompts
 
     def get(self, pipe, prompt: str, negative_prompt: str, cfg: bool) -> dict:
         """Keyword arguments for the pipeline call: prompt_embeds (+ negative_prompt_embeds with CFG)."""
         key = (prompt, negative_prompt if cfg else None, cfg)
         if (entry := self._entries.get(key)) is not None:
             return entry
+        from contextlib import nullcontext
+
         import torch
 
-        with torch.no_grad():  # as inside the pipeline call: with grad on, CPU bf16 kernels round differently
+        on_demand = self.encoder is not None and pipe.text_encoder is None
+        with self.encoder.loaded(pipe) if on_demand else nullcontext(), torch.no_grad():
+            # no_grad as inside the pipeline call: with grad on, CPU bf16 kernels round differently
             positive, negative = pipe.encode_prompt(
                 prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
                 max_sequence_length=TEXT_TOKENS, device=pipe._execution_device,

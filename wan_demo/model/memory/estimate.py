@@ -1,14 +1,11 @@
-"""Sizes for the memory planner: weights counted from the REAL component configs on the meta device
-(no weights, no hub access) and activation estimates for a given frame count and output size.
-
-Configs are those of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers. Counting them takes ~1.5 s (imports
-excluded) and is cached. All sizes are in GB (1e9 bytes) unless a name says GiB.
+"""The real component configs (Wan-AI/Wan2.1-I2V-14B-480P-Diffusers), the dtypes they load in, and
+activation estimates for a given frame count and output size (constants measured on CPU by
+bench/activations.py). Weight sizes from these configs: model/memory/sizes.py.
+All sizes are in GB (1e9 bytes) unless a name says GiB.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 
 GB = 1e9
@@ -72,109 +69,6 @@ VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames
 VAE_FULLRES_COPIES = 13.2
 MEASURED_VAE_MIB = {"untiled": 7717, "tiled": 1299}
 VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) when tiling is on
-
-
-@dataclass(frozen=True)
-class ComponentSize:
-    name: str
-    params: int
-    load_bytes: float  # bytes per weight as loaded (2 = bf16, 4 = fp32, ~0.6 = GGUF Q4_K_M)
-    block_params: int = 0  # params of one repeated block (0 = no block list)
-    n_blocks: int = 0
-    largest_leaf_params: int = 0  # biggest single module with its own weights (leaf-level group)
-    fp8_params: int = 0  # params that layerwise casting stores in fp8 (the rest keep load dtype)
-
-    def _bytes(self, params: int, fp8: bool) -> float:
-        """Bytes per weight averaged over the module: fp8 only touches the castable share."""
-        share = self.fp8_params / self.params if fp8 and self.params else 0.0
-        return params * (share * FP8_BYTES + (1 - share) * self.load_bytes) / GB
-
-    def weights_gb(self, fp8: bool = False) -> float:
-        return self._bytes(self.params, fp8)
-
-    def block_gb(self, fp8: bool = False) -> float:
-        return self._bytes(self.block_params, fp8)
-
-    def leaf_gb(self, fp8: bool = False) -> float:
-        return self._bytes(self.largest_leaf_params, fp8)
-
-    def non_block_gb(self, fp8: bool = False) -> float:
-        return self._bytes(self.params - self.block_params * self.n_blocks, fp8)
-
-
-def size_of(name: str, module, load_bytes: int | None = None) -> ComponentSize:
-    """Count one module's parameters (shared ones once), its repeated blocks and its biggest leaf."""
-    import torch
-
-    params = sum(_logical_numel(p) for p in module.parameters())
-    blocks = _block_list(module)
-    block_params = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
-    leaves = [
-        sum(p.numel() for p in m.parameters(recurse=False))
-        for m in module.modules()
-        if isinstance(m, torch.nn.Module)
-    ]
-    if load_bytes is None:  # stored bytes over logical weights (GGUF tensors store packed bytes)
-        stored = sum(p.numel() * p.element_size() for p in module.parameters())
-        load_bytes = stored / params if params else 2
-    fp8 = fp8_castable_params(module, FP8_SKIP_PATTERNS.get(name, ()))
-    return ComponentSize(name, params, load_bytes, block_params, len(blocks), max(leaves, default=0), fp8)
-
-
-def _logical_numel(p) -> int:
-    shape = getattr(p, "quant_shape", None)  # diffusers' GGUFParameter: the unpacked weight's shape
-    return int(math.prod(shape)) if shape is not None else p.numel()
-
-
-def fp8_castable_params(module, skip_patterns: tuple[str, ...]) -> int:
-    """Params diffusers' layerwise casting would store in fp8: Linear/Conv layers whose name
-    matches no skip pattern (same rule as diffusers.hooks.apply_layerwise_casting)."""
-    import re
-
-    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS as CASTABLE
-
-    skipped: list[str] = []
-    total = 0
-    for name, m in module.named_modules():
-        if any(name.startswith(p + ".") for p in skipped):
-            continue
-        if name and any(re.search(pat, name) for pat in skip_patterns):
-            skipped.append(name)
-        elif isinstance(m, CASTABLE):
-            total += sum(p.numel() for p in m.parameters())
-    return total
-
-
-def _block_list(module) -> list:
-    """The longest ModuleList inside `module`: transformer blocks, T5 blocks, CLIP layers."""
-    import torch
-
-    lists = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
-
-
-@functools.lru_cache(maxsize=1)
-def real_sizes() -> dict[str, ComponentSize]:
-    """Instantiate the four real components on the meta device (no memory) and count them."""
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
-
-    with init_empty_weights():
-        modules = {
-            "transformer": WanTransformer3DModel(**TRANSFORMER_CONFIG),
-            "text_encoder": UMT5EncoderModel(UMT5Config(**UMT5_CONFIG)),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG)),
-            "vae": AutoencoderKLWan(**VAE_CONFIG),
-        }
-    modules["text_encoder"].tie_weights()  # the checkpoint ties encoder.embed_tokens to shared
-    return {name: size_of(name, m, LOAD_BYTES[name]) for name, m in modules.items()}
-
-
-def sizes_of_pipe(pipe) -> dict[str, ComponentSize]:
-    """Sizes of a loaded pipeline's components (exact; same numbers as real_sizes for the real model)."""
-    names = ("transformer", "text_encoder", "image_encoder", "vae")
-    return {n: size_of(n, getattr(pipe, n)) for n in names if getattr(pipe, n, None) is not None}
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,46 @@
 """Start-up planning: the budget (torch / psutil / Settings), the plan for a loaded pipeline, and
 the check before loading that fails start-up with one message naming the nearest option that fits.
+
+Besides the four components the plans count what else the process holds: the step-distilled fast
+LoRA (its tensors join the transformer's: they move with its groups) and a local prompt model
+(prompt/vlm.py keeps it in host RAM and visits the GPU only for a rewrite).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from wan_demo.core.settings import Settings
 from wan_demo.model.memory import weights as memory_weights
-from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape, real_sizes
-from wan_demo.model.memory.plan import Budget, Plan, choose
+from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG, VAE_CONFIG, Shape
+from wan_demo.model.memory.plan import STRATEGIES, Budget, Plan, choose, estimate, overflow
+from wan_demo.model.memory.sizes import ComponentSize, lora_size, real_sizes
 
 REAL_DIMS = (
     TRANSFORMER_CONFIG["num_attention_heads"] * TRANSFORMER_CONFIG["attention_head_dim"],
     TRANSFORMER_CONFIG["ffn_dim"],
     VAE_CONFIG["base_dim"],
 )
+FAST_LORA_RANK = 64  # lightx2v's published I2V LoRA (rank64 in its file name)
+PROMPT_MODEL_GB = 7.5  # Qwen2.5-VL-3B in bf16 (3.75 B params), when its files cannot be measured
 
 
-def read_budget(settings: Settings, device: str) -> Budget:
-    """Free VRAM from torch and available RAM from psutil; Settings.vram_gb / ram_gb override."""
+def read_budget(settings: Settings, device: str, ranks_per_host: int = 1) -> Budget:
+    """Free VRAM from torch and available RAM from psutil; Settings.vram_gb / ram_gb override.
+    Under torchrun every rank holds a full copy of the weights (context parallelism shards only the
+    token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
     import psutil
-    import torch
 
     vram, ram, source = settings.vram_gb, settings.ram_gb, []
-    if not vram and device.startswith("cuda") and torch.cuda.is_available():
-        vram, source = torch.cuda.mem_get_info(device)[0] / 1e9, ["torch"]
+    if not vram and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            vram, source = torch.cuda.mem_get_info(device)[0] / 1e9, ["torch"]
     if not ram:
         ram, source = psutil.virtual_memory().available / 1e9, [*source, "psutil"]
-    return Budget(vram, ram, "/".join(source) or "settings", device)
+    return Budget(vram, ram / ranks_per_host, "/".join(source) or "settings", device)
 
 
 def dims_of(pipe) -> tuple[int, int, int]:
@@ -39,14 +53,10 @@ def plan_for(
     pipe, settings: Settings, device: str, shape: Shape | None = None, ranks_per_host: int = 1
 ) -> Plan:
     """The plan for this pipeline on this device. On the CPU device memory is host RAM and the
-    default is everything resident; Settings.memory_mode forces a strategy anywhere.
+    default is everything resident; Settings.memory_mode forces a strategy anywhere."""
+    from wan_demo.model.memory.sizes import sizes_of_pipe
 
-    Under torchrun every rank holds a full copy of the weights (context parallelism shards only
-    the token sequence, see `Shape.ranks`), so the ranks on one host split its RAM."""
-    from wan_demo.model.memory.estimate import sizes_of_pipe
-
-    budget = read_budget(settings, device)
-    budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
+    budget = read_budget(settings, device, ranks_per_host)
     forced = settings.memory_mode
     if not device.startswith("cuda"):
         budget = Budget(budget.ram_gb, budget.ram_gb, budget.source, device)
@@ -56,24 +66,44 @@ def plan_for(
         from wan_demo.model.gguf import main_type
 
         weights = memory_weights.weights_for_file(main_type(pipe.transformer)).name
-    return choose(budget, sizes_of_pipe(pipe), shape or Shape(), dims_of(pipe), forced, weights)
+    sizes = sizes_of_pipe(pipe)
+    return choose(budget, sizes, shape or Shape(), dims_of(pipe), forced, weights, prompt_model_gb(settings))
+
+
+def planned_sizes(settings: Settings) -> dict[str, ComponentSize]:
+    """The real components as this configuration will hold them: the transformer file's own tensor
+    list (its header, or city96's layout for a file not on disk yet) plus the fast LoRA's tensors."""
+    sizes = dict(real_sizes())
+    file = settings.transformer_file
+    weights = file_weights(file)
+    sizes = memory_weights.with_weights(sizes, weights, _local_path(file))
+    if settings.lora:
+        sizes["transformer"] = lora_size(sizes["transformer"], FAST_LORA_RANK)
+    return sizes
 
 
 def preflight(settings: Settings, device: str, shape: Shape, ranks_per_host: int = 1) -> Plan:
-    """Before loading the REAL model on a GPU: the plan from the real configs (meta device) and
-    the transformer file's type. When nothing fits and no plan was forced, raise MemoryError with
-    one message naming the nearest option that would fit (a smaller GGUF transformer file)."""
-    budget = read_budget(settings, device)
-    budget = Budget(budget.vram_gb, budget.ram_gb / ranks_per_host, budget.source, budget.device)
-    sizes = real_sizes()
+    """Before loading the REAL model on a GPU: the plan from the real configs (meta device) and the
+    transformer file. When nothing fits and no plan was forced, raise MemoryError with one message
+    naming the nearest option that would fit (a smaller GGUF transformer file)."""
+    budget = read_budget(settings, device, ranks_per_host)
+    extra = prompt_model_gb(settings)
+    base = dict(real_sizes())
+    if settings.lora:
+        base["transformer"] = lora_size(base["transformer"], FAST_LORA_RANK)
 
     def plan_with(name: str) -> Plan:
-        return choose(budget, sizes, shape, REAL_DIMS, settings.memory_mode, name)
+        sizes = planned_sizes(settings) if name == file_weights(settings.transformer_file) else base
+        return choose(budget, sizes, shape, REAL_DIMS, settings.memory_mode, name, extra)
 
     plan = plan_with(file_weights(settings.transformer_file))
     if not plan.fits and settings.memory_mode == "auto":
         raise MemoryError(memory_weights.no_fit_message(plan, plan_with))
     return plan
+
+
+def _local_path(source: str) -> str:
+    return os.path.expanduser(source) if source and os.path.exists(os.path.expanduser(source)) else source
 
 
 def file_weights(transformer_file: str) -> str:
@@ -87,36 +117,44 @@ def file_weights(transformer_file: str) -> str:
     return "Q4_K_M"  # unknown naming: plan for a mid-size file (the loaded file is re-planned)
 
 
+def prompt_model_gb(settings: Settings) -> float:
+    """Host RAM the local prompt model takes when prompt extension may load it: its weight files
+    when they are in a local folder, else the default model's estimated size; 0 when it never loads
+    (auto mode loads it only from a local folder or the hub cache, and only with CUDA)."""
+    if settings.prompt_extender not in ("local", "auto"):
+        return 0.0
+    folder = Path(settings.prompt_model)
+    if folder.is_dir():
+        return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e9
+    if settings.prompt_extender == "auto":
+        return 0.0  # auto never downloads a VLM; a hub-cached one is counted when it loads
+    return PROMPT_MODEL_GB
+
+
 QUALITY_ORDER = ("bf16", "Q8_0", "Q6_K", "fp8", "Q5_K_M", "Q4_K_M", "Q3_K_M")  # best first
 MIN_SPEED = 0.5  # a plan slower than this vs everything resident is a last resort
 
 
-def recommend(budget: Budget, sizes, shape: Shape, dims=REAL_DIMS) -> Plan:
+def recommend(budget: Budget, sizes, shape: Shape, dims=REAL_DIMS, extra_host_gb: float = 0.0) -> Plan:
     """The plan to recommend for a machine, weights included: the best-quality weights with a
-    plan that fits at >= MIN_SPEED (the fastest such plan); else any plan that fits; else the
-    plan that overflows least (fits=False). fp8 here is layerwise-casting storage of bf16 weights;
+    plan that fits at >= MIN_SPEED (the fastest such plan); else the fastest plan that fits; else
+    the plan that overflows least (fits=False). fp8 here is layerwise-casting storage of bf16 weights;
     GGUF plans may also store the text encoder in fp8."""
-    from wan_demo.model.memory.plan import STRATEGIES, estimate
+    from wan_demo.model.memory.plan import host_options
 
     def plans(weights: str) -> list[Plan]:
         gguf = weights in memory_weights.BY_NAME
         strategies = [s for s in STRATEGIES if gguf or s.fp8 == (weights == "fp8")]
-        return [estimate(s, sizes, shape, budget, dims, vae_tiling=t, weights=weights if gguf else "bf16")
-                for s in strategies for t in (False, True)]  # fmt: skip
+        return [estimate(s, sizes, shape, budget, dims, t, weights if gguf else "bf16", pin, kept,
+                         extra_host_gb=extra_host_gb)
+                for s in strategies for t in (False, True) for pin, kept in host_options(s)]  # fmt: skip
 
     every = {w: plans(w) for w in QUALITY_ORDER}
-    for ok in (lambda p: p.fits and p.speed >= MIN_SPEED, lambda p: p.fits):
-        for weights in QUALITY_ORDER:
-            good = [p for p in every[weights] if ok(p)]
-            if good:
-                return max(good, key=lambda p: p.speed)
-    return min((p for ps in every.values() for p in ps), key=_overflow)
-
-
-def _overflow(plan: Plan) -> float:
-    """GB over budget, VRAM and host RAM together (the nearest miss is the smallest)."""
-    from wan_demo.model.memory.plan import RAM_USABLE, VRAM_USABLE
-
-    b = plan.budget
-    over_vram = max(0.0, plan.peak_vram_gb - b.vram_gb * VRAM_USABLE)
-    return over_vram + max(0.0, max(plan.host_ram_gb, plan.load_host_gb) - b.ram_gb * RAM_USABLE)
+    for weights in QUALITY_ORDER:
+        good = [p for p in every[weights] if p.fits and p.speed >= MIN_SPEED]
+        if good:
+            return max(good, key=lambda p: p.speed)
+    fitting = [p for ps in every.values() for p in ps if p.fits]
+    if fitting:
+        return max(fitting, key=lambda p: p.speed)
+    return min((p for ps in every.values() for p in ps), key=overflow)
