@@ -36,6 +36,12 @@ class S3Storage:
             raise RuntimeError(f"S3 bucket {self.bucket!r} is not reachable: {e}") from None
         self._client = client
 
+    def ping(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as e:  # noqa: BLE001  # botocore raises several kinds; all mean "not usable"
+            raise OSError(f"S3 bucket {self.bucket!r} is not reachable ({type(e).__name__})") from None
+
     @property
     def client(self) -> Any:
         if self._client is None:
