@@ -179,23 +179,31 @@ def test_stage_seconds_from_generate_timings():
     assert stage_seconds({"pipeline": 3.0})["denoise"] == 3.0  # no breakdown (torchrun): all denoise
 
 
-@pytest.mark.parametrize("grace_s, expect", [(30.0, Status.SUCCESS), (0.2, Status.QUEUED)])
-def test_worker_drain_finishes_or_hands_back(tmp_path, engine, monkeypatch, grace_s, expect):
+@pytest.mark.parametrize(
+    "grace_s, resume_s, expect, state",
+    [
+        (30.0, 0.5, Status.SUCCESS, "stopped"),  # the job finishes within the grace period
+        (0.2, 1.0, Status.QUEUED, "stopped"),  # it does not: handed back at its next step
+        (0.2, None, Status.QUEUED, "busy"),  # no next step comes: released from outside, run discarded
+    ],
+)
+def test_worker_drain_finishes_or_hands_back(tmp_path, engine, monkeypatch, grace_s, resume_s, expect, state):
     """SIGTERM's worker half: the running job finishes within the grace period, or goes back to the
     queue at once (not after the lease), its claim undone; never worker_lost."""
     settings = api_settings(tmp_path, lease_s=600)
     with paused_generation(monkeypatch) as (reached, release), stack(settings, engine) as (url, jobs, worker):
         rid = submit(httpx.Client(base_url=url), b64_image(make_image(96, 64))).json()["request_id"]
         assert reached.wait(60)
-        if expect == Status.SUCCESS:
-            threading.Timer(0.5, release.set).start()  # the step ends well within the grace period
+        if resume_s is not None:
+            threading.Timer(resume_s, release.set).start()
         t0 = time.monotonic()
         worker.drain(grace_s)
         took = time.monotonic() - t0
         row = jobs.store.get(rid)
         assert row.status == expect and row.error_code is None
-        assert took < 25  # handed back at once: far below the 600 s lease
+        assert took < 25  # at once: far below the 600 s lease
+        handed = value(samples(jobs.metrics.exposition()[0].decode()), "wan_demo_jobs_handed_back_total")
+        assert handed == (1 if expect == Status.QUEUED else 0)
         if expect == Status.QUEUED:
-            assert (row.claims, row.worker_id, row.lease_until) == (0, row.worker_id, None)
-            assert value(samples(jobs.metrics.exposition()[0].decode()), "wan_demo_jobs_handed_back_total") == 1
-        assert worker.state() == "stopped"
+            assert (row.claims, row.lease_until, row.preview_path) == (0, None, None)
+        assert worker.state() == state

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wan_demo.core.plan import calibrate
+from wan_demo.core.plan import calibrate, resolve_mode
 from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
@@ -205,9 +205,16 @@ class Worker:
         if not running.lost:
             t0 = time.perf_counter()
             outputs = self._keep_outputs(result, job.source)
-            self.metrics.stages(result.timings_s, _mode(result.settings), time.perf_counter() - t0)
+            self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
             self._record(job, Status.SUCCESS, **outputs)
             self.engine.cost = calibrate(self.engine.cost, result)
+
+    def _mode(self, params: dict) -> str:
+        """The speed mode a job runs in (its request resolved as the plan does), for metric labels."""
+        try:
+            return resolve_mode(self.settings, params.get("speed_mode"), self.engine.fast_available).name
+        except Exception:  # noqa: BLE001  # a damaged or refused request: no mode
+            return "other"
 
     def _progress(self, reporter: Reporter) -> Callable:
         def report(progress) -> None:
@@ -246,7 +253,7 @@ class Worker:
         if not self._retry(lambda: self.store.finish(job.request_id, status, claim, **outcome)):
             log.warning("%s was reclaimed before its outcome landed; discarded", job.request_id)
             return
-        self.metrics.job_finished(status, _mode(job.params), outcome.get("error_code"))
+        self.metrics.job_finished(status, self._mode(job.params), outcome.get("error_code"))
 
     def _retry(self, write: Callable[[], object]) -> object:
         """Run a store write until the database answers (or the worker stops); returns its result."""
@@ -278,11 +285,6 @@ class Worker:
             removed = cleanup.sweep(self.store, self.settings, now, self.storage)
             if any(removed.values()):
                 log.info("clean-up: %s", removed)
-
-
-def _mode(params: dict) -> str:
-    """The speed mode a job ran in (its result's settings) or asked for (its params)."""
-    return str(params.get("speed_mode", ""))
 
 
 def output_dir(settings: Settings, source: str) -> Path:
