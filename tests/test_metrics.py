@@ -207,3 +207,21 @@ def test_worker_drain_finishes_or_hands_back(tmp_path, engine, monkeypatch, grac
         if expect == Status.QUEUED:
             assert (row.claims, row.lease_until, row.preview_path) == (0, None, None)
         assert worker.state() == state
+
+
+def test_operations_doc_blocks_run(tmp_path, engine, capsys):
+    """docs/operations.md: its Python block runs against a live node; its YAML blocks parse."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    settings = api_settings(tmp_path, metrics_token="doc-token-0123456")
+    with stack(settings, engine) as (url, _jobs, _worker):
+        exec(compile(code, "docs/operations.md", "exec"), {"BASE": url, "TOKEN": "doc-token-0123456"})  # noqa: S102
+    assert "queued: 0.0 workers: 1.0" in capsys.readouterr().out
+    scrape, probes = (yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, flags=re.S))
+    assert {c["metrics_path"] for c in scrape["scrape_configs"]} == {"/metrics"}
+    assert probes["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
