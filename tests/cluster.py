@@ -4,6 +4,7 @@ worker nodes) on one PostgreSQL server and one S3 endpoint, each process with it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,8 @@ class Cluster:
         found: dict[str, list[str]] = {}
         for node in self.nodes.values():
             for line in node.log.read_text(errors="replace").splitlines():
+                if line.startswith("{"):  # WAN_DEMO_LOG_FORMAT=json: the message field
+                    line = " " + json.loads(line).get("message", "")
                 if " running " in line and " on " in line:
                     rid = line.split(" running ", 1)[1].split()[0]
                     found.setdefault(rid, []).append(node.name)
