@@ -225,3 +225,12 @@ def test_operations_doc_blocks_run(tmp_path, engine, capsys):
     scrape, probes = (yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, flags=re.S))
     assert {c["metrics_path"] for c in scrape["scrape_configs"]} == {"/metrics"}
     assert probes["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_operations_settings_are_checked_before_start(tmp_path):
+    from wan_demo.core.settings import Settings
+    from wan_demo.server import ops_problems
+
+    assert ops_problems(Settings()) == []
+    bad = Settings(log_format="xml", drain_s=-1, metrics_token_file=str(tmp_path / "missing"))
+    assert [p.split()[0] for p in ops_problems(bad)] == ["log_format", "drain_s", "metrics_token_file"]
