@@ -184,7 +184,7 @@ def test_stage_seconds_from_generate_timings():
     [
         (30.0, 0.5, Status.SUCCESS, "stopped"),  # the job finishes within the grace period
         (0.2, 1.0, Status.QUEUED, "stopped"),  # it does not: handed back at its next step
-        (0.2, None, Status.QUEUED, "busy"),  # no next step comes: released from outside, run discarded
+        (0.2, None, Status.QUEUED, "stopped"),  # no step comes: released from outside, the run discarded
     ],
 )
 def test_worker_drain_finishes_or_hands_back(tmp_path, engine, monkeypatch, grace_s, resume_s, expect, state):

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class Server:
         within Settings.drain_s (else hand it back to the queue), let in-flight requests end."""
         log.info("draining: no new submits; up to %g s for the running job and in-flight requests",
                  self.settings.drain_s)  # fmt: skip
+        started = time.monotonic()
         self.jobs.drain.begin()
         if self.worker is not None:
             self.worker.drain(self.settings.drain_s)
@@ -71,6 +73,7 @@ class Server:
             log.warning("drain: %d requests still in flight; stopping anyway", self.jobs.drain.in_flight)
         if self.demo is not None:
             self.demo.close()
+        log.info("drained in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
         if self.probes is not None:

@@ -105,6 +105,7 @@ class Worker:
             running.lost = True  # whatever the thread does later is discarded
             self._retry(lambda: self.store.release(running.request_id, running.claim))
             self.metrics.handed_back.inc()
+            self._thread = None  # left to end on its own (a daemon): nobody waits for it again
 
     def _heard(self, channel: str, payload: str) -> None:
         """A store notification (jobs/store/sql_ops.py): new work, or a cancel of the running job."""
