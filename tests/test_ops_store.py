@@ -137,3 +137,47 @@ def test_sqlite_wakes_its_own_process_after_commit(tmp_path):
     assert heard == [(JOBS_CHANNEL, "queued")]
     assert not store.wakes_other_processes  # other processes on the file still poll
     store.close()
+
+
+def test_the_listener_comes_back_after_a_database_restart(postgres):
+    """While LISTEN is down the store says so (waiters poll at their old pace); once it reconnects,
+    subscribers are told to look once ("" channel) and notifications flow again."""
+    from bench.services import TempPostgres
+
+    server = TempPostgres().start()  # its own server: this test restarts it
+    try:
+        url = server.create_database("relisten")
+        writer, listener = PostgresJobStore(url, 1, timeout_s=2), PostgresJobStore(url, 1, timeout_s=2)
+        writer.open()
+        listener.open()
+        heard: list[tuple[str, str]] = []
+        listener.subscribe(lambda c, p: heard.append((c, p)))
+        wait_for(lambda: listener.wakes_other_processes)
+        server.server("stop")
+        wait_for(lambda: not listener.wakes_other_processes)
+        server.server("start")
+        wait_for(lambda: listener.wakes_other_processes, 60)
+        assert heard.count(("", "")) == 2  # at the first connect and after the reconnect
+        wait_for(lambda: _add(writer, job("after")), 30)  # the writer's pool reconnects too
+        wait_for(lambda: (JOBS_CHANNEL, "queued") in heard)
+        writer.close()
+        listener.close()
+    finally:
+        server.stop()
+
+
+def _add(store, j) -> bool:
+    from wan_demo.jobs.common import StoreUnavailable
+
+    try:
+        store.add(j)
+    except StoreUnavailable:
+        return False
+    return True
+
+
+def wait_for(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
