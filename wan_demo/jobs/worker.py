@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wan_demo.core.plan import calibrate, resolve_mode
+from wan_demo.core.plan import calibrate
 from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
@@ -32,7 +32,7 @@ from wan_demo.jobs.previews import PreviewSink
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
-from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL
+from wan_demo.jobs.worker_ops import WorkerOps
 from wan_demo.media.clip import last_frame
 from wan_demo.media.image import load_stored
 from wan_demo.model.engine import Engine
@@ -42,14 +42,13 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
 SAFETY_POLL_S = 5.0  # the same while LISTEN/NOTIFY wakes this worker (only a safety net then)
 RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out (at least; lease_s / 6)
-HANDBACK_WAIT_S = 10.0  # drain: after the grace period, wait this long for the next step, then release
 SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
 RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
 
-class Worker:
+class Worker(WorkerOps):
     def __init__(
         self, store: JobStore, engine: Engine, settings: Settings, run: RunFn | None = None,
         worker_id: str | None = None, storage: Storage | None = None, metrics: Metrics | None = None,
@@ -89,32 +88,6 @@ class Worker:
         self.store.unsubscribe(self._heard)
         self.heartbeat.stop()
 
-    def drain(self, grace_s: float) -> None:
-        """Graceful stop (SIGTERM): claim nothing more; the running job may finish within `grace_s`,
-        else it goes back to the queue at once (at its next step, or released from here if no step
-        comes within HANDBACK_WAIT_S: its claim then no longer holds, so the late run records nothing)."""
-        self._draining.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(max(grace_s, 0.0))
-        running = self._current
-        if running is not None:
-            log.info("drain: %s still running after %g s; handing it back", running.request_id, grace_s)
-        self.stop(HANDBACK_WAIT_S)
-        if self._thread is not None and self._thread.is_alive() and running is not None:
-            running.lost = True  # whatever the thread does later is discarded
-            self._retry(lambda: self.store.release(running.request_id, running.claim))
-            self.metrics.handed_back.inc()
-            self._thread = None  # left to end on its own (a daemon): nobody waits for it again
-
-    def _heard(self, channel: str, payload: str) -> None:
-        """A store notification (jobs/store/sql_ops.py): new work, or a cancel of the running job."""
-        if channel in ("", JOBS_CHANNEL):
-            if payload.startswith("cancel:"):
-                self.interrupt(payload.removeprefix("cancel:"))
-            else:
-                self.wake()
-
     def wake(self) -> None:
         """A job was queued: look now instead of at the next poll."""
         self._wake.set()
@@ -129,12 +102,6 @@ class Worker:
     @property
     def busy(self) -> bool:
         return self._current is not None
-
-    def state(self) -> str:
-        """ "idle" | "busy" (its thread runs) | "stopped" (not started, stopped, or died)."""
-        if self._thread is None or not self._thread.is_alive():
-            return "stopped"
-        return "busy" if self._current is not None else "idle"
 
     def _loop(self) -> None:
         while not self._stopping.is_set() and not self._draining.is_set():
@@ -209,21 +176,6 @@ class Worker:
             self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
             self._record(job, Status.SUCCESS, **outputs)
             self.engine.cost = calibrate(self.engine.cost, result)
-
-    def _mode(self, params: dict) -> str:
-        """The speed mode a job runs in (its request resolved as the plan does), for metric labels."""
-        try:
-            return resolve_mode(self.settings, params.get("speed_mode"), self.engine.fast_available).name
-        except Exception:  # noqa: BLE001  # a damaged or refused request: no mode
-            return "other"
-
-    def _progress(self, reporter: Reporter) -> Callable:
-        def report(progress) -> None:
-            if progress.stage == "denoise":
-                self.metrics.job_progress.set(progress.fraction)
-            reporter(progress)
-
-        return report
 
     def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
         """The job's validated request. An extension's input is its parent MP4, whose last frame is
