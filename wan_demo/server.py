@@ -219,5 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     except StoreUnavailable as e:
         raise SystemExit(f"error: {e}") from None
     finally:
+        started = time.monotonic()
         server.stop()
         distributed.shutdown(group)
+        log.info("stopped in %.1f s", time.monotonic() - started)
