@@ -62,6 +62,7 @@ def stage_table(settings: Settings) -> tuple[dict[str, float], Path]:
     result = generate(request, engine, settings.replace(preview_every_s=1e-9), writer)  # every step
     total = time.perf_counter() - started
     timings = {"validate": validated - started, **result.timings_s}
+    timings = {k: v for k, v in timings.items() if not k.startswith("pipeline.")}  # a breakdown of pipeline
     timings["pipeline"] -= writer.seconds  # the writes ran inside the pipeline's step callback
     timings["preview"] += writer.seconds  # projection (generate) + WEBP encode and write (worker)
     timings["sidecar + rest"] = max(total - sum(timings.values()), 0.0)

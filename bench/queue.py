@@ -8,6 +8,10 @@ writes. Each worker is a thread with its own store (own connection), standing in
 process. Printed: wall time, jobs/s, claim latency (median and 95th percentile) and how many jobs
 were claimed more than once (must be 0); each configuration runs REPEATS times on a fresh database
 and the fastest run is shown (the machine is shared). Measured on CPU, side by side in one run.
+
+Then (bench/queue_wakeups.py) PostgreSQL wake-ups, LISTEN/NOTIFY vs polling: submit-to-claim
+latency p50/p95 of the real Worker and idle database transactions per second per process.
+`--wakeups-only` runs just that part.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench import queue_wakeups
 from bench.services import TempPostgres
 from wan_demo.jobs.common import Job, Status, claim_of
 from wan_demo.jobs.store.postgres import PostgresJobStore
@@ -79,7 +84,11 @@ def drain(make, jobs: int, workers: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=400, help="jobs per run")
+    parser.add_argument("--wakeups-only", action="store_true", help="only LISTEN/NOTIFY vs polling")
     args = parser.parse_args()
+    if args.wakeups_only:
+        queue_wakeups.main()
+        return
     pg = TempPostgres().start()
     rows, runs = [], iter(range(10**6))
     try:
@@ -108,6 +117,7 @@ def main() -> None:
             f"| {backend} | {workers} | {r['wall']:.2f} | {r['rate']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} "
             f"| {r['twice']} |"
         )
+    queue_wakeups.main()
 
 
 def _opened(factory):

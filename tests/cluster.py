@@ -4,6 +4,7 @@ worker nodes) on one PostgreSQL server and one S3 endpoint, each process with it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,6 +49,12 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def terminate(self, timeout: float = 120) -> int:
+        """SIGTERM (a deploy, an orchestrator's stop) and wait for the exit; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
@@ -75,12 +82,13 @@ class Cluster:
             "WAN_DEMO_QUEUE_MAX_SIZE": "100",
         }  # fmt: skip
 
-    def add(self, name: str, role: str) -> Node:
-        node = self.nodes[name] = Node(name, self.env(name, role), self.root / f"{name}.log")
+    def add(self, name: str, role: str, **env: str) -> Node:
+        """A node (not started); `env` overrides its WAN_DEMO_* settings (e.g. its own port)."""
+        node = self.nodes[name] = Node(name, {**self.env(name, role), **env}, self.root / f"{name}.log")
         return node
 
     def wait_api(self, node: Node) -> None:
-        url = f"http://127.0.0.1:{self.port}/api/v1/apikey/models"
+        url = f"http://127.0.0.1:{node.env['WAN_DEMO_PORT']}/api/v1/apikey/models"
         self._wait(node, lambda: httpx.get(url, headers=auth(KEYS[0]), timeout=2).status_code == 200)
 
     def wait_worker(self, node: Node, since: float) -> None:
@@ -116,6 +124,8 @@ class Cluster:
         found: dict[str, list[str]] = {}
         for node in self.nodes.values():
             for line in node.log.read_text(errors="replace").splitlines():
+                if line.startswith("{"):  # WAN_DEMO_LOG_FORMAT=json: the message field
+                    line = " " + json.loads(line).get("message", "")
                 if " running " in line and " on " in line:
                     rid = line.split(" running ", 1)[1].split()[0]
                     found.setdefault(rid, []).append(node.name)

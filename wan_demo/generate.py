@@ -70,6 +70,7 @@ def generate(
     frames = denoise(engine, plan, image, prompts, seed, steps, reference, settings.colour_match)
     timer.lap("pipeline")
     timer.carve("pipeline", "preview", steps.preview_s)
+    timer.timings.update({f"pipeline.{k}": round(v, 4) for k, v in steps.phases.items()})  # a breakdown
     # 5. Write the MP4 (settings and lineage inside; joined to its parent), thumbnail and JSON sidecar
     report(Progress("encode", plan.total_steps, plan.total_steps))
     result = describe(request, plan, engine, settings, seed, prompts, infos)
@@ -99,17 +100,20 @@ def denoise(
     generator = torch.Generator("cpu").manual_seed(seed)
     frames: list[np.ndarray] = []
     for k in range(plan.segments):
+        steps.phase("encode")
         start = image if not frames else Image.fromarray(to_uint8(frames[-1]))
         steps(k * plan.steps)  # raises GenerationCancelled when asked to stop between segments
         out = run_segment(
             engine, **segment_args(plan, start, prompts[k]), generator=generator,
             on_step=lambda i, k=k: steps(k * plan.steps + i + 1), on_latents=steps.latents,
+            on_phase=steps.phase,
         )  # fmt: skip
         before = frames[-TAIL_FRAMES:] if frames else reference
         if before is None:
             frames.extend(out)  # the clip's first segment: all 81 frames, nothing to match
         else:
             frames.extend(match_colours(out[1:], before, colour_match))  # out[0] repeats the last frame
+    steps.phase(None)  # colour matching counted with the decode
     return frames
 
 
@@ -142,11 +146,21 @@ class StepReporter:
         self.report, self.stop, self.total, self.every = report, stop, plan.total_steps, preview_every_s
         self.preview_fps = plan.fps / TEMPORAL_FACTOR  # one latent frame = 4 video frames
         self.preview_s = 0.0  # seconds spent making previews (reported as their own stage)
+        self.phases: dict[str, float] = {}  # pipeline seconds by phase: encode, denoise, decode
+        self._phase: str | None = None
+        self._phase_at = 0.0
         self._started, self._reported, self._next_preview = time.perf_counter(), 0, 0.0
         self._read: Callable[[], np.ndarray] | None = None
 
     def latents(self, read: Callable[[], np.ndarray]) -> None:
         self._read = read
+
+    def phase(self, name: str | None) -> None:
+        """From now on the time counts as phase `name` (None: stop counting)."""
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.phases[self._phase] = self.phases.get(self._phase, 0.0) + now - self._phase_at
+        self._phase, self._phase_at = name, now
 
     def __call__(self, done: int) -> None:
         read, self._read = self._read, None

@@ -14,18 +14,24 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wan_demo.core.settings import ROLES, Settings, from_env
+from wan_demo.jobs import logs
 from wan_demo.jobs.common import StoreUnavailable
+from wan_demo.jobs.metrics import Metrics
+from wan_demo.jobs.probes import ProbeServer
 from wan_demo.jobs.service import JobService
 from wan_demo.jobs.storage.base import make_storage
 from wan_demo.jobs.store.base import make_store
 from wan_demo.jobs.worker import Worker, output_dir
 from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine
-from wan_demo.rest import routes
+from wan_demo.model.gpu import memory_stats
+from wan_demo.rest import ops, routes
 from wan_demo.rest.keys import MIN_WEBHOOK_SECRET, KeyRing
 from wan_demo.rest.netguard import parse_networks
 from wan_demo.rest.service import RestService
@@ -42,6 +48,7 @@ class Server:
     worker: Worker | None  # None on an API node
     rest: RestService | None  # None on a worker node
     demo: Any = None  # gradio.Blocks, built by launch() once the store is open (API nodes read workers)
+    probes: ProbeServer | None = None  # Settings.metrics_port: /metrics, /healthz, /readyz of its own
 
     def start(self) -> Server:
         self.jobs.start()
@@ -49,9 +56,28 @@ class Server:
             self.worker.start()
         if self.rest is not None:  # webhook deliverers run where REST runs (they hold keys and views)
             self.rest.start()
+        if self.settings.metrics_port:
+            self.probes = ProbeServer(self.jobs, self.settings).start()
         return self
 
+    def drain(self) -> None:
+        """Graceful stop (SIGTERM): refuse new submits and fail /readyz, let the running job finish
+        within Settings.drain_s (else hand it back to the queue), let in-flight requests end."""
+        log.info("draining: no new submits; up to %g s for the running job and in-flight requests",
+                 self.settings.drain_s)  # fmt: skip
+        started = time.monotonic()
+        self.jobs.drain.begin()
+        if self.worker is not None:
+            self.worker.drain(self.settings.drain_s)
+        if not self.jobs.drain.wait_idle(self.settings.drain_s):
+            log.warning("drain: %d requests still in flight; stopping anyway", self.jobs.drain.in_flight)
+        if self.demo is not None:
+            self.demo.close()
+        log.info("drained in %.1f s", time.monotonic() - started)
+
     def stop(self) -> None:
+        if self.probes is not None:
+            self.probes.stop()
         if self.rest is not None:
             self.rest.stop()
         if self.worker is not None:
@@ -63,13 +89,16 @@ def build(settings: Settings, group: distributed.Group | None = None) -> Server:
     """Load the model once (unless an API node) and build the queue, the worker and the REST service."""
     store, storage = make_store(settings), make_storage(settings)
     engine = None if settings.role == "api" else distributed.attach(load_engine(settings), group)
-    jobs = JobService(store, settings, engine.plan_info if engine else None, storage)
+    jobs = JobService(store, settings, engine.plan_info if engine else None, storage, Metrics())
+    if settings.role != "worker":  # queue gauges where HTTP is served (not once per worker)
+        jobs.metrics.watch_queue(jobs.queue_figures)
     worker = None
     if engine is not None:
         # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
         run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
-        worker = Worker(store, engine, settings, run, storage=storage)
+        worker = Worker(store, engine, settings, run, storage=storage, metrics=jobs.metrics)
         jobs.worker = worker
+        jobs.metrics.watch_gpu(memory_stats)
     rest = None if settings.role == "worker" else RestService(jobs, settings, KeyRing.from_settings(settings))
     return Server(settings, jobs, worker, rest)
 
@@ -81,7 +110,10 @@ def launch(server: Server, block: bool = True):
     server.start()
     if server.rest is None:
         log.info("worker %s: %s", server.worker.worker_id, server.jobs.engine_info().banner)
-        return wait_for_signal() if block else None
+        if block:
+            wait_for_signal()
+            server.drain()
+        return None
     server.demo = demo = ui.build_ui(server.jobs, server.jobs.engine_info(), settings)
     demo.queue(api_open=False, max_size=settings.queue_max_size, default_concurrency_limit=1)
     ui_outputs = output_dir(settings, "ui").resolve()  # REST outputs live beside it, never served here
@@ -100,11 +132,15 @@ def launch(server: Server, block: bool = True):
         quiet=True,
     )
     routes.attach(demo.app, server.rest)
+    ops.attach(demo.app, server.jobs, settings)  # /metrics, /healthz, /readyz
+    if settings.log_format == "json":
+        logs.adopt_uvicorn()
     url = demo.local_url or f"http://{settings.host}:{settings.port}/"
     log.info("serving the UI and Gradio API at %s and the REST API at %sapi/v1/apikey/", url, url)
     log.info("%s (role %s)", server.jobs.engine_info().banner, settings.role)
     if block:
-        demo.block_thread()
+        wait_for_signal()  # SIGTERM / SIGINT (Ctrl-C)
+        server.drain()
     return demo
 
 
@@ -137,11 +173,23 @@ def rest_problems(settings: Settings) -> list[str]:
         problems.append(f"webhook_allow_private: {e}")
     if settings.webhook_retry_s <= 0 or settings.submits_per_min < 0:
         problems.append("webhook_retry_s must be > 0 and submits_per_min >= 0 (0 = no limit)")
+    return problems + ops_problems(settings)
+
+
+def ops_problems(settings: Settings) -> list[str]:
+    """Operations settings that cannot work, in words (docs/operations.md)."""
+    problems = []
+    if settings.log_format not in logs.FORMATS:
+        problems.append(f"log_format {settings.log_format!r} is unknown; use {' or '.join(logs.FORMATS)}")
+    if settings.drain_s < 0 or not 0 <= settings.metrics_port <= 65535:
+        problems.append("drain_s must be >= 0 and metrics_port 0..65535 (0 = off)")
+    if settings.metrics_token_file and not Path(settings.metrics_token_file).is_file():
+        problems.append(f"metrics_token_file {settings.metrics_token_file!r} is not a readable file")
     return problems
 
 
 def wait_for_signal() -> None:
-    """Block until SIGTERM or SIGINT; the caller then stops the worker (its job goes back to the queue)."""
+    """Block until SIGTERM or SIGINT; the caller then drains (Server.drain)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -158,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = from_env(sys.argv[1:] if argv is None else argv)
     if problems := settings_problems(settings):
         raise SystemExit("error: " + "; ".join(problems))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     group = distributed.init(settings) if settings.role != "api" else None  # torchrun WORLD_SIZE > 1
     try:
         if group is not None and not group.is_leader:
@@ -171,5 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     except StoreUnavailable as e:
         raise SystemExit(f"error: {e}") from None
     finally:
+        started = time.monotonic()
         server.stop()
         distributed.shutdown(group)
+        log.info("stopped in %.1f s", time.monotonic() - started)

@@ -213,7 +213,7 @@ def calibrate(cost: CostModel, result: GenerationResult, weight: float = 0.5) ->
         return cost
     scale = result.width * result.height / MAX_AREA
     forward_s = max(pipeline_s - segments * cost.decode_s * scale, 0.0) / (forwards * scale)
-    setup_s = sum(v for k, v in result.timings_s.items() if k != "pipeline")
+    setup_s = sum(v for k, v in result.timings_s.items() if not k.startswith("pipeline"))  # + breakdown
     return CostModel(
         forward_s=round((1 - weight) * cost.forward_s + weight * forward_s, 4),
         decode_s=cost.decode_s,

@@ -76,6 +76,12 @@ class Settings:
     queue_max_size: int = 16  # waiting generations before "queue full"
     max_file_size_mb: int = 20  # uploads and request bodies
     dist_timeout_s: float = 300.0  # multi-GPU: a rank silent this long in a collective fails the request
+    # -- operations (docs/operations.md)
+    drain_s: float = 25.0  # SIGTERM: seconds the running job may take to finish before it is handed back
+    metrics_port: int = 0  # a worker's own /metrics, /healthz, /readyz on this port (0 = off)
+    metrics_token: str = ""  # secret: /metrics wants `Authorization: Bearer <it>` ("" = open); env only
+    metrics_token_file: str = ""  # file holding that token (first line), instead of the env var
+    log_format: str = "text"  # "text" | "json" (one JSON object per line: request id, job id, owner hash)
     # -- REST API (see wan_demo/rest/)
     api_keys: str = ""  # comma-separated Bearer keys (or sha256:<hex> hashes)
     api_key_file: str = ""  # file with one key (or sha256:<hex>) per line

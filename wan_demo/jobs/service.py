@@ -12,7 +12,8 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ from wan_demo.jobs.common import (
     TooManyActive,
 )
 from wan_demo.jobs.directory import Directory
+from wan_demo.jobs.health import Drain, Draining, readiness
+from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
@@ -53,15 +56,18 @@ class WorkerHandle(Protocol):
 
     def wake(self) -> None: ...
     def interrupt(self, request_id: str) -> None: ...
+    def state(self) -> str: ...
 
 
 class JobService:
     def __init__(
         self, store: JobStore, settings: Settings, engine_info: Callable[[], EngineInfo] | None = None,
-        storage: Storage | None = None,
+        storage: Storage | None = None, metrics: Metrics | None = None,
     ):  # fmt: skip
         """`engine_info`: the local engine's (role all); None on an API node = what workers publish."""
         self.store, self.settings = store, settings
+        self.metrics = metrics or Metrics()  # this process's (jobs/metrics.py)
+        self.drain = Drain()  # SIGTERM: no new submits, in-flight requests finish (jobs/health.py)
         self.storage = storage or make_storage(settings)
         self.directory = Directory(store, settings.lease_s)
         self.engine_info = engine_info or self.directory.engine_info
@@ -86,10 +92,23 @@ class JobService:
         """Raise TooManyActive / QueueFull early (the insert checks again, atomically); `per_owner`
         applies the per-key limit (REST keys)."""
         limit = self.settings.max_active_per_key
-        if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
-            raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
-        if self.store.count((Status.QUEUED,)) >= self.settings.queue_max_size:
-            raise QueueFull(f"{self.settings.queue_max_size} generations are waiting; try again later")
+        with self.counting_refusals():
+            self.drain.check_submit()
+            if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
+                raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
+            if self.store.count((Status.QUEUED,)) >= self.settings.queue_max_size:
+                raise QueueFull(f"{self.settings.queue_max_size} generations are waiting; try again later")
+
+    @contextmanager
+    def counting_refusals(self) -> Iterator[None]:
+        """Count a refused submit by reason (wan_demo_submits_refused_total) and let it through."""
+        reasons = ((Draining, "draining"), (TooManyActive, "too_many_active"), (QueueFull, "queue_full"),
+                   (StoreUnavailable, "unavailable"))  # fmt: skip
+        try:
+            yield
+        except (Draining, TooManyActive, QueueFull, StoreUnavailable) as e:
+            self.metrics.refused.labels(next(r for kind, r in reasons if isinstance(e, kind))).inc()
+            raise
 
     def submit(
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
@@ -121,12 +140,14 @@ class JobService:
                   est_seconds=plan.est_seconds, webhook=webhook or {})  # fmt: skip
         owner_max = self.settings.max_active_per_key if per_owner else None
         try:  # the capacity check and the insert are one transaction, across every API node
-            self.store.add(job, self.settings.queue_max_size, owner_max, idempotency)
+            with self.counting_refusals():
+                self.store.add(job, self.settings.queue_max_size, owner_max, idempotency)
         except StoreUnavailable:  # the insert may have committed before the connection dropped: the
             raise  # input stays (the sweeper removes it if no job holds it); a keyed retry finds the job
         except BaseException:
             self.storage.delete(location)
             raise
+        self.metrics.submitted.labels(source, plan.speed_mode).inc()
         if self.worker is not None:
             self.worker.wake()
         return job
@@ -160,6 +181,15 @@ class JobService:
     def webhook_state(self, job: Job) -> dict[str, Any]:
         """Delivery state of the job's webhook events (attempts, last status, next attempt, counts)."""
         return self.store.webhook_state(job.request_id)
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz answers (jobs/health.py): store, storage, the in-process worker, draining;
+        how many workers are alive is a field (an API node without one still queues work)."""
+        return readiness(self)
+
+    def queue_figures(self) -> dict[str, Any]:
+        """The shared queue for /metrics: jobs per status, oldest queued age, webhook backlog, workers."""
+        return {**self.store.stats(), "workers": len(self.directory.alive())}
 
     def workers_alive(self) -> int:
         """Live workers (any process); an in-process worker counts even before its first beat."""

@@ -26,10 +26,13 @@ from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
 from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
+from wan_demo.jobs.logs import job_context
+from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.previews import PreviewSink
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.jobs.worker_ops import WorkerOps
 from wan_demo.media.clip import last_frame
 from wan_demo.media.image import load_stored
 from wan_demo.model.engine import Engine
@@ -37,23 +40,26 @@ from wan_demo.model.engine import Engine
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
-RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out
+SAFETY_POLL_S = 5.0  # the same while LISTEN/NOTIFY wakes this worker (only a safety net then)
+RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out (at least; lease_s / 6)
 SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
 RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
 
-class Worker:
+class Worker(WorkerOps):
     def __init__(
         self, store: JobStore, engine: Engine, settings: Settings, run: RunFn | None = None,
-        worker_id: str | None = None, storage: Storage | None = None,
+        worker_id: str | None = None, storage: Storage | None = None, metrics: Metrics | None = None,
     ):  # fmt: skip
         self.store, self.engine, self.settings, self.run = store, engine, settings, run or generate
+        self.metrics = metrics or Metrics()
         self.storage = storage or make_storage(settings)
         self.worker_id = worker_id or settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()  # claim nothing more; the loop ends after the running job
         self._current: Running | None = None
         self._thread: threading.Thread | None = None
         self._next_sweep = self._next_reclaim = 0.0
@@ -64,6 +70,7 @@ class Worker:
     def start(self) -> Worker:
         self.storage.open()  # idempotent; a storage shared with the JobService is simply re-checked
         self.heartbeat.beat()  # visible to API nodes before the first job
+        self.store.subscribe(self._heard)  # submits, requeues and cancels from any process wake it
         self.heartbeat.start()
         self._thread = threading.Thread(target=self._loop, name="generation-worker", daemon=True)
         self._thread.start()
@@ -78,6 +85,7 @@ class Worker:
             current.stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.store.unsubscribe(self._heard)
         self.heartbeat.stop()
 
     def wake(self) -> None:
@@ -96,7 +104,7 @@ class Worker:
         return self._current is not None
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._draining.is_set():
             self._wake.clear()
             try:
                 self._reclaim_when_due()
@@ -112,18 +120,22 @@ class Worker:
                 log.exception("job store error; retrying")
                 job = None
             if job is None:
-                self._wake.wait(POLL_S)
+                self._wake.wait(SAFETY_POLL_S if self.store.wakes_other_processes else POLL_S)
                 continue
             try:
-                self._run(job)
+                with job_context(job.request_id, job.owner):
+                    self._run(job)
             except Exception:  # never let one job kill the worker
                 log.exception("running %s failed", job.request_id)
                 self._record(job, Status.FAILED, error_code="internal", error_message="worker error")
             finally:
                 self._current = None
+                self.metrics.running(False)
 
     def _run(self, job: Job) -> None:
         log.info("running %s (claim %d) on %s", job.request_id, job.claims, self.worker_id)
+        self.metrics.running(True)
+        self.metrics.queue_wait.observe(max(job.updated_at - job.queued_at, 0.0))  # submit -> claim
         if job.damage:  # its stored parameters cannot be trusted: refuse it rather than guess
             why = f"the stored request cannot be read ({job.damage})"
             self._record(job, Status.FAILED, error_code="damaged_record", error_message=why)
@@ -137,14 +149,14 @@ class Worker:
         running = self._current = Running(job.request_id, claim_of(job))
         previews = PreviewSink(self.storage, job.source, job.request_id)
         try:
-            result = self.run(
-                request, self.engine, settings, Reporter(self.store, running, previews), running.stop
-            )
+            reporter = Reporter(self.store, running, previews)
+            result = self.run(request, self.engine, settings, self._progress(reporter), running.stop)
         except GenerationCancelled:
             if running.lost:
                 return  # reclaimed: the run that took over records the outcome
             if self._stopping.is_set() and not running.cancelled:
                 self._retry(lambda: self.store.release(job.request_id, running.claim))  # run after restart
+                self.metrics.handed_back.inc()
             else:
                 self._record(job, Status.CANCELLED)
             return
@@ -159,7 +171,10 @@ class Worker:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
         if not running.lost:
-            self._record(job, Status.SUCCESS, **self._keep_outputs(result, job.source))
+            t0 = time.perf_counter()
+            outputs = self._keep_outputs(result, job.source)
+            self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
+            self._record(job, Status.SUCCESS, **outputs)
             self.engine.cost = calibrate(self.engine.cost, result)
 
     def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
@@ -190,6 +205,8 @@ class Worker:
         claim = self._current.claim if self._current is not None else claim_of(job)
         if not self._retry(lambda: self.store.finish(job.request_id, status, claim, **outcome)):
             log.warning("%s was reclaimed before its outcome landed; discarded", job.request_id)
+            return
+        self.metrics.job_finished(status, self._mode(job.params), outcome.get("error_code"))
 
     def _retry(self, write: Callable[[], object]) -> object:
         """Run a store write until the database answers (or the worker stops); returns its result."""
@@ -205,8 +222,12 @@ class Worker:
     def _reclaim_when_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_reclaim:
-            self._next_reclaim = now + RECLAIM_EVERY_S
+            self._next_reclaim = now + max(RECLAIM_EVERY_S, self.settings.lease_s / 6)
             found = self.store.recover(self.settings.max_attempts, expired_only=True)
+            for outcome, count in found.items():
+                self.metrics.recovered.labels(outcome).inc(count)
+                if outcome == "failed" and count:
+                    self.metrics.failed.labels("worker_lost").inc(count)
             if any(found.values()):
                 log.warning("jobs whose worker stopped renewing its lease: %s", found)
 

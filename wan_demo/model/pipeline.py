@@ -49,6 +49,7 @@ def run_segment(
     generator,
     on_step: Callable[[int], None],
     on_latents: LatentsFn | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """One pass of the pipeline; returns float32 frames (F, H, W, 3) in [0, 1] (diffusers' "np").
 
@@ -56,8 +57,13 @@ def run_segment(
     stops at once: the remaining steps and the VAE decode are skipped, the pipeline stays usable.
     `on_latents(read)` runs just before it; `read()` returns the current clean-latent estimate
     (see clean_latents), so a caller that skips a step pays nothing for it. Not under torchrun.
+    `on_phase(name)` marks where the time goes (timing only; nothing numeric changes): "denoise" at
+    the transformer's first forward (the text/image/VAE encoders ran before it), "decode" after the
+    last step. Under torchrun the whole call counts as "denoise".
     """
+    phase = on_phase or (lambda _name: None)
     if engine.parallel is not None:  # torchrun on several GPUs: every rank runs it (distributed.py)
+        phase("denoise")
         args = dict(image=image, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height,
                     num_frames=num_frames, steps=steps, guidance=guidance, shift=shift)  # fmt: skip
         return engine.parallel.lead_segment(engine, args, generator, on_step)
@@ -69,9 +75,16 @@ def run_segment(
             latents = kwargs["latents"]
             on_latents(lambda: clean_latents(pipe, latents))
         on_step(i)
+        if i == _pipe.num_timesteps - 1:
+            phase("decode")
         return kwargs
 
+    def first_forward(*_args) -> None:
+        phase("denoise")
+        hook.remove()
+
     embeds = engine.prompts.get(pipe, prompt, negative_prompt, cfg=guidance > 1.0)  # cached per prompt
+    hook = pipe.transformer.register_forward_pre_hook(first_forward)
     try:
         frames = pipe(
             image=image,
@@ -89,6 +102,8 @@ def run_segment(
     except GenerationCancelled:
         pipe.maybe_free_model_hooks()  # offload hooks stay consistent for the next run
         raise
+    finally:
+        hook.remove()  # idempotent
     return frames
 
 

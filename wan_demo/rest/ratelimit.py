@@ -2,9 +2,10 @@
 
 A moving window of 60 s per API key: a submit over the limit answers 429 with `Retry-After` (when a
 slot frees) and the IETF draft's `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` /
-`RateLimit-Policy` headers, which accepted submits carry too. Counters live in this process
-(`limits`' memory storage): with several API nodes behind a load balancer, each node counts its own
-share. Building opens nothing; `start()` creates the storage (it runs a short timer thread).
+`RateLimit-Policy` headers, which accepted submits carry too. The hits are counted in the job store
+(rest/limitstore.py), so API nodes on one database share each key's window; without a store (unit
+use) `limits`' in-process memory storage counts them. Building opens nothing; `start()` creates the
+storage.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ WINDOW_S = 60  # the limit is per minute
 
 
 class SubmitLimit:
-    def __init__(self, per_min: int):
+    def __init__(self, per_min: int, store=None):
         self.per_min = per_min  # 0 = no limit
+        self.store = store  # the JobStore that counts the hits (shared by every API node on it)
         self._limiter = None
         self._item = None
 
@@ -25,8 +27,11 @@ class SubmitLimit:
         if self.per_min > 0 and self._limiter is None:
             from limits import RateLimitItemPerMinute, storage, strategies
 
+            from wan_demo.rest.limitstore import JobStoreStorage
+
             self._item = RateLimitItemPerMinute(self.per_min)
-            self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+            counted = JobStoreStorage(self.store) if self.store is not None else storage.MemoryStorage()
+            self._limiter = strategies.MovingWindowRateLimiter(counted)
         return self
 
     def hit(self, owner: str) -> tuple[bool, dict[str, str]]:

@@ -21,8 +21,10 @@ from starlette.routing import Mount
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID
 from wan_demo.jobs.common import Status, StoreUnavailable
+from wan_demo.jobs.health import RETRY_AFTER_S, Draining
 from wan_demo.rest.errors import BodyLimit, InternalErrors, error_response
 from wan_demo.rest.keys import SETUP_HINT
+from wan_demo.rest.ops import RequestScope
 from wan_demo.rest.schema import (
     ErrorBody,
     ModelIds,
@@ -60,7 +62,8 @@ def build_app(service: RestService) -> FastAPI:
     app = FastAPI(title="Wan2.1 I2V REST API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     limit = service.settings.max_file_size_mb * 1024 * 1024 * 4 // 3 + 64 * 1024  # base64 + JSON overhead
     app.add_middleware(BodyLimit, max_bytes=limit)
-    app.add_middleware(InternalErrors)  # added last = outermost: it also covers BodyLimit
+    app.add_middleware(InternalErrors)  # added late = outer: it also covers BodyLimit
+    app.add_middleware(RequestScope, drain=service.jobs.drain)  # outermost: request id, in-flight count
     _add_handlers(app)
     caller = Depends(service.caller)
     kw = {"responses": ERRORS}
@@ -140,6 +143,10 @@ def _add_handlers(app: FastAPI) -> None:
     async def store_down(_request, e: StoreUnavailable):
         message = "the job database is unavailable; retry shortly"
         return error_response(503, "unavailable", message, headers={"Retry-After": str(STORE_RETRY_S)})
+
+    @app.exception_handler(Draining)
+    async def draining(_request, e: Draining):
+        return error_response(503, "draining", str(e), headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(InvalidRequest)
     async def invalid(_request, e: InvalidRequest):

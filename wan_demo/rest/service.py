@@ -24,6 +24,7 @@ from wan_demo.core.controls import CONTROLS, api_field
 from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
+from wan_demo.jobs import logs
 from wan_demo.jobs.common import IdempotentReplay, Job, ParentUnavailable, QueueFull, Status, TooManyActive
 from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.media.clip import last_frame
@@ -58,8 +59,8 @@ class RestService:
     def __init__(self, jobs: JobService, settings: Settings, keys: KeyRing):
         self.jobs, self.settings, self.keys = jobs, settings, keys
         self.views = Views(jobs, settings)
-        self.limit = SubmitLimit(settings.submits_per_min)
-        self.deliverer = Deliverer(jobs.store, settings, self.views.body)
+        self.limit = SubmitLimit(settings.submits_per_min, jobs.store)  # counted in the shared store
+        self.deliverer = Deliverer(jobs.store, settings, self.views.body, metrics=jobs.metrics)
 
     def start(self) -> RestService:
         self.limit.start()
@@ -77,6 +78,7 @@ class RestService:
         """Count a submit against the key's per-minute limit: its RateLimit-* headers, or 429."""
         allowed, headers = self.limit.hit(owner)
         if not allowed:
+            self.jobs.metrics.refused.labels("rate_limited").inc()
             message = f"more than {self.limit.per_min} submits in the last minute for this key; retry later"
             raise ApiError(429, "rate_limited", message, headers=headers)
         return headers
@@ -85,6 +87,8 @@ class RestService:
         if not self.keys.enabled:
             raise ApiError(503, "api_disabled", SETUP_HINT)
         owner = self.keys.owner_of(request.headers.get("authorization"))
+        if owner is not None:
+            logs.note_owner(owner)  # this request's log lines carry its hash (never the key)
         if owner is None:
             raise ApiError(
                 401,

@@ -14,6 +14,7 @@ follows no redirects.
 
 from __future__ import annotations
 
+import heapq
 import http.client
 import logging
 import ssl
@@ -28,7 +29,9 @@ from standardwebhooks import Webhook
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import IDEMPOTENCY_S, WEBHOOK_EVENTS, Delivery, Job
+from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.jobs.store.sql_ops import OUTBOX_CHANNEL
 from wan_demo.rest.keys import webhook_secret
 from wan_demo.rest.netguard import (
     PinnedHTTP,
@@ -50,7 +53,8 @@ RETRY_MAX_S = 3600.0  # the backoff stops doubling here
 GIVE_UP_S = IDEMPOTENCY_S  # 24 h after its event, an undelivered webhook is given up
 LEASE_S = TIMEOUT_S + 20.0  # a claimed event is due again after this (a deliverer died mid-attempt)
 THREADS = 4  # attempts in flight per process: one slow receiver does not hold up the others
-POLL_S = 0.5  # idle deliverers look for due events this often
+POLL_S = 0.5  # idle deliverers look for due events this often, unless the store wakes them:
+SAFETY_POLL_S = 20.0  # then only this often (a new outbox row notifies; retries are timed here)
 ANSWER_BYTES = 64 * 1024  # of a receiver's answer read (and dropped)
 
 Render = Callable[[Job], bytes]  # the job's view as GET shows it, JSON
@@ -101,10 +105,17 @@ def signed_headers(secret: str, event_id: str, body: bytes, event: str) -> dict[
 class Deliverer:
     """Threads that drain the outbox; building starts nothing, `start()` does."""
 
-    def __init__(self, store: JobStore, settings: Settings, render: Render, resolver: Resolver | None = None):
+    def __init__(
+        self, store: JobStore, settings: Settings, render: Render, resolver: Resolver | None = None,
+        metrics: Metrics | None = None,
+    ):  # fmt: skip
         self.store, self.settings, self.render = store, settings, render
         self.resolver = resolver or resolve
-        self._stopping, self._wake = threading.Event(), threading.Event()
+        self.metrics = metrics or Metrics()
+        self._stopping = threading.Event()
+        self._wake = threading.Condition()  # notify_all: every idle deliverer looks
+        self._rounds = 0  # bumped by each wake(), so a wake between two looks is not lost
+        self._dues: list[float] = []  # heap: monotonic times of retries this process scheduled
         self._threads: list[threading.Thread] = []
 
     @property
@@ -116,31 +127,52 @@ class Deliverer:
             self._threads = [
                 threading.Thread(target=self._loop, name=f"webhooks-{i}", daemon=True) for i in range(THREADS)
             ]
+            self.store.subscribe(self._heard)
             for t in self._threads:
                 t.start()
         return self
 
     def stop(self, timeout: float = TIMEOUT_S + 2) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.store.unsubscribe(self._heard)
+        self.wake()
         for t in self._threads:
             t.join(timeout)
 
     def wake(self) -> None:
-        self._wake.set()
+        with self._wake:
+            self._rounds += 1
+            self._wake.notify_all()
+
+    def _heard(self, channel: str, _payload: str) -> None:
+        if channel in ("", OUTBOX_CHANNEL):
+            self.wake()
 
     def _loop(self) -> None:
+        seen = -1
         while not self._stopping.is_set():
+            with self._wake:
+                seen = self._rounds
             try:
                 delivery = self.store.claim_delivery(LEASE_S)
             except Exception as e:  # noqa: BLE001  # the database restarts: wait, try again
                 log.warning("webhook outbox unavailable: %s", e)
                 delivery = None
             if delivery is None:
-                self._wake.wait(POLL_S)
-                self._wake.clear()
+                self._idle(seen)
                 continue
             self.attempt(delivery)
+
+    def _idle(self, seen: int) -> None:
+        """Wait for a wake-up, the next retry this process scheduled, or the poll (slow while the
+        store's notifications reach this process)."""
+        poll = SAFETY_POLL_S if self.store.wakes_other_processes else POLL_S
+        with self._wake:
+            due = self._dues[0] if self._dues else float("inf")
+            if self._rounds == seen:
+                self._wake.wait(max(min(poll, due - time.monotonic()), 0.05))
+            while self._dues and self._dues[0] <= time.monotonic():
+                heapq.heappop(self._dues)
 
     def attempt(self, d: Delivery) -> None:
         """One POST of one event, and its outcome in the outbox (delivered, retry later, given up)."""
@@ -153,6 +185,12 @@ class Deliverer:
         if error is not None:
             delay = min(self.settings.webhook_retry_s * 2**d.attempts, RETRY_MAX_S)
             retry_in = delay if time.time() + delay < d.created_at + GIVE_UP_S else None
+        result = "delivered" if error is None else ("retry" if retry_in is not None else "given_up")
+        self.metrics.deliveries.labels(result).inc()
+        if retry_in is not None:
+            with self._wake:  # look again when it is due (other processes' retries: their own timers)
+                heapq.heappush(self._dues, time.monotonic() + retry_in)
+        if error is not None:
             log.info("webhook %s (%s) for %s: %s; retry in %s s", d.event_id, d.event, d.request_id, error,
                      f"{retry_in:g}" if retry_in is not None else "never (given up)")  # fmt: skip
         try:

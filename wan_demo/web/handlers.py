@@ -17,6 +17,7 @@ import gradio as gr
 from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.validate import check_fields, validate
 from wan_demo.jobs.common import Job, ParentUnavailable, QueueFull, Status, StoreUnavailable, TooManyActive
+from wan_demo.jobs.health import Draining
 from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.media.image import decode_image, probe_image
 from wan_demo.web.uploads import probe_upload, upload_parent
@@ -135,6 +136,8 @@ def refusals() -> Iterator[None]:
         raise gr.Error(f"The queue is full: {e}.", title="Queue full") from None
     except ParentUnavailable as e:
         raise gr.Error(f"Cannot extend: {e}.", title="Cannot extend") from None
+    except Draining as e:  # this server is shutting down (SIGTERM): jobs/health.py
+        raise gr.Error(f"{str(e).capitalize()}.", title="Restarting") from None
     except StoreUnavailable:
         raise gr.Error("The job database is restarting; try again in a few seconds.", title="Busy") from None
 

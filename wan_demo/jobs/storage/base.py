@@ -29,6 +29,10 @@ class Storage(Protocol):
     remote: bool  # False: every location is a local path (Gradio and FileResponse read it directly)
 
     def open(self) -> None: ...
+    def ping(self) -> None:
+        """Raise OSError when the storage cannot be used right now (for /readyz)."""
+        ...
+
     def put_bytes(self, key: str, data: bytes) -> str:
         """Store `data` durably under `key`; returns the location to record."""
         ...

@@ -21,6 +21,13 @@ class LocalStorage:
     def open(self) -> None:
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
 
+    def ping(self) -> None:
+        for folder in (self.output_dir, self.inputs_dir):
+            if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+                raise OSError(f"{folder} is not writable")
+        if not self.inputs_dir.is_dir():
+            raise OSError(f"{self.inputs_dir} is missing")
+
     def path_of(self, key: str) -> Path:
         area, _, rest = check_key(key).partition("/")
         return (self.inputs_dir if area == "inputs" else self.output_dir) / rest

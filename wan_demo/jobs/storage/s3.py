@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from wan_demo.jobs.storage.common import check_key, content_type
 
 SCHEME = "s3://"
+PROBE_TIMEOUT_S = 3  # /readyz: one HeadBucket, no retries, so a probe answers within seconds
 
 
 class S3Storage:
@@ -25,6 +26,7 @@ class S3Storage:
             raise ValueError(f"storage_url {url!r} names no bucket; use s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._client: Any = None
+        self._probe: Any = None  # a client with short timeouts and no retries, for ping()
 
     def open(self) -> None:
         import boto3
@@ -35,6 +37,22 @@ class S3Storage:
         except Exception as e:  # noqa: BLE001  # botocore raises several kinds; all mean "not usable"
             raise RuntimeError(f"S3 bucket {self.bucket!r} is not reachable: {e}") from None
         self._client = client
+
+    def ping(self) -> None:
+        if self._probe is None:
+            import boto3
+            from botocore.config import Config
+
+            quick = Config(
+                connect_timeout=PROBE_TIMEOUT_S,
+                read_timeout=PROBE_TIMEOUT_S,
+                retries={"total_max_attempts": 1},
+            )
+            self._probe = boto3.client("s3", config=quick)
+        try:
+            self._probe.head_bucket(Bucket=self.bucket)
+        except Exception as e:  # noqa: BLE001  # botocore raises several kinds; all mean "not usable"
+            raise OSError(f"S3 bucket {self.bucket!r} is not reachable ({type(e).__name__})") from None
 
     @property
     def client(self) -> Any:

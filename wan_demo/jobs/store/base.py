@@ -20,6 +20,7 @@ its lease can never overwrite the run that took over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,6 +109,24 @@ class JobStore(Protocol):
     def workers(self) -> list[WorkerRecord]:
         """Known workers, most recently seen first, with their age on the database's clock."""
         ...
+
+    # Operations (jobs/store/sql_ops.py): health, figures, the shared rate limit, wake-ups.
+    transactions: int  # transactions run so far (idle-load figure)
+    wakes_other_processes: bool  # other processes' writes wake this one right now (LISTEN is up)
+
+    def ping(self) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """{"jobs": {status: count}, "oldest_queued_s": age, "outbox": pending webhook events}."""
+        ...
+
+    def rate_acquire(self, key: str, limit: int, window_s: float, amount: int = 1) -> bool: ...
+    def rate_window(self, key: str, window_s: float) -> tuple[float, int]: ...
+    def rate_clear(self, key: str) -> None: ...
+    def subscribe(self, subscriber: Callable[[str, str], None]) -> None:
+        """Hear (channel, payload) after each committed submit/requeue, cancel, new outbox row."""
+        ...
+
+    def unsubscribe(self, subscriber: Callable[[str, str], None]) -> None: ...
 
     # Webhook outbox: events are queued by the writes above, in their own transactions.
     def claim_delivery(self, lease_s: float) -> Delivery | None: ...

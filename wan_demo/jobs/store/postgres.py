@@ -19,11 +19,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from wan_demo.jobs.common import Job, Status, StoreUnavailable
+from wan_demo.jobs.store.listener import Listener
 from wan_demo.jobs.store.sql import SqlJobStore
 from wan_demo.jobs.store.sql_events import NEXT_OWNER
+from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL, OUTBOX_CHANNEL
 
 OPEN_TIMEOUT_S = 60.0  # open(): wait this long for the first connection (a database still starting)
 LOCK_MIGRATE, LOCK_ADMIT = 7_761_001, 7_761_002  # pg advisory lock keys (any constant bigints)
+LOCK_RATE = 7_761_003  # int4 class of the per-key rate-limit locks (the key's hashtext is the other half)
 
 MIGRATIONS = (
     # 0 -> 1: jobs and workers
@@ -81,6 +84,12 @@ MIGRATIONS = (
     CREATE INDEX idempotency_age ON idempotency_keys (created_at);
     CREATE INDEX idempotency_request ON idempotency_keys (request_id);
     """,
+    # 3 -> 4: the per-key submit rate limit shared by every API node (sql_ops.py)
+    """
+    CREATE TABLE rate_hits (key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX rate_hits_key ON rate_hits (key, at);
+    CREATE INDEX rate_hits_at ON rate_hits (at);
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 # The owner's row is locked too, so concurrent workers take different owners' jobs; SKIP LOCKED
@@ -110,6 +119,8 @@ class PostgresJobStore(SqlJobStore):
     def __init__(self, url: str, pool_size: int = 8, timeout_s: float = 5.0):
         self.url, self.pool_size, self.timeout_s = url, pool_size, timeout_s
         self._pool: Any = None
+        self._listener: Listener | None = None  # started by the first subscribe() (jobs/store/listener.py)
+        self._init_ops()
 
     def open(self) -> None:
         from psycopg.rows import dict_row
@@ -139,9 +150,30 @@ class PostgresJobStore(SqlJobStore):
             db.execute("UPDATE wan_demo_schema SET version = ?", (len(MIGRATIONS),))
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    def subscribe(self, subscriber) -> None:
+        """Also start this process's LISTEN connection (one, however many subscribe)."""
+        super().subscribe(subscriber)
+        if self._listener is None:
+            channels = (JOBS_CHANNEL, OUTBOX_CHANNEL)
+            self._listener = Listener(self.url, channels, self._dispatch, self.timeout_s).start()
+
+    @property
+    def wakes_other_processes(self) -> bool:
+        return self._listener is not None and self._listener.connected
+
+    def _notify(self, db: Any, channel: str, payload: str = "") -> None:
+        db.execute("SELECT pg_notify(?, ?)", (channel, payload))  # delivered at commit, once per payload
+
+    def _lock_key(self, db: Any, key: str) -> None:
+        # released at commit; two int4 halves: our class and the key's hash
+        db.execute("SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), hashtext(?))", (LOCK_RATE, key))
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[_Connection]:
@@ -150,6 +182,7 @@ class PostgresJobStore(SqlJobStore):
 
         if self._pool is None:
             raise RuntimeError("the job store is not open; call open() first")
+        self.transactions += 1
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield _Connection(conn)

@@ -25,11 +25,12 @@ from wan_demo.jobs.common import (
 )
 from wan_demo.jobs.store.records import clean, json_text, row_values, status_of
 from wan_demo.jobs.store.sql_events import SqlEvents
+from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL, SqlOps
 
 WORKER_FORGET_S = 24 * 3600.0  # worker rows unseen this long are deleted by recover()
 
 
-class SqlJobStore(SqlEvents):
+class SqlJobStore(SqlEvents, SqlOps):
     """Reads, owners, outbox and keys (SqlEvents) plus every write; backends add _tx, the clock, JSON
     casts and claim_next. A write that changes what a webhook reports queues its event in the same
     transaction (`_emit`): a committed status change never misses its delivery."""
@@ -58,6 +59,7 @@ class SqlJobStore(SqlEvents):
                 self._check_capacity(db, job.owner, queue_max, owner_max)
             db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
             self._touch_owner(db, job.owner)
+            self._notify(db, JOBS_CHANNEL, "queued")
 
     def _check_capacity(self, db: Any, owner: str, queue_max: int | None, owner_max: int | None) -> None:
         if owner_max is not None:
@@ -87,12 +89,14 @@ class SqlJobStore(SqlEvents):
     def release(self, request_id: str, claim: Claim | None = None) -> None:
         held, args = self._held(claim)
         with self._tx() as db:
-            db.execute(
+            done = db.execute(
                 "UPDATE requests SET status = ?, claims = CASE WHEN claims > 0 THEN claims - 1 ELSE 0 END,"
                 " started_at = NULL, lease_until = NULL, progress = 0, progress_info = '{}',"
                 f" preview_path = NULL, updated_at = ? WHERE request_id = ? AND status = ?{held}",
                 [str(Status.QUEUED), time.time(), request_id, str(Status.PROCESSING), *args],
-            )
+            ).rowcount
+            if done:
+                self._notify(db, JOBS_CHANNEL, "queued")
 
     def set_progress(
         self, request_id: str, percent: int, info: dict[str, Any], started: bool = False, ran: bool = False,
@@ -169,6 +173,7 @@ class SqlJobStore(SqlEvents):
                     "UPDATE requests SET cancel_requested = TRUE, updated_at = ? WHERE request_id = ?",
                     (now, request_id),
                 )
+                self._notify(db, JOBS_CHANNEL, f"cancel:{request_id}")  # its worker stops at once
             return status_of(row["status"]) or Status.FAILED  # a damaged status is not cancellable
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS, expired_only: bool = False) -> dict[str, int]:
@@ -207,6 +212,8 @@ class SqlJobStore(SqlEvents):
                     self._emit(db, request_id, "completed")
             db.execute(f"DELETE FROM workers WHERE seen_at < {self.NOW} - ?", (WORKER_FORGET_S,))
             self._forget_owners(db)
+            if requeued:
+                self._notify(db, JOBS_CHANNEL, "queued")
         return {"requeued": requeued, "failed": failed, "cancelled": cancelled}
 
     def delete(self, request_ids: list[str]) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from wan_demo.jobs.common import IDEMPOTENCY_S, Delivery, IdempotentReplay, Job, Status
 from wan_demo.jobs.store.records import job_from_row, json_text
+from wan_demo.jobs.store.sql_ops import OUTBOX_CHANNEL
 from wan_demo.jobs.store.sql_reads import SqlReads
 
 OWNER_FORGET_S = 24 * 3600.0  # owners idle (nothing queued, untouched) this long are forgotten
@@ -108,6 +109,7 @@ class SqlEvents(SqlReads):
             f" next_attempt_at) VALUES (?, ?, ?, ?, {self.JSON_PARAM}, ?, {self.NOW})",
             (f"msg_{uuid.uuid4().hex}", request_id, job.owner, event, json_text(dict(row)), time.time()),
         )
+        self._notify(db, OUTBOX_CHANNEL)  # deliverers wake at commit (sql_ops.py)
 
     def _emit_progress(self, db: Any, request_id: str, before: Any, percent: int) -> None:
         """A `progress` event each time the percentage crosses a multiple of PROGRESS_STEP."""
@@ -214,4 +216,5 @@ class SqlEvents(SqlReads):
     def forget_keys(self, cutoff: float) -> int:
         """Delete idempotency keys created before `cutoff` (unix seconds); the sweeper's 24 h rule."""
         with self._tx() as db:
+            self._forget_hits(db, cutoff)  # rate-limit hits of keys idle since then (sql_ops.py)
             return db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,)).rowcount

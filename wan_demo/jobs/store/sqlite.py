@@ -92,6 +92,12 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency_keys (created_at);
     CREATE INDEX IF NOT EXISTS idempotency_request ON idempotency_keys (request_id)
     """,
+    # 6 -> 7: the per-key submit rate limit shared by every process on the file (sql_ops.py)
+    """
+    CREATE TABLE IF NOT EXISTS rate_hits (key TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS rate_hits_key ON rate_hits (key, at);
+    CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at)
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 PICK_NEXT = (
@@ -127,6 +133,8 @@ class SqliteJobStore(SqlJobStore):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, str]] = []  # notifications of the open transaction
+        self._init_ops()
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +158,7 @@ class SqliteJobStore(SqlJobStore):
             if self._db is None:
                 raise RuntimeError("the job store is not open; call open() first")
             db = self._db
+            self.transactions += 1
             if not write:  # a single SELECT statement sees one WAL snapshot
                 yield db
                 return
@@ -158,8 +167,16 @@ class SqliteJobStore(SqlJobStore):
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
+                self._pending.clear()
                 raise
             db.execute("COMMIT")
+            pending, self._pending = self._pending, []
+        for channel, payload in dict.fromkeys(pending):  # after commit, outside the lock
+            self._dispatch(channel, payload)
+
+    def _notify(self, db: sqlite3.Connection, channel: str, payload: str = "") -> None:
+        """In-process wake-ups only: other processes on the same file find new work by polling."""
+        self._pending.append((channel, payload))
 
     def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
         with self._tx() as db:
