@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from PIL import Image
+
 from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import ParentClip, ValidRequest
 from wan_demo.core.settings import API_MODEL_ID, Settings
@@ -82,53 +84,92 @@ class JobService:
     def close(self) -> None:
         self.store.close()
 
-    def check_capacity(self, owner: str, per_owner: bool) -> None:
+    def check_capacity(self, owner: str, per_owner: bool, adding: int = 1) -> None:
         """Raise TooManyActive / QueueFull early (the insert checks again, atomically); `per_owner`
-        applies the per-key limit (REST keys)."""
-        limit = self.settings.max_active_per_key
-        if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
-            raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
-        if self.store.count((Status.QUEUED,)) >= self.settings.queue_max_size:
-            raise QueueFull(f"{self.settings.queue_max_size} generations are waiting; try again later")
+        applies the per-key limit (REST keys); `adding`: jobs this submit queues (a batch)."""
+        limit, batch = self.settings.max_active_per_key, f" (this submit adds {adding})" if adding > 1 else ""
+        if per_owner and (active := self.store.count(ACTIVE, owner)) + adding > limit:
+            raise TooManyActive(f"this key has {active} active requests; the limit is {limit}{batch}")
+        if self.store.count((Status.QUEUED,)) + adding > self.settings.queue_max_size:
+            raise QueueFull(f"{self.settings.queue_max_size} generations are waiting{batch}; try again later")
 
     def submit(
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
         image: SourceImage | None = None, webhook: dict[str, Any] | None = None,
-        idempotency: tuple[str, str] | None = None,
+        idempotency: tuple[str, str] | None = None, last_image: SourceImage | None = None,
     ) -> Job:  # fmt: skip
         """Plan (refusing what the engine cannot run), store the input, queue. Returns the job.
         An extension's input is a copy of its parent MP4 (the parent may expire while it waits).
         `webhook`: the checked subscription ({url, events, base}); `idempotency`: (key, body hash),
-        stored with the job in one transaction (IdempotentReplay when the key was used already)."""
-        plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
+        stored with the job in one transaction (IdempotentReplay when the key was used already);
+        `last_image`: the end frame's bytes as sent (default: a PNG of request.last_image)."""
+        payloads = [payload] if payload is not None else None
+        return self.submit_batch([request], owner, source, payloads, image, webhook, idempotency, last_image)[
+            0
+        ]
+
+    def submit_batch(
+        self, requests: list[ValidRequest], owner: str, source: str, payloads: list[dict] | None = None,
+        image: SourceImage | None = None, webhook: dict[str, Any] | None = None,
+        idempotency: tuple[str, str] | None = None, last_image: SourceImage | None = None,
+    ) -> list[Job]:  # fmt: skip
+        """`submit` for several requests (a batch: the same picture, one seed each): every job is
+        queued in one transaction or none is (the queue cap and the per-key limit count each job);
+        they share a batch_id when there are several. Each job keeps its own copy of the inputs."""
+        plans = [plan_run(r, self.settings, self.engine_info()) for r in requests]  # InvalidRequest
         per_owner = source == "rest"
-        self.check_capacity(owner, per_owner)
+        self.check_capacity(owner, per_owner, len(requests))
+        batch_id = str(uuid.uuid4()) if len(requests) > 1 else None
+        jobs: list[Job] = []
+        try:
+            for k, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+                payload = payloads[k] if payloads else None
+                job = self._stored(request, owner, source, payload, image, last_image, plan.est_seconds)
+                job.batch_id, job.webhook = batch_id, webhook or {}
+                jobs.append(job)
+            owner_max = self.settings.max_active_per_key if per_owner else None
+            # the capacity check and the insert are one transaction, across every API node
+            self.store.add_many(jobs, self.settings.queue_max_size, owner_max, idempotency)
+        except StoreUnavailable:  # the insert may have committed before the connection dropped: the
+            raise  # inputs stay (the sweeper removes them if no job holds them); a keyed retry finds it
+        except BaseException:
+            for job in jobs:
+                for location in (job.input_path, job.last_image_path):
+                    if location:
+                        self.storage.delete(location)
+            raise
+        if self.worker is not None:
+            self.worker.wake()
+        return jobs
+
+    def _stored(
+        self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None,
+        image: SourceImage | None, last_image: SourceImage | None, est_seconds: float,
+    ) -> Job:  # fmt: skip
+        """A job for `request` whose inputs (picture or parent clip, end frame) are in storage."""
         request_id = str(uuid.uuid4())
         if request.parent is not None:
             try:
-                location = self.storage.put_bytes(
-                    f"inputs/{request_id}.mp4", Path(request.parent.path).read_bytes()
-                )
+                data = Path(request.parent.path).read_bytes()
             except FileNotFoundError:
                 raise ParentUnavailable(
                     "expired", "the video to extend was deleted (outputs expire)"
                 ) from None
+            location = self.storage.put_bytes(f"inputs/{request_id}.mp4", data)
         else:
-            image = image or SourceImage(_png(request), "PNG")
+            image = image or SourceImage(_png(request.image), "PNG")
             location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
         params = request.params()
         job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, location,
-                  est_seconds=plan.est_seconds, webhook=webhook or {})  # fmt: skip
-        owner_max = self.settings.max_active_per_key if per_owner else None
-        try:  # the capacity check and the insert are one transaction, across every API node
-            self.store.add(job, self.settings.queue_max_size, owner_max, idempotency)
-        except StoreUnavailable:  # the insert may have committed before the connection dropped: the
-            raise  # input stays (the sweeper removes it if no job holds it); a keyed retry finds the job
-        except BaseException:
-            self.storage.delete(location)
-            raise
-        if self.worker is not None:
-            self.worker.wake()
+                  est_seconds=est_seconds)  # fmt: skip
+        if request.last_image is not None:
+            end = last_image or SourceImage(_png(request.last_image), "PNG")
+            name = f"inputs/{request_id}.last.{EXTENSIONS[end.format]}"  # the sweeper reads the id before "."
+            try:
+                job.last_image_path = self.storage.put_bytes(name, end.data)
+            except BaseException:
+                self.storage.delete(location)
+                raise
         return job
 
     def parent(self, request_id: str, owner: str, folder: Path) -> ParentClip:
@@ -177,8 +218,9 @@ class JobService:
         status: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        batch_id: str | None = None,
     ) -> tuple[list[Job], int]:
-        return self.store.list_jobs(owner, model, status, limit, offset)
+        return self.store.list_jobs(owner, model, status, limit, offset, batch_id)
 
     def cancel(self, request_id: str, owner: str) -> Status | None:
         """Queued: cancelled at once; processing: stops at the next denoising step. Returns the
@@ -201,7 +243,8 @@ class JobService:
             self.cancel(request_id, owner)
         self.store.delete([request_id])
         roots = (Path(self.settings.output_dir).resolve(), self.inputs_dir.resolve())
-        for location in (job.video_path, job.thumbnail_path, job.metadata_path, job.input_path):
+        for location in (job.video_path, job.thumbnail_path, job.metadata_path, job.input_path,
+                         job.last_image_path):  # fmt: skip
             local = self.storage.local_path(location) if location else None
             if local is None and location:
                 self.storage.delete(location)  # a bucket object
@@ -244,7 +287,7 @@ class JobService:
         return str(path)
 
 
-def _png(request: ValidRequest) -> bytes:
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    request.image.save(buffer, format="PNG", compress_level=1)  # fast; the file is temporary
+    image.save(buffer, format="PNG", compress_level=1)  # fast; the file is temporary
     return buffer.getvalue()

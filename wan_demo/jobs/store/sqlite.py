@@ -92,6 +92,12 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency_keys (created_at);
     CREATE INDEX IF NOT EXISTS idempotency_request ON idempotency_keys (request_id)
     """,
+    # 6 -> 7: batches (one submit, several jobs) and the stored end frame
+    """
+    ALTER TABLE requests ADD COLUMN batch_id TEXT;
+    ALTER TABLE requests ADD COLUMN last_image_path TEXT;
+    CREATE INDEX IF NOT EXISTS requests_batch ON requests (owner, batch_id) WHERE batch_id IS NOT NULL
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 PICK_NEXT = (
