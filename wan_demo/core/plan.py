@@ -149,6 +149,12 @@ def draw_seed(seed: int) -> int:
     return secrets.randbelow(SEED_MAX + 1) if seed == -1 else seed
 
 
+def batch_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a batch: seed, seed + 1, ... (wrapping past SEED_MAX to 0); -1 stays -1 for each
+    job, so each draws its own random seed when it runs."""
+    return [seed if seed == -1 else (seed + k) % (SEED_MAX + 1) for k in range(count)]
+
+
 def eta_s(step: int, total: int, elapsed_s: float) -> float | None:
     """Remaining seconds by linear extrapolation over finished steps; None before the first."""
     return None if step <= 0 else elapsed_s / step * (total - step)
