@@ -9,8 +9,6 @@ opens nothing; `start()` starts the webhook deliverers and the rate limiter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -21,18 +19,18 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from wan_demo.core.controls import CONTROLS, NUM_VIDEOS, api_field, check_control
+from wan_demo.core.controls import NUM_VIDEOS, api_field, check_control
 from wan_demo.core.plan import batch_seeds
-from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip
+from wan_demo.core.request import InvalidRequest, ParentClip
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
 from wan_demo.jobs.common import IdempotentReplay, Job, ParentUnavailable, QueueFull, Status, TooManyActive
-from wan_demo.jobs.service import JobService, SourceImage
-from wan_demo.media.clip import last_frame
+from wan_demo.jobs.service import JobService
 from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
+from wan_demo.rest.payload import body_hash, payload_echo, request_of, source_of
 from wan_demo.rest.ratelimit import SubmitLimit
-from wan_demo.rest.schema import RequestList, SubmitBody, SubmitPayload
+from wan_demo.rest.schema import RequestList, SubmitBody
 from wan_demo.rest.views import Views
 from wan_demo.rest.webhooks import Deliverer, check_webhook
 
@@ -107,15 +105,15 @@ class RestService:
         Returns (jobs, replayed)."""
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
-        body_hash = _hash(body) if key is not None else ""
+        digest = body_hash(body) if key is not None else ""
         if key is not None and (found := self.jobs.replay(owner, key)) is not None:
-            return self._batch(self._replayed(IdempotentReplay(found[0], found[1] == body_hash), owner)), True
+            return self._batch(self._replayed(IdempotentReplay(found[0], found[1] == digest), owner)), True
         hook = None
         if body.webhook_url is not None:
             hook = check_webhook(body.webhook_url, body.webhook_events, self.settings, base)
         elif body.webhook_events is not None:
             raise InvalidRequest("webhook_events", "needs webhook_url")
-        p, keyed = body.payload, (key, body_hash) if key is not None else None
+        p, keyed = body.payload, (key, digest) if key is not None else None
         with _payload_fields():
             count = check_control(NUM_VIDEOS.name, p.num_videos)
         with tempfile.TemporaryDirectory(prefix="wan-demo-parent-") as folder:  # a parent from a bucket
@@ -128,13 +126,13 @@ class RestService:
                     else load_input_image(p.path_last_image, self.settings, LAST)
                 )
             with _payload_fields():
-                valid = validate(_request(p, image, parent, end))
+                valid = validate(request_of(p, image, parent, end))
             requests = [replace(valid, seed=seed) for seed in batch_seeds(valid.seed, count)]
-            payloads = [_payload(p, r, image, end) for r in requests]
+            payloads = [payload_echo(p, r, image, end) for r in requests]
             try:
                 with _refusals(), _payload_fields():  # the plan may refuse the parent clip (size, fps)
                     jobs = self.jobs.submit_batch(
-                        requests, owner, "rest", payloads, _source(image), hook, keyed, _source(end)
+                        requests, owner, "rest", payloads, source_of(image), hook, keyed, source_of(end)
                     )
             except IdempotentReplay as e:  # a concurrent retry with the same key got there first
                 return self._batch(self._replayed(e, owner)), True
@@ -255,47 +253,3 @@ def _payload_fields() -> Iterator[None]:
         named = {"video": PARENT_FIELD, "last_image": LAST}  # the REST fields of the pictures
         field = named.get(e.field) or f"payload.{api_field(e.field)}"
         raise InvalidRequest(field, e.rule) from None
-
-
-def _hash(body: SubmitBody) -> str:
-    """SHA-256 of the body's canonical JSON: the same request however its JSON was spaced or ordered."""
-    return hashlib.sha256(
-        json.dumps(body.model_dump(mode="json"), sort_keys=True).encode("ascii")
-    ).hexdigest()
-
-
-def _source(image: InputImage | None) -> SourceImage | None:
-    return SourceImage(image.data, image.format) if image is not None else None
-
-
-def _request(
-    p: SubmitPayload, image: InputImage | None, parent: ParentClip | None, end: InputImage | None = None
-) -> GenerationRequest:
-    picture = image.image if image is not None else last_frame(Path(parent.path))  # type: ignore[union-attr]
-    controls = {c.name: getattr(p, c.api_name) for c in CONTROLS.values()}
-    return GenerationRequest(
-        picture,
-        p.prompt,
-        p.video_length,
-        p.seed,
-        p.prompt_extend,
-        prompt_2=p.prompt_2,
-        parent=parent,
-        last_image=end.image if end is not None else None,
-        **controls,
-    )
-
-
-def _payload(p: SubmitPayload, valid, image: InputImage | None, end: InputImage | None = None) -> dict:
-    """What the request's `payload` echoes: the contract's fields, then the optional ones set (a
-    batch's requests each echo their own seed, and num_videos)."""
-    payload = dict(
-        prompt=valid.prompt, video_length=valid.video_length_s, prompt_extend=valid.prompt_extend,
-        seed=valid.seed, path_input_image=image.echo if image else None,
-    )  # fmt: skip
-    extra = dict(prompt_2=valid.prompt_2, parent_request_id=p.parent_request_id)
-    extra |= dict(
-        path_last_image=end.echo if end else None, num_videos=p.num_videos if p.num_videos > 1 else None
-    )
-    extra |= {c.api_name: getattr(valid, c.name) for c in CONTROLS.values()}
-    return payload | {name: value for name, value in extra.items() if value is not None}
