@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
 SETTINGS = [
     "prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance", "speed_mode",
-    "prompt_2",
+    "prompt_2", "last_image", "nag_scale", "nag_tau", "nag_alpha", "interpolate",  # issue 24: appended
 ]  # fmt: skip
 PARAMETERS = ["image", *SETTINGS]
 RETURNS = ["Video", "Thumbnail", "Final prompt", "Seed used"]
@@ -129,7 +129,7 @@ def test_non_image_upload_names_the_rule_not_server_internals(client, app, tmp_p
     url = app.url.rstrip("/")
     uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("x.png", b"\x89PNG broken")}).json()[0]
     image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
-    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto", ""]  # all 10 /generate parameters
+    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto", "", None, 0, 0, 0, False]  # all 15 parameters
     raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": data}, timeout=30)
     assert raw.status_code == 400 and "not a readable JPEG, PNG or WEBP image" in raw.text
     for leak in (uploaded, "/tmp", "check_inputs", "Original error", "index 0", "UnidentifiedImageError"):
