@@ -273,3 +273,14 @@ def test_api_jobs_share_an_owner_and_extend_takes_only_the_bytes_it_is_sent(clie
     with sqlite3.connect(f"file:{Path(app.settings.data_dir) / SQLITE_FILE}?mode=ro", uri=True) as db:
         owners = [row[0] for row in db.execute("SELECT owner FROM requests WHERE owner LIKE 'ui%'")]
     assert len(owners) >= 3 and set(owners) == {"ui:api"} and not has_history("ui:api")
+
+
+def test_the_ten_values_of_before_issue_24_are_padded_with_the_new_defaults():
+    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working (the
+    README curl example above runs that way); any other body passes unchanged."""
+    from wan_demo.web.api_compat import padded
+
+    old = json.dumps({"data": list(range(10)), "session_hash": "s"}).encode()
+    assert json.loads(padded(old)) == {"data": [*range(10), None, 0, 0, 0, False], "session_hash": "s"}
+    for other in (json.dumps({"data": list(range(15))}).encode(), b"not json", b'{"data": 3}'):
+        assert padded(other) == other

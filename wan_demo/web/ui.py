@@ -20,7 +20,7 @@ from wan_demo.core.controls import CONTROLS, NUM_VIDEOS
 from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.jobs.service import JobService
-from wan_demo.web import panels
+from wan_demo.web import batch, panels
 from wan_demo.web.api import example_runner, make_extend, make_generate
 from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
@@ -152,10 +152,12 @@ def _outputs() -> tuple[list[gr.components.Component], ...]:
             label="Seed used", placeholder="after a run", precision=0, interactive=False, elem_id="seed-used"
         )
     final_prompt = gr.Textbox(label="Final prompt", interactive=False, lines=3, elem_id="final-prompt")
+    batch_strip = batch.strip()  # a batch's videos side by side (web/batch.py)
     return (
         [status, preview],
         [video, thumbnail, final_prompt, seed_used],
         [new_seed, use_last, next_prompt, extend],
+        batch_strip,
     )
 
 
@@ -183,13 +185,21 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
                 code_btn, codes = panels.code_panel()
             with gr.Column(scale=1):
                 message = gr.Markdown("", elem_id="job-message")
-                (status, preview), outputs, (new_seed, use_last, next_prompt, extend) = _outputs()
+                (status, preview), outputs, (new_seed, use_last, next_prompt, extend), strip = _outputs()
         memory = panels.Memory(
             token, view, job_box, message, *panels.history_panel(), gr.State(0), gr.State([]), code_btn, codes
         )  # fmt: skip
         page, session = Page(jobs, settings, engine.fast_available, settings.model), Session(jobs)
         shown = [status, preview, *outputs, message]  # what the follower of the page's job updates
-        then_follow = panels.follower(session, page, memory, shown)
+        strip_view = batch.BatchStrip(page.history)
+        follow_history = panels.follower(session, page, memory, shown)
+
+        def then_follow(event):  # follow, refresh the history, then the batch strip
+            return follow_history(event).then(
+                strip_view.show, [token, view], list(strip), api_visibility="private"
+            )
+
+        strip_view.wire(*strip, token, view, job_box, message, then_follow)
         runs = [
             (generate_btn, session.submit, [*inputs, num_videos], session.check),
             (new_seed, session.new_seed, [*inputs, num_videos], session.check),
