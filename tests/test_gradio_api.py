@@ -160,7 +160,9 @@ def gradio_file_urls(url: str, target: Path, ui_dir: Path) -> list[str]:
 def test_rest_outputs_are_reachable_only_through_the_rest_routes(client, app, picture):
     url = app.url.rstrip("/")
     with httpx.Client(base_url=url, timeout=60) as http:
-        rid = http.post("/api/v1/apikey/requests", json=body(b64_image(make_image())), headers=auth()).json()
+        answer = http.post("/api/v1/apikey/requests", json=body(b64_image(make_image())), headers=auth())
+        rid = answer.json()
+        assert answer.status_code == 200, answer.text
         done = wait_status(http, f"/api/v1/apikey/requests/{rid['request_id']}", ("success", "failed"))
         assert done["status"] == "success", done
         video = http.get(done["outcome"]["video_url"], headers=auth())

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, NoMatchFound
 
 LEGACY_VALUES = 10  # image/video, prompt, ..., prompt_2: the parameters before issue 24
 APPENDED_DEFAULTS = [None, 0, 0, 0, False]  # last_image, nag_scale, nag_tau, nag_alpha, interpolate
@@ -46,6 +46,9 @@ class LegacyCalls(BaseRoute):
 
     def __init__(self, router: Any):
         self.router = router
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)  # names no route: url_for() looks further
 
     def matches(self, scope: dict) -> tuple[Match, dict]:
         wanted = scope.get("type") == "http" and scope.get("method") == "POST" and not scope.get(MARK)
