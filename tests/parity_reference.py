@@ -87,10 +87,16 @@ def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool =
     return pipe
 
 
-def run(pipe, image: Image.Image, prompt: str, negative_prompt: str, mode: Mode, generator) -> np.ndarray:
-    """One 81-frame pass at the image's size; float32 frames (F, H, W, 3) in [0, 1]."""
+def run(
+    pipe, image: Image.Image, prompt: str, negative_prompt: str, mode: Mode, generator,
+    last_image: Image.Image | None = None,
+) -> np.ndarray:  # fmt: skip
+    """One 81-frame pass at the image's size; float32 frames (F, H, W, 3) in [0, 1]. With
+    `last_image`: diffusers' first-last-frame call (see end_frame_clip_tokens)."""
+    end = {} if last_image is None else {"last_image": last_image}
     return pipe(
         image=image,
+        **end,
         prompt=prompt,
         negative_prompt=negative_prompt,
         height=image.height,
@@ -126,3 +132,19 @@ def write_lora(folder: str | Path, out: Path) -> Path:
         out, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name="fast.safetensors"
     )
     return out / "fast.safetensors"
+
+
+def end_frame_clip_tokens(pipe) -> None:
+    """The end-frame recipe for the 480P I2V transformer, from ComfyUI's WanFirstLastFrameToVideo
+    (comfy_extras/nodes_wan.py): the start and end images' CLIP penultimate hidden states joined on
+    the token axis. diffusers 0.42.1 instead asks encode_image for a batch of two, which only the
+    FLF2V transformer (image position embedding) folds into one sequence; this transformer has
+    none and the call fails. So encode_image, given the pair, returns (1, 2 x tokens, dim)."""
+    single = pipe.encode_image
+
+    def encode_image(image, device=None):
+        if isinstance(image, list):
+            return torch.cat([single(one, device) for one in image], dim=1)
+        return single(image, device)
+
+    pipe.encode_image = encode_image

@@ -46,7 +46,9 @@ def test_lifecycle_submit_processing_success(client, png, server, monkeypatch):
         r = submit(client, png, prompt_extend=True, seed=1234)
         assert r.status_code == 200, r.text
         sub = r.json()
-        assert set(sub) == {"request_id", "model", "status", "created_at", "updated_at", "queued_at"}
+        assert set(sub) == {"request_id", "model", "status", "created_at", "updated_at", "queued_at",
+                            "request_ids", "batch_id"}  # fmt: skip
+        assert sub["request_ids"] == [sub["request_id"]] and sub["batch_id"] is None  # not a batch
         assert sub["status"] == "queued" and sub["model"] == API_MODEL_ID
         assert r.headers["location"] == f"{BASE}/requests/{sub['request_id']}"
         assert reached.wait(30)

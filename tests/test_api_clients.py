@@ -67,11 +67,7 @@ def post(client, key=KEY_A, headers=None, top=None, **payload) -> httpx.Response
         ({"speed_mode": "turbo"}, "payload.speed_mode", "'turbo' is unknown"),
         ({"speed_mode": "fast"}, "payload.speed_mode", "needs the step-distilled LoRA"),  # none here
         ({"speed_mode": "fast", "guidance_scale": 5.0}, "payload.guidance_scale", "ignored in fast mode"),
-        (
-            {"speed_mode": "fast", "negative_prompt": "blur"},
-            "payload.negative_prompt",
-            "ignored in fast mode",
-        ),
+        ({"speed_mode": "quality", "nag_scale": 5.0}, "payload.nag_scale", "ignored in quality mode"),
         (
             {"guidance_scale": 1, "negative_prompt": "blur"},
             "payload.negative_prompt",
@@ -166,17 +162,17 @@ def test_a_keyed_retry_after_a_dropped_connection_finds_the_committed_job(client
     """The insert commits, then the connection drops (503): the client retries with its key and
     gets that job, with its input image kept."""
     store = server[1].jobs.store
-    real_add = store.add
+    real_add = store.add_many  # every submit inserts through it (a batch or one job)
 
     def add_then_drop(*args, **kwargs):
         real_add(*args, **kwargs)
         raise StoreUnavailable("connection lost after commit")
 
-    monkeypatch.setattr(store, "add", add_then_drop)
+    monkeypatch.setattr(store, "add_many", add_then_drop)
     key = {"Idempotency-Key": "retry-after-503"}
     dropped = post(client, headers=key, seed=9)
     assert dropped.status_code == 503 and dropped.headers["retry-after"]
-    monkeypatch.setattr(store, "add", real_add)
+    monkeypatch.setattr(store, "add_many", real_add)
     retry = post(client, headers=key, seed=9)
     assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
     job = store.get(retry.json()["request_id"])

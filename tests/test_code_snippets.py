@@ -64,10 +64,28 @@ def test_curl_snippet_body_parses_after_a_real_shell(tmp_path):
     assert body["model"] == "Wan-AI_Wan2.1-I2V-14B-480P"
     assert body["payload"] == {
         "prompt": NASTY, "path_input_image": "QUJD", "video_length": 10, "seed": 42, "prompt_extend": True,
+        "negative_prompt": "no 'blur'\n\"text\"", "num_inference_steps": 12, "guidance_scale": 4.5,
+        "speed_mode": "quality",
     }  # fmt: skip
     assert args[0] == "-sS" and args[1] == "http://example.test:7860/api/v1/apikey/requests"
     assert list(tmp_path.iterdir()) == []  # $(touch pwned) and `touch pwned2` stayed text
-    assert "server's defaults apply" in script  # negative prompt, steps ... are not in the REST payload
+
+
+def test_issue_24_fields_in_every_snippet(tmp_path):
+    """End frame, NAG and interpolation reach the three snippets under each surface's names."""
+    form = FormValues.from_widgets(
+        "a cat", False, 3, "5", "blur", 0, 0, "fast", "", "end 'frame'.png", 5, 0, 0.5, True
+    )
+    gradio, curl, python = snippets(form, "http://example.test/", IMAGE, "tiny")
+    assert "last_image=handle_file(\"end 'frame'.png\")" in gradio and "interpolate=True" in gradio
+    assert "nag_scale=5.0" in gradio and "nag_alpha=0.5" in gradio and "nag_tau" not in gradio
+    stubs = "curl() { printf '%s\\0' \"$@\"; }\nbase64() { printf 'Q%s' \"$2\" | wc -c; }\n"
+    run = subprocess.run(["bash", "-c", stubs + curl], cwd=tmp_path, capture_output=True, timeout=30)
+    args = run.stdout.decode().split("\0")
+    payload = json.loads(args[args.index("-d") + 1])["payload"]
+    assert (payload["nag_scale"], payload["nag_alpha"], payload["interpolate"]) == (5.0, 0.5, 2)
+    assert payload["path_last_image"] != payload["path_input_image"]  # each file's own base64
+    assert "interpolate=2" in python and "last_image=Image.open(\"end 'frame'.png\")" in python
 
 
 def test_snippet_addresses_and_names():

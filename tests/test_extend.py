@@ -59,7 +59,8 @@ def test_extend_adds_80_frames_after_the_parents_unchanged_frames(engine, parent
     assert lineage["parent"]["lineage"]["segments"][0]["prompt"] == "a cat walks"  # the parent's own
     assert lineage["segments"] == [
         dict(index=0, frames=[81, 160], prompt="the cat sits down", final_prompt="the cat sits down",
-             prompt_backend="off", seed=8, starts_from="the last frame before it", colour_match=1.0),
+             prompt_backend="off", seed=8, starts_from="the last frame before it", colour_match=1.0,
+             ends_on=None),  # no end frame (issue 24)
     ]  # fmt: skip
     assert result.thumbnail_path.is_file() and not list(Path(settings.output_dir).glob("*.part"))
 

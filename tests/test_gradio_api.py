@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
 SETTINGS = [
     "prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance", "speed_mode",
-    "prompt_2",
+    "prompt_2", "last_image", "nag_scale", "nag_tau", "nag_alpha", "interpolate",  # issue 24: appended
 ]  # fmt: skip
 PARAMETERS = ["image", *SETTINGS]
 RETURNS = ["Video", "Thumbnail", "Final prompt", "Seed used"]
@@ -129,7 +129,7 @@ def test_non_image_upload_names_the_rule_not_server_internals(client, app, tmp_p
     url = app.url.rstrip("/")
     uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("x.png", b"\x89PNG broken")}).json()[0]
     image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
-    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto", ""]  # all 10 /generate parameters
+    data = [image, "a cat", False, 1, "5", "", 0, 0, "auto", "", None, 0, 0, 0, False]  # all 15 parameters
     raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": data}, timeout=30)
     assert raw.status_code == 400 and "not a readable JPEG, PNG or WEBP image" in raw.text
     for leak in (uploaded, "/tmp", "check_inputs", "Original error", "index 0", "UnidentifiedImageError"):
@@ -160,7 +160,9 @@ def gradio_file_urls(url: str, target: Path, ui_dir: Path) -> list[str]:
 def test_rest_outputs_are_reachable_only_through_the_rest_routes(client, app, picture):
     url = app.url.rstrip("/")
     with httpx.Client(base_url=url, timeout=60) as http:
-        rid = http.post("/api/v1/apikey/requests", json=body(b64_image(make_image())), headers=auth()).json()
+        answer = http.post("/api/v1/apikey/requests", json=body(b64_image(make_image())), headers=auth())
+        rid = answer.json()
+        assert answer.status_code == 200, answer.text
         done = wait_status(http, f"/api/v1/apikey/requests/{rid['request_id']}", ("success", "failed"))
         assert done["status"] == "success", done
         video = http.get(done["outcome"]["video_url"], headers=auth())
@@ -273,3 +275,14 @@ def test_api_jobs_share_an_owner_and_extend_takes_only_the_bytes_it_is_sent(clie
     with sqlite3.connect(f"file:{Path(app.settings.data_dir) / SQLITE_FILE}?mode=ro", uri=True) as db:
         owners = [row[0] for row in db.execute("SELECT owner FROM requests WHERE owner LIKE 'ui%'")]
     assert len(owners) >= 3 and set(owners) == {"ui:api"} and not has_history("ui:api")
+
+
+def test_the_ten_values_of_before_issue_24_are_padded_with_the_new_defaults():
+    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working (the
+    README curl example above runs that way); any other body passes unchanged."""
+    from wan_demo.web.api_compat import padded
+
+    old = json.dumps({"data": list(range(10)), "session_hash": "s"}).encode()
+    assert json.loads(padded(old)) == {"data": [*range(10), None, 0, 0, 0, False], "session_hash": "s"}
+    for other in (json.dumps({"data": list(range(15))}).encode(), b"not json", b'{"data": 3}'):
+        assert padded(other) == other

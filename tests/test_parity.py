@@ -307,3 +307,63 @@ def test_ten_second_clip_chains_on_the_last_decoded_frame(quality, quality_refer
     np.testing.assert_array_equal(
         ten.frames[81:], np.stack(match_colours(second[1:], list(ten.frames[73:81])))
     )
+
+
+# --- issue 24: end frame, NAG -------------------------------------------------------------------
+END_IMAGE = make_image(96, 64, seed=8)
+
+
+def test_plain_diffusers_last_image_fails_on_the_i2v_transformer(tiny_folder):
+    """Why the end frame needs the CLIP-token recipe: diffusers' own pair embedding is the FLF2V
+    model's (position embedding); on this transformer the call raises."""
+    pipe = ref.load(tiny_folder, ref.Mode(1, 1.0, 3.0))
+    assert pipe.transformer.condition_embedder.image_embedder.pos_embed is None
+    image = ref.resize(IMAGE, PARITY_AREA)
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        ref.run(
+            pipe,
+            image,
+            PROMPT,
+            "",
+            ref.Mode(1, 1.0, 3.0),
+            ref.generator(SEED),
+            ref.resize(END_IMAGE, PARITY_AREA),
+        )
+
+
+def test_end_frame_matches_reference(quality, tiny_folder, quality_reference):
+    engine, settings, _ = quality
+    ours = run_ours(engine, settings, last_image=END_IMAGE)
+    pipe = ref.load(tiny_folder, ref.QUALITY)
+    ref.end_frame_clip_tokens(pipe)
+    image, end = ref.resize(IMAGE, PARITY_AREA), ref.resize(END_IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED), end)
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert not np.array_equal(frames, quality_reference[1])  # the end frame did condition the clip
+    assert ours.result.settings["end_frame"] is True
+
+
+def test_ten_second_clip_ends_on_the_end_frame_in_its_last_segment(quality):
+    """Segment 1 of a 10 s clip is the plain 5 s clip; only the last segment gets last_image."""
+    engine, settings, five = quality
+    ten = run_ours(engine, settings, video_length_s=10, last_image=END_IMAGE)
+    np.testing.assert_array_equal(ten.frames[:81], five.frames)
+    assert ten.result.lineage["segments"][1]["ends_on"] and not ten.result.lineage["segments"][0]["ends_on"]
+
+
+def test_nag_off_is_todays_fast_run_and_leaves_every_processor(engine_for, lora, tiny_folder):
+    """Fast mode without a negative prompt: bit-identical to plain diffusers (no NAG code runs);
+    with one, NAG changes the frames and puts every original processor back afterwards."""
+    engine, settings = engine_for(lora=str(lora))
+    processors = [b.attn2.processor for b in engine.pipe.transformer.blocks]
+    off = run_ours(engine, settings)
+    pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
+    image = ref.resize(IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    np.testing.assert_array_equal(off.frames, frames, err_msg=used(off))
+    on = run_ours(engine, settings, negative_prompt="blurry, static")
+    assert on.result.settings["nag"] == {"scale": 11.0, "tau": 2.5, "alpha": 0.25}
+    assert off.result.settings["nag"] is None and not np.array_equal(on.frames, off.frames)
+    assert [b.attn2.processor for b in engine.pipe.transformer.blocks] == processors
+    again = run_ours(engine, settings)
+    np.testing.assert_array_equal(again.frames, off.frames)  # nothing left behind

@@ -107,7 +107,7 @@ def test_an_extension_keeps_its_parents_size_and_adds_80_frames_per_segment():
     assert (five.width, five.height, five.parent_frames, five.num_frames) == (832, 480, 81, 161)
     ten = plan(size=(832, 480), parent=parent, video_length_s=10)
     assert (ten.segments, ten.num_frames, ten.forwards) == (2, 81 + 160, five.forwards * 2)
-    with pytest.raises(InvalidRequest, match="video: is 24 fps; this server continues 16 fps videos"):
+    with pytest.raises(InvalidRequest, match="video: is 24 fps; this request continues 16 fps videos"):
         plan(size=(832, 480), parent=ParentClip("p.mp4", 81, 832, 480, 24, "upload"))
     small = EngineInfo(max_area=64 * 64)
     with pytest.raises(InvalidRequest, match="larger than this model's 4096 pixels"):

@@ -35,7 +35,24 @@ def test_settings_come_back_from_our_mp4(made):
     assert (r.speed_mode, r.steps, r.guidance) == ("quality", 2, 3.5)  # what ran, not "auto"
     assert (r.negative_prompt, r.prompt_extend) == ("blurry, text", False)
     form = r.form(fast_available=False)
-    assert form == (PROMPT, False, 77, "5", "blurry, text", 2, 3.5, "quality", "", PROMPT)  # "": no prompt_2
+    # "": no prompt_2; then no end frame, NAG unset (0), no interpolation
+    assert form == (
+        PROMPT,
+        False,
+        77,
+        "5",
+        "blurry, text",
+        2,
+        3.5,
+        "quality",
+        "",
+        None,
+        0.0,
+        0.0,
+        0.0,
+        False,
+        PROMPT,
+    )
 
 
 def test_the_sidecar_and_the_mp4_agree(made):

@@ -172,3 +172,31 @@ def test_the_follower_stops_when_the_job_is_gone(session, jobs, picture):
     last = follow(session, token, view)[-1]
     assert last[-1] == NOT_FOUND and last[2]["visible"] is True and last[1]["visible"] is False
     assert jobs.get(view.job_id, owner_for(None, token)) is None
+
+
+def test_a_batch_from_the_page_shows_side_by_side_and_each_opens(session, jobs, picture):
+    """Generate with the Videos slider at 3: three jobs of the visitor (seeds 20, 21, 22); the page
+    follows the first; the batch strip lists all three in seed order; clicking the third opens it
+    as the page's result (what Extend, Restore and Delete act on)."""
+    from wan_demo.web.batch import BatchStrip
+
+    token, view = new_token(), PageView()
+    extra = (None, 0, 0, 0, False, 3)  # last_image, nag_scale, nag_tau, nag_alpha, interpolate, num_videos
+    job_id, _ = session.submit(token, view, picture, "a cat walks", *settings_values(seed=20), *extra)
+    owner = owner_for(None, token)
+    batch = jobs.get(job_id, owner).batch_id
+    assert batch and view.job_id == job_id
+    strip = BatchStrip(session.history)
+    follow(session, token, view)
+    deadline = time.monotonic() + 300
+    while any(j.status != "success" for j in jobs.list(owner, batch_id=batch)[0]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    update, ids = strip.show(token, view)
+    assert update["visible"] is True and len(ids) == 3 and ids[0] == job_id
+    captions = [caption for _, caption in update["value"]]
+    assert [c.split("seed ")[1].split(" ")[0] for c in captions] == ["20", "21", "22"]
+    assert all(str(item).endswith(".mp4") for item, _ in update["value"])  # the videos, side by side
+    opened, _ = strip.open(token, view, ids, gr.SelectData(None, {"index": 2, "value": None}))
+    assert opened == ids[2] == view.job_id
+    assert strip.show(new_token(), view)[0]["visible"] is False  # another visitor sees no batch

@@ -351,3 +351,44 @@ def test_live_preview_location_is_kept_while_processing_and_cleared_at_the_end(s
     store.set_progress("r2", 10, {"stage": "denoise"}, claim=second, preview="/out/rest/r2.preview.1.webp")
     store.release("r2", second)  # back to the queue: its preview is gone with the run
     assert store.get("r2").preview_path is None
+
+
+# --- batches (issue 24): one submit, several jobs, one transaction ------------------------------
+def batch(rids: list[str], owner: str = "key", batch_id: str = "b1") -> list[Job]:
+    return [
+        Job(r, owner, "rest", "m", {"prompt": r}, {"prompt": r}, f"/in/{r}.png", batch_id=batch_id)
+        for r in rids
+    ]
+
+
+def test_a_batch_is_queued_whole_and_listed_by_its_id(store):
+    store.add_many(batch(["b-1", "b-2", "b-3"]), queue_max=4, owner_max=4)
+    add(store, "alone", owner="key")
+    jobs, total = store.list_jobs("key", None, None, 10, 0, batch_id="b1")
+    assert total == 3 and sorted(j.request_id for j in jobs) == ["b-1", "b-2", "b-3"]
+    assert {j.batch_id for j in jobs} == {"b1"} and store.get("alone").batch_id is None
+    assert store.list_jobs("key", None, None, 10, 0)[1] == 4  # no filter: everything of the owner
+    assert store.list_jobs("other", None, None, 10, 0, batch_id="b1")[1] == 0  # never another's
+
+
+@pytest.mark.parametrize(("limits", "error"), [
+    (dict(queue_max=4), QueueFull),  # 2 waiting + 3 > 4
+    (dict(owner_max=4), TooManyActive),  # 2 active + 3 > 4 for this key
+])  # fmt: skip
+def test_a_batch_over_a_limit_is_refused_whole_never_half_queued(store, limits, error):
+    add(store, "k1", owner="key")
+    add(store, "k2", owner="key")
+    with pytest.raises(error, match="this submit adds 3"):
+        store.add_many(batch(["x-1", "x-2", "x-3"]), **limits)
+    assert store.count((QUEUED,)) == 2 and all(store.get(r) is None for r in ("x-1", "x-2", "x-3"))
+    store.add_many(batch(["y-1", "y-2"]), **limits)  # what fits goes in
+    assert store.count((QUEUED,)) == 4
+
+
+def test_fair_queueing_counts_each_job_of_a_batch(store):
+    """Round-robin over owners: a batch of 3 is three turns, so another owner's single job runs
+    after the batch's first, not after all three."""
+    store.add_many(batch(["b-1", "b-2", "b-3"], owner="big"))
+    add(store, "s-1", owner="small")
+    order = [store.claim_next("w", LEASE_S).request_id for _ in range(4)]
+    assert order == ["b-1", "s-1", "b-2", "b-3"]

@@ -9,6 +9,7 @@ from conftest import make_image
 from PIL import Image
 
 from wan_demo.core.request import InvalidRequest
+from wan_demo.core.validate import validate
 from wan_demo.web.handlers import INPUT_FIELDS, check_inputs, to_request
 from wan_demo.web.ui import EXAMPLES_DIR, load_examples
 
@@ -38,6 +39,7 @@ def values(picture, **changes):
     base = dict(
         image=picture, prompt="a cat", prompt_extend=False, seed=7.0, video_length="10",
         negative_prompt="", steps=0, guidance=0, speed_mode="auto", prompt_2="",
+        last_image=None, nag_scale=0, nag_tau=0, nag_alpha=0, interpolate=False,
     )  # fmt: skip
     base.update(changes)
     return [base[name] for name in INPUT_FIELDS]
@@ -78,7 +80,7 @@ def test_missing_image_is_an_invalid_request(picture):
         ({"video_length": "7"}, "video_length", "not allowed"),
         # the speed mode's conflicts, from the same table as REST's (core/controls.py)
         ({"speed_mode": "fast", "guidance": 5}, "guidance", "ignored in fast mode"),
-        ({"speed_mode": "fast", "negative_prompt": "blur"}, "negative_prompt", "ignored in fast mode"),
+        ({"speed_mode": "quality", "nag_scale": 5}, "nag_scale", "ignored in quality mode"),
         ({"guidance": 0.5}, "guidance", "out of range 1.0..20.0"),
     ],
 )
@@ -98,3 +100,24 @@ def test_validator_rejects_a_gif(tmp_path, picture):
 
 def test_validator_accepts_good_input(picture):
     assert all(v["is_valid"] for v in check_inputs(*values(picture)))
+
+
+def test_issue_24_widgets_become_request_fields(picture, tmp_path):
+    """End frame (an upload), NAG sliders (0 = unset) and the interpolation checkbox (= factor 2)."""
+    end = tmp_path / "end.png"
+    make_image(96, 64, seed=4).save(end)
+    request, _ = to_request(
+        *values(picture, last_image=str(end), nag_scale=5, nag_alpha=0.5, interpolate=True)
+    )
+    assert request.last_image.size == (96, 64)
+    assert (request.nag_scale, request.nag_tau, request.nag_alpha, request.interpolate) == (5.0, None, 0.5, 2)
+    plain, _ = to_request(*values(picture))
+    assert (plain.last_image, plain.nag_scale, plain.interpolate) == (None, None, None)
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    verdict = check_inputs(*values(picture, last_image=str(notes)))[INPUT_FIELDS.index("last_image")]
+    assert not verdict["is_valid"] and "not a readable JPEG, PNG or WEBP" in verdict["message"]
+    tall = tmp_path / "tall.png"
+    make_image(64, 96).save(tall)
+    with pytest.raises(InvalidRequest, match="last_image: 64x96 .* must have the input image's aspect ratio"):
+        validate(to_request(*values(picture, last_image=str(tall)))[0])

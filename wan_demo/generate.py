@@ -10,6 +10,11 @@ Extending a finished clip (`request.parent`) is the same chain with the parent a
 new segments start from its last frame, every new segment drops its first frame, and the parent's
 frames are copied into the joined MP4 unchanged. While denoising, `on_progress` receives a live
 preview every `Settings.preview_every_s` seconds (media.preview).
+
+Issue 24: an end frame (`request.last_image`) conditions the clip's last segment only (a 10 s clip
+ends on it, its first segment runs as before); NAG runs inside the pipeline call (model/nag.py);
+interpolation x2 (media/interpolate.py) runs on the finished frames before the encode, while the
+live preview and the thumbnail come from the generated frames.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from wan_demo.core.settings import Settings
 from wan_demo.media.clip import read_tail
 from wan_demo.media.colour import TAIL_FRAMES, match_colours
 from wan_demo.media.image import resize_for_model
+from wan_demo.media.interpolate import METHOD, interpolate
 from wan_demo.media.preview import TEMPORAL_FACTOR, latents_to_rgb
 from wan_demo.media.video import to_uint8, write_outputs
 from wan_demo.model import speed
@@ -63,14 +69,18 @@ def generate(
     # 3. Image at the planned size; an extension also reads the parent's last frames (colour reference)
     report(Progress("image"))
     image = resize_for_model(request.image, (plan.width, plan.height))
+    end = resize_for_model(request.last_image, (plan.width, plan.height)) if request.last_image else None
     reference = read_tail(Path(request.parent.path), TAIL_FRAMES)[0] if request.parent else None
     timer.lap("image")
     # 4. Denoise segment by segment, each from the previous segment's last frame, seams colour-matched
     steps = StepReporter(report, stop, plan, settings.preview_every_s)
-    frames = denoise(engine, plan, image, prompts, seed, steps, reference, settings.colour_match)
+    frames = denoise(engine, plan, image, prompts, seed, steps, reference, settings.colour_match, end)
     timer.lap("pipeline")
     timer.carve("pipeline", "preview", steps.preview_s)
     timer.timings.update({f"pipeline.{k}": round(v, 4) for k, v in steps.phases.items()})  # a breakdown
+    if plan.interpolate > 1:  # 4b. twice the frames, same duration; the parent's last frame anchors a seam
+        frames = interpolate(frames, reference[-1] if reference else None, plan.fps)
+        timer.lap("interpolate")
     # 5. Write the MP4 (settings and lineage inside; joined to its parent), thumbnail and JSON sidecar
     report(Progress("encode", plan.total_steps, plan.total_steps))
     result = describe(request, plan, engine, settings, seed, prompts, infos)
@@ -92,11 +102,11 @@ def segment_prompts(request: ValidRequest, plan: RunPlan, settings: Settings) ->
 
 def denoise(
     engine: Engine, plan: RunPlan, image: Image.Image, prompts: list[str], seed: int, steps: StepReporter,
-    reference: list[np.ndarray] | None = None, colour_match: float = 1.0,
+    reference: list[np.ndarray] | None = None, colour_match: float = 1.0, end: Image.Image | None = None,
 ) -> list[np.ndarray]:  # fmt: skip
     """The new frames, as float frames; one CPU generator carries over between segments. A segment
     that continues earlier frames (or the parent's, `reference`) drops its first frame and is
-    colour-matched to the last TAIL_FRAMES before it."""
+    colour-matched to the last TAIL_FRAMES before it. The last segment ends on `end` when given."""
     generator = torch.Generator("cpu").manual_seed(seed)
     frames: list[np.ndarray] = []
     for k in range(plan.segments):
@@ -104,7 +114,8 @@ def denoise(
         start = image if not frames else Image.fromarray(to_uint8(frames[-1]))
         steps(k * plan.steps)  # raises GenerationCancelled when asked to stop between segments
         out = run_segment(
-            engine, **segment_args(plan, start, prompts[k]), generator=generator,
+            engine, **segment_args(plan, start, prompts[k], end if k == plan.segments - 1 else None),
+            generator=generator,
             on_step=lambda i, k=k: steps(k * plan.steps + i + 1), on_latents=steps.latents,
             on_phase=steps.phase,
         )  # fmt: skip
@@ -202,9 +213,9 @@ def describe(
         prompt_info=infos[0],
         width=plan.width,
         height=plan.height,
-        num_frames=plan.num_frames,
-        fps=plan.fps,
-        duration_s=round(plan.num_frames / plan.fps, 4),
+        num_frames=plan.out_frames,
+        fps=plan.out_fps,
+        duration_s=round(plan.out_frames / plan.out_fps, 4),
         model=engine.model_name,
         is_tiny_model=engine.is_tiny,
         settings=dict(
@@ -218,8 +229,18 @@ def describe(
             segments=plan.segments,
             forwards=plan.forwards,
             colour_match=settings.colour_match,
+            **extras(request, plan),
             memory_plan=engine.memory_plan,
             **engine.details,
         ),  # fmt: skip
         lineage=lineage(request, plan, seed, prompts, infos, settings.colour_match),
     )
+
+
+def extras(request: ValidRequest, plan: RunPlan) -> dict:
+    """Issue 24's settings in the metadata: what ran (None = off), so restore can ask for it again."""
+    nag = None if plan.nag is None else dict(scale=plan.nag.scale, tau=plan.nag.tau, alpha=plan.nag.alpha)
+    interpolation = (
+        None if plan.interpolate == 1 else dict(factor=plan.interpolate, method=METHOD, fps=plan.out_fps)
+    )
+    return dict(nag=nag, interpolation=interpolation, end_frame=plan.end_frame, sampled_fps=plan.fps)

@@ -35,7 +35,7 @@ from wan_demo.rest import ops, routes
 from wan_demo.rest.keys import MIN_WEBHOOK_SECRET, KeyRing
 from wan_demo.rest.netguard import parse_networks
 from wan_demo.rest.service import RestService
-from wan_demo.web import ui, zerogpu
+from wan_demo.web import api_compat, ui, zerogpu
 
 log = logging.getLogger(__name__)
 PRESIGN_MAX_S = 7 * 24 * 3600  # S3 refuses presigned links valid longer than 7 days
@@ -135,6 +135,7 @@ def launch(server: Server, block: bool = True):
     ops.attach(demo.app, server.jobs, settings)  # /metrics, /healthz, /readyz
     if settings.log_format == "json":
         logs.adopt_uvicorn()
+    api_compat.keep_legacy_calls(demo.app)  # raw-HTTP callers sending the 10 values of before issue 24
     url = demo.local_url or f"http://{settings.host}:{settings.port}/"
     log.info("serving the UI and Gradio API at %s and the REST API at %sapi/v1/apikey/", url, url)
     log.info("%s (role %s)", server.jobs.engine_info().banner, settings.role)

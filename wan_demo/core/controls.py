@@ -15,8 +15,11 @@ from typing import Any
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import FPS, MAX_PROMPT_CHARS
 
+NAG_DEFAULTS = (11.0, 2.5, 0.25)  # scale, tau, alpha: sources at the nag_* controls below
+
 SPEED_MODES = ("quality", "fast")
 NO_CFG = "the fast mode's distilled model runs without classifier-free guidance"
+NAG_CFG = "NAG restores negative guidance where CFG is off; quality mode has CFG, use guidance instead"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Control:
     # speed mode -> the only value that mode accepts (None: no value at all); a mode not listed
     # uses the control. A value the mode would ignore is refused, never dropped silently.
     fixed: dict[str, Any] = field(default_factory=dict)
+    why: str = NO_CFG  # why the modes in `fixed` ignore it (said in the refusal)
 
 
 CONTROLS = {
@@ -42,8 +46,8 @@ CONTROLS = {
             "negative_prompt",
             str,
             high=MAX_PROMPT_CHARS,
-            fixed={"fast": None},
-            help="what to avoid; unset = the default list (needs guidance > 1: quality mode)",
+            help="what to avoid; unset = the default list. Quality mode: through CFG (guidance > 1); "
+            "fast mode: through NAG (normalized attention guidance)",
             example="blurry, static frame, watermark",
         ),
         Control(
@@ -93,9 +97,65 @@ CONTROLS = {
             f"duration; unset = {FPS}",
             example=FPS,
         ),
+        # Issue 24: end frame (a picture, validate.check_last_image), NAG, frame interpolation.
+        # NAG defaults (nag.py applies them): scale 11, tau 2.5, alpha 0.25 = the Wan2.1 settings of
+        # the NAG paper's reference code (Chen et al. 2025, arXiv 2505.21179) and the defaults of
+        # kijai's WanVideoApplyNAG (ComfyUI-WanVideoWrapper); ComfyUI's own NAG node and Wan2GP take
+        # the same three numbers.
+        Control(
+            "nag_scale",
+            "nag_scale",
+            float,
+            low=1.0,
+            high=30.0,
+            fixed={"quality": None},
+            why=NAG_CFG,
+            help=f"NAG strength in fast mode (1 = none); unset = {NAG_DEFAULTS[0]:g} when NAG runs "
+            "(a negative prompt or any nag_* field in fast mode)",
+            example=NAG_DEFAULTS[0],
+        ),
+        Control(
+            "nag_tau",
+            "nag_tau",
+            float,
+            low=1.0,
+            high=10.0,
+            fixed={"quality": None},
+            why=NAG_CFG,
+            help=f"NAG: cap on the guided/positive attention norm ratio; unset = {NAG_DEFAULTS[1]:g}",
+            example=NAG_DEFAULTS[1],
+        ),
+        Control(
+            "nag_alpha",
+            "nag_alpha",
+            float,
+            low=0.0,
+            high=1.0,
+            fixed={"quality": None},
+            why=NAG_CFG,
+            help=f"NAG: share of the guided attention blended in; unset = {NAG_DEFAULTS[2]:g}",
+            example=NAG_DEFAULTS[2],
+        ),
+        Control(
+            "interpolate",
+            "interpolate",
+            int,
+            low=1,
+            high=2,
+            help="frame interpolation factor: 2 = twice the frames at twice the fps, same duration "
+            "(16 -> 32 fps); unset or 1 = off",
+            example=2,
+        ),
     )  # fmt: skip
 }
+NAG_FIELDS = ("nag_scale", "nag_tau", "nag_alpha")
 BY_API_NAME = {c.api_name: c for c in CONTROLS.values()}
+# A batch (REST, Gradio API, UI): this many jobs under one submit, seeds seed, seed+1, ... Not a
+# generation control (each job is one video), so not in CONTROLS; same Control shape for docs.
+NUM_VIDEOS = Control(
+    "num_videos", "num_videos", int, low=1, high=4, example=3,
+    help="videos in one submit (1-4): seeds seed, seed+1, ... (random each with seed -1)",
+)  # fmt: skip
 
 
 def api_field(name: str) -> str:
@@ -110,7 +170,7 @@ def _short(value: Any, limit: int = 40) -> str:
 
 def check_control(name: str, value: Any) -> Any:
     """`value` normalised for control `name` (None stays None), or InvalidRequest naming the rule."""
-    c = CONTROLS[name]
+    c = NUM_VIDEOS if name == NUM_VIDEOS.name else CONTROLS[name]
     if value is None:
         return None
     if c.kind is str:
@@ -139,12 +199,18 @@ def check_mode(values: dict[str, Any], mode: str | None, guidance: float | None)
         allowed = c.fixed[mode]
         if allowed is None or value != allowed:
             keep = "leave it unset" + ("" if allowed is None else f" or {allowed:g}")
-            raise InvalidRequest(c.name, f"{_short(value)} is ignored in {mode} mode ({NO_CFG}); {keep}")
-    if values.get("negative_prompt") is not None and guidance is not None and guidance <= 1.0:
+            raise InvalidRequest(c.name, f"{_short(value)} is ignored in {mode} mode ({c.why}); {keep}")
+    no_cfg = guidance is not None and guidance <= 1.0 and mode != "fast"  # fast: NAG uses it
+    if values.get("negative_prompt") is not None and no_cfg:
         raise InvalidRequest(
             "negative_prompt",
             "is ignored without guidance (guidance 1 or less); raise it or leave this unset",
         )
+
+
+def nag_wanted(values: dict[str, Any], mode: str) -> bool:
+    """NAG runs in fast mode when the request gives a negative prompt or any nag_* field."""
+    return mode == "fast" and any(values.get(n) is not None for n in ("negative_prompt", *NAG_FIELDS))
 
 
 def without_ignored(values: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +222,6 @@ def without_ignored(values: dict[str, Any]) -> dict[str, Any]:
         if mode in c.fixed:
             out[c.name] = None  # the mode fixes it: unset gives the same run
     guidance = out.get("guidance")
-    if isinstance(guidance, (int, float)) and guidance <= 1.0:
+    if isinstance(guidance, (int, float)) and guidance <= 1.0 and mode != "fast":
         out["negative_prompt"] = None  # no CFG: the negative prompt did nothing
     return out

@@ -38,8 +38,10 @@ def lineage(
                 seed=seed,
                 starts_from="the last frame before it" if continues else "the input image",
                 colour_match=colour_match if continues else 0.0,
+                ends_on="the end frame (last_image)" if plan.end_frame and k == plan.segments - 1 else None,
             )
         )
         cursor += count
     described = None if parent is None else dict(parent.params(), frames=[0, parent.num_frames - 1])
-    return dict(parent=described, segments=segments, generator=GENERATOR_NOTE)
+    frames = "generated frames, before interpolation" if plan.interpolate > 1 else "frames of the clip"
+    return dict(parent=described, segments=segments, generator=GENERATOR_NOTE, frame_numbers=frames)

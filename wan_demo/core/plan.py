@@ -11,7 +11,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from wan_demo.core.controls import check_mode
+from wan_demo.core.controls import NAG_DEFAULTS, check_mode, nag_wanted
 from wan_demo.core.request import GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import FPS, MAX_AREA, SEED_MAX, SEGMENT_FRAMES, SIZE_MULTIPLE, Settings
 
@@ -68,6 +68,15 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class Nag:
+    """Normalized attention guidance on the text cross-attention (model/nag.py)."""
+
+    scale: float  # extrapolation away from the negative prompt's attention (1 = none)
+    tau: float  # cap on the norm ratio guided / positive, per token
+    alpha: float  # share of the guided attention blended into the positive one
+
+
+@dataclass(frozen=True)
 class RunPlan:
     width: int  # output size in pixels, multiples of 16
     height: int
@@ -83,6 +92,9 @@ class RunPlan:
     negative_prompt: str
     forwards: int  # transformer forwards over the clip (2 per step with CFG)
     est_seconds: float  # estimated wall time with the engine's cost model
+    nag: Nag | None = None  # fast mode with a negative prompt / nag_* fields; None = off
+    interpolate: int = 1  # frame interpolation factor (media/interpolate.py); 1 = off
+    end_frame: bool = False  # the last segment ends on the request's last_image
 
     @property
     def cfg(self) -> bool:
@@ -91,6 +103,20 @@ class RunPlan:
     @property
     def total_steps(self) -> int:
         return self.steps * self.segments
+
+    @property
+    def out_fps(self) -> int:
+        """Frame rate of the finished clip: the sampling rate times the interpolation factor."""
+        return self.fps * self.interpolate
+
+    @property
+    def out_frames(self) -> int:
+        """Frames of the finished clip: interpolation puts factor - 1 frames between each pair of
+        generated frames (81 -> 161 at x2); an extension's parent frames are kept as they are."""
+        generated = self.num_frames - self.parent_frames
+        if self.parent_frames:  # the seam pair (parent's last, first new) is interpolated too
+            return self.parent_frames + generated * self.interpolate
+        return (generated - 1) * self.interpolate + 1
 
 
 def fit_size(width: int, height: int, max_area: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
@@ -121,6 +147,12 @@ def frames_for(video_length_s: int) -> int:
 def draw_seed(seed: int) -> int:
     """-1 -> a fresh random seed in 0..SEED_MAX; anything else is returned unchanged."""
     return secrets.randbelow(SEED_MAX + 1) if seed == -1 else seed
+
+
+def batch_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of a batch: seed, seed + 1, ... (wrapping past SEED_MAX to 0); -1 stays -1 for each
+    job, so each draws its own random seed when it runs."""
+    return [seed if seed == -1 else (seed + k) % (SEED_MAX + 1) for k in range(count)]
 
 
 def eta_s(step: int, total: int, elapsed_s: float) -> float | None:
@@ -166,9 +198,11 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
     guidance = mode.guidance if request.guidance is None else request.guidance
     check_mode(request.params(), mode.name, guidance)
     width, height, parent_frames = _size_of(request, engine)
-    fps = request.fps or settings.fps or FPS
-    if request.parent is not None and request.parent.fps != fps:  # the streams are joined as they are
-        raise InvalidRequest("video", f"is {request.parent.fps} fps; this server continues {fps} fps videos")
+    fps, factor = request.fps or settings.fps or FPS, request.interpolate or 1
+    if request.parent is not None and request.parent.fps != fps * factor:  # streams are joined as they are
+        raise InvalidRequest(
+            "video", f"is {request.parent.fps} fps; this request continues {fps * factor} fps videos"
+        )
     segments = segments_for(request.video_length_s)
     forwards = steps * segments * (2 if guidance > 1.0 else 1)
     # extending: every new segment's first frame repeats the frame before it, so each adds 80
@@ -189,6 +223,19 @@ def plan_run(request: ValidRequest, settings: Settings, engine: EngineInfo) -> R
         negative_prompt=request.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
         forwards=forwards,
         est_seconds=round(estimate_seconds(engine.cost, width, height, segments, forwards), 1),
+        nag=nag_of(request, mode.name),
+        interpolate=factor,
+        end_frame=request.last_image is not None,
+    )
+
+
+def nag_of(request: ValidRequest, mode: str) -> Nag | None:
+    """NAG's numbers when it runs (core/controls.nag_wanted), unset ones at NAG_DEFAULTS."""
+    if not nag_wanted(request.params(), mode):
+        return None
+    given = (request.nag_scale, request.nag_tau, request.nag_alpha)
+    return Nag(
+        *(default if value is None else value for value, default in zip(given, NAG_DEFAULTS, strict=True))
     )
 
 

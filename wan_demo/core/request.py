@@ -43,6 +43,12 @@ class GenerationRequest:
     parent: Any = None  # a ParentClip to continue (extend); `image` is then its last frame
     flow_shift: Any = None  # scheduler flow shift; None = the speed mode's
     fps: Any = None  # output frame rate; None = Settings.fps (16, the training rate)
+    # issue 24 (core/controls.py): end frame, NAG (fast mode), frame interpolation
+    last_image: Any = None  # decoded end-frame still (the last segment ends on it); None = none
+    nag_scale: Any = None
+    nag_tau: Any = None
+    nag_alpha: Any = None
+    interpolate: Any = None  # 2 = twice the frames at twice the fps; None or 1 = off
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class ParentClip:
 # Fields of ValidRequest stored as JSON with a job (everything but the pixels and the parent clip).
 PARAM_FIELDS = (
     "prompt", "video_length_s", "seed", "prompt_extend", "negative_prompt", "steps", "guidance", "speed_mode",
-    "prompt_2", "flow_shift", "fps",
+    "prompt_2", "flow_shift", "fps", "nag_scale", "nag_tau", "nag_alpha", "interpolate",
 )  # fmt: skip
 
 
@@ -91,19 +97,33 @@ class ValidRequest:
     parent: ParentClip | None = None  # extend this clip; `image` is its last frame
     flow_shift: float | None = None
     fps: int | None = None
+    last_image: Image.Image | None = None  # upright RGB end frame, the input's aspect ratio
+    nag_scale: float | None = None
+    nag_tau: float | None = None
+    nag_alpha: float | None = None
+    interpolate: int | None = None
 
     def params(self) -> dict[str, Any]:
-        """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs."""
-        params = {name: getattr(self, name) for name in PARAM_FIELDS}
+        """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs.
+        `last_image` says whether an end frame was given (the job stores its pixels)."""
+        params = {name: getattr(self, name) for name in PARAM_FIELDS} | {
+            "last_image": self.last_image is not None
+        }
         return {**params, "parent": self.parent.params()} if self.parent is not None else params
 
     @classmethod
-    def restore(cls, params: dict[str, Any], image: Image.Image, input_path: str = "") -> ValidRequest:
-        """Rebuild a request that validate() accepted earlier (the job store keeps its params; an
-        extend job's input file is its parent clip)."""
+    def restore(
+        cls,
+        params: dict[str, Any],
+        image: Image.Image,
+        input_path: str = "",
+        last_image: Image.Image | None = None,
+    ) -> ValidRequest:
+        """Rebuild a request that validate() accepted earlier (the job store keeps its params and
+        its end frame; an extend job's input file is its parent clip)."""
         parent = ParentClip(path=input_path, **params["parent"]) if params.get("parent") else None
         values = {name: params[name] for name in PARAM_FIELDS if name in params}
-        return cls(image=image, parent=parent, **values)
+        return cls(image=image, parent=parent, last_image=last_image, **values)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ MAX_ASPECT = 4.0  # longer/shorter side; beyond this the model's output degenera
 MAX_PARENT_S = 60.0  # longest video that can be extended, seconds (bounds the joined clip on disk)
 MAX_VIDEO_PIXELS = 1920 * 1080  # per frame of an uploaded MP4: bounds the decode work
 MAX_VIDEO_FPS = 120.0  # frame rate of an uploaded MP4: bounds the decode work
+END_FRAME_ASPECT_TOLERANCE = 0.02  # relative; the end frame is fitted (cover + crop) to the first's size
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -174,7 +175,25 @@ def check_parent(parent: Any) -> ParentClip | None:
     return parent
 
 
+def check_last_image(last_image: Any, image: Image.Image) -> Image.Image | None:
+    """The optional end frame: the same checks as the input image, and the input's aspect ratio
+    (both are fitted to one planned size; another shape would be cropped away or distorted)."""
+    if last_image is None:
+        return None
+    last = check_image(last_image, "last_image")
+    first_ratio, last_ratio = image.width / image.height, last.width / last.height
+    if abs(last_ratio / first_ratio - 1) > END_FRAME_ASPECT_TOLERANCE:
+        raise InvalidRequest(
+            "last_image",
+            f"{last.width}x{last.height} (aspect {last_ratio:.3f}) must have the input image's aspect ratio "
+            f"({image.width}x{image.height}, {first_ratio:.3f}) within {END_FRAME_ASPECT_TOLERANCE:.0%}",
+        )
+    return last
+
+
 def validate(request: GenerationRequest) -> ValidRequest:
     """Check every field once and return the normalised request (trimmed text, upright RGB image)."""
     parent = check_parent(request.parent)
-    return ValidRequest(image=check_image(request.image), parent=parent, **check_fields(request))
+    image = check_image(request.image)
+    last = check_last_image(request.last_image, image)
+    return ValidRequest(image=image, parent=parent, last_image=last, **check_fields(request))

@@ -89,6 +89,8 @@ class Job:
     error_message: str | None = None
     est_seconds: float = 0.0  # the run plan's estimate at submit
     webhook: dict[str, Any] = field(default_factory=dict)  # {url, events, base} or {} = none
+    batch_id: str | None = None  # the jobs of one submit with num_videos > 1 share it; None = alone
+    last_image_path: str | None = None  # the stored end frame (issue 24), beside input_path
     created_at: float = field(default_factory=time.time)  # unix seconds
     updated_at: float = 0.0
     queued_at: float = 0.0

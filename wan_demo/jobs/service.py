@@ -8,23 +8,19 @@ engine info comes from the workers table (jobs/directory.py).
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import ParentClip, ValidRequest
-from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.core.settings import Settings
 from wan_demo.jobs.common import (
     ACTIVE,
     Job,
-    ParentUnavailable,
     QueueFull,
     Status,
     StoreUnavailable,
@@ -32,23 +28,13 @@ from wan_demo.jobs.common import (
 )
 from wan_demo.jobs.directory import Directory
 from wan_demo.jobs.health import Drain, Draining, readiness
+from wan_demo.jobs.inputs import SourceImage, parent_clip, store_inputs
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
-from wan_demo.media.clip import parent_from_result
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-
-@dataclass(frozen=True)
-class SourceImage:
-    """The input as the client sent it (kept instead of re-encoding the decoded picture)."""
-
-    data: bytes
-    format: str  # "JPEG" | "PNG" | "WEBP"
 
 
 class WorkerHandle(Protocol):
@@ -88,16 +74,17 @@ class JobService:
     def close(self) -> None:
         self.store.close()
 
-    def check_capacity(self, owner: str, per_owner: bool) -> None:
+    def check_capacity(self, owner: str, per_owner: bool, adding: int = 1) -> None:
         """Raise TooManyActive / QueueFull early (the insert checks again, atomically); `per_owner`
-        applies the per-key limit (REST keys)."""
-        limit = self.settings.max_active_per_key
+        applies the per-key limit (REST keys); `adding`: jobs this submit queues (a batch)."""
+        limit, batch = self.settings.max_active_per_key, f" (this submit adds {adding})" if adding > 1 else ""
         with self.counting_refusals():
             self.drain.check_submit()
-            if per_owner and (active := self.store.count(ACTIVE, owner)) >= limit:
-                raise TooManyActive(f"this key has {active} active requests; the limit is {limit}")
-            if self.store.count((Status.QUEUED,)) >= self.settings.queue_max_size:
-                raise QueueFull(f"{self.settings.queue_max_size} generations are waiting; try again later")
+            if per_owner and (active := self.store.count(ACTIVE, owner)) + adding > limit:
+                raise TooManyActive(f"this key has {active} active requests; the limit is {limit}{batch}")
+            if self.store.count((Status.QUEUED,)) + adding > self.settings.queue_max_size:
+                q = self.settings.queue_max_size
+                raise QueueFull(f"{q} generations are waiting{batch}; try again later")
 
     @contextmanager
     def counting_refusals(self) -> Iterator[None]:
@@ -113,66 +100,64 @@ class JobService:
     def submit(
         self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None = None,
         image: SourceImage | None = None, webhook: dict[str, Any] | None = None,
-        idempotency: tuple[str, str] | None = None,
+        idempotency: tuple[str, str] | None = None, last_image: SourceImage | None = None,
     ) -> Job:  # fmt: skip
         """Plan (refusing what the engine cannot run), store the input, queue. Returns the job.
         An extension's input is a copy of its parent MP4 (the parent may expire while it waits).
         `webhook`: the checked subscription ({url, events, base}); `idempotency`: (key, body hash),
-        stored with the job in one transaction (IdempotentReplay when the key was used already)."""
-        plan = plan_run(request, self.settings, self.engine_info())  # InvalidRequest, e.g. fast w/o LoRA
+        stored with the job in one transaction (IdempotentReplay when the key was used already);
+        `last_image`: the end frame's bytes as sent (default: a PNG of request.last_image)."""
+        payloads = [payload] if payload is not None else None
+        return self.submit_batch([request], owner, source, payloads, image, webhook, idempotency, last_image)[
+            0
+        ]
+
+    def submit_batch(
+        self, requests: list[ValidRequest], owner: str, source: str, payloads: list[dict] | None = None,
+        image: SourceImage | None = None, webhook: dict[str, Any] | None = None,
+        idempotency: tuple[str, str] | None = None, last_image: SourceImage | None = None,
+    ) -> list[Job]:  # fmt: skip
+        """`submit` for several requests (a batch: the same picture, one seed each): every job is
+        queued in one transaction or none is (the queue cap and the per-key limit count each job);
+        they share a batch_id when there are several. Each job keeps its own copy of the inputs."""
+        plans = [plan_run(r, self.settings, self.engine_info()) for r in requests]  # InvalidRequest
         per_owner = source == "rest"
-        self.check_capacity(owner, per_owner)
-        request_id = str(uuid.uuid4())
-        if request.parent is not None:
-            try:
-                location = self.storage.put_bytes(
-                    f"inputs/{request_id}.mp4", Path(request.parent.path).read_bytes()
-                )
-            except FileNotFoundError:
-                raise ParentUnavailable(
-                    "expired", "the video to extend was deleted (outputs expire)"
-                ) from None
-        else:
-            image = image or SourceImage(_png(request), "PNG")
-            location = self.storage.put_bytes(f"inputs/{request_id}.{EXTENSIONS[image.format]}", image.data)
-        params = request.params()
-        job = Job(request_id, owner, source, API_MODEL_ID, params, payload or params, location,
-                  est_seconds=plan.est_seconds, webhook=webhook or {})  # fmt: skip
-        owner_max = self.settings.max_active_per_key if per_owner else None
-        try:  # the capacity check and the insert are one transaction, across every API node
+        self.check_capacity(owner, per_owner, len(requests))
+        batch_id = str(uuid.uuid4()) if len(requests) > 1 else None
+        jobs: list[Job] = []
+        try:
+            for k, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+                payload = payloads[k] if payloads else None
+                job = self._stored(request, owner, source, payload, image, last_image, plan.est_seconds)
+                job.batch_id, job.webhook = batch_id, webhook or {}
+                jobs.append(job)
+            owner_max = self.settings.max_active_per_key if per_owner else None
+            # the capacity check and the insert are one transaction, across every API node
             with self.counting_refusals():
-                self.store.add(job, self.settings.queue_max_size, owner_max, idempotency)
+                self.store.add_many(jobs, self.settings.queue_max_size, owner_max, idempotency)
         except StoreUnavailable:  # the insert may have committed before the connection dropped: the
-            raise  # input stays (the sweeper removes it if no job holds it); a keyed retry finds the job
+            raise  # inputs stay (the sweeper removes them if no job holds them); a keyed retry finds it
         except BaseException:
-            self.storage.delete(location)
+            for job in jobs:
+                for location in (job.input_path, job.last_image_path):
+                    if location:
+                        self.storage.delete(location)
             raise
-        self.metrics.submitted.labels(source, plan.speed_mode).inc()
+        for plan in plans:
+            self.metrics.submitted.labels(source, plan.speed_mode).inc()
         if self.worker is not None:
             self.worker.wake()
-        return job
+        return jobs
+
+    def _stored(
+        self, request: ValidRequest, owner: str, source: str, payload: dict[str, Any] | None,
+        image: SourceImage | None, last_image: SourceImage | None, est_seconds: float,
+    ) -> Job:  # fmt: skip
+        return store_inputs(self.storage, request, owner, source, payload, image, last_image, est_seconds)
 
     def parent(self, request_id: str, owner: str, folder: Path) -> ParentClip:
-        """A finished job of `owner` as a clip to extend; ParentUnavailable says why it cannot be.
-        Its MP4 is read where it is (local storage) or copied into `folder` (a bucket)."""
-        job = self.get(request_id, owner)
-        if job is None:
-            raise ParentUnavailable("not_found", f"no request {request_id[:64]!r} to extend for this caller")
-        if job.status != Status.SUCCESS:
-            raise ParentUnavailable(
-                "not_success", f"the request to extend is {job.status}; only a success can"
-            )
-        try:
-            meta = json.loads(self.storage.read_bytes(job.metadata_path or ""))
-            video = self.storage.local_path(job.video_path or "")
-            if video is None:
-                video = folder / f"{job.request_id}.mp4"
-                write_durably(video, self.storage.read_bytes(job.video_path or ""))
-            return parent_from_result(video, meta, job.request_id)
-        except FileNotFoundError:
-            raise ParentUnavailable("expired", "the video to extend was deleted (outputs expire)") from None
-        except (OSError, ValueError, KeyError, TypeError):  # a sidecar cut short by the sweeper or a crash
-            raise ParentUnavailable("expired", "the video to extend can no longer be read") from None
+        """A finished job of `owner` as a clip to extend; ParentUnavailable says why it cannot be."""
+        return parent_clip(self.storage, self.get(request_id, owner), request_id, folder)
 
     def replay(self, owner: str, key: str) -> tuple[str, str] | None:
         """(request_id, body hash) this owner's Idempotency-Key created within 24 h, or None."""
@@ -207,8 +192,9 @@ class JobService:
         status: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        batch_id: str | None = None,
     ) -> tuple[list[Job], int]:
-        return self.store.list_jobs(owner, model, status, limit, offset)
+        return self.store.list_jobs(owner, model, status, limit, offset, batch_id)
 
     def cancel(self, request_id: str, owner: str) -> Status | None:
         """Queued: cancelled at once; processing: stops at the next denoising step. Returns the
@@ -231,7 +217,8 @@ class JobService:
             self.cancel(request_id, owner)
         self.store.delete([request_id])
         roots = (Path(self.settings.output_dir).resolve(), self.inputs_dir.resolve())
-        for location in (job.video_path, job.thumbnail_path, job.metadata_path, job.input_path):
+        for location in (job.video_path, job.thumbnail_path, job.metadata_path, job.input_path,
+                         job.last_image_path):  # fmt: skip
             local = self.storage.local_path(location) if location else None
             if local is None and location:
                 self.storage.delete(location)  # a bucket object
@@ -272,9 +259,3 @@ class JobService:
         if not path.is_file():
             write_durably(path, self.storage.read_bytes(location))
         return str(path)
-
-
-def _png(request: ValidRequest) -> bytes:
-    buffer = io.BytesIO()
-    request.image.save(buffer, format="PNG", compress_level=1)  # fast; the file is temporary
-    return buffer.getvalue()

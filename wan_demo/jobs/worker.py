@@ -180,15 +180,15 @@ class Worker(WorkerOps):
     def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
         """The job's validated request. An extension's input is its parent MP4, whose last frame is
         the start: read where it is, or fetched from the bucket into `folder` (returned, to delete)."""
+        end = load_stored(self.storage.read_bytes(job.last_image_path)) if job.last_image_path else None
         if not job.params.get("parent"):
-            return ValidRequest.restore(
-                job.params, load_stored(self.storage.read_bytes(job.input_path))
-            ), None
+            image = load_stored(self.storage.read_bytes(job.input_path))
+            return ValidRequest.restore(job.params, image, last_image=end), None
         path, scratch = self.storage.local_path(job.input_path), None
         if path is None:
             path = scratch = folder / f"{job.request_id}.parent.mp4"
             write_durably(path, self.storage.read_bytes(job.input_path))
-        return ValidRequest.restore(job.params, last_frame(path), str(path)), scratch
+        return ValidRequest.restore(job.params, last_frame(path), str(path), end), scratch
 
     def _keep_outputs(self, result: GenerationResult, source: str) -> dict[str, object]:
         """Move the files into storage (local: already there) and describe the success."""

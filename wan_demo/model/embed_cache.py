@@ -8,6 +8,13 @@ is bit-identical to a fresh one. (diffusers' I2V pipeline refuses `image_embeds`
 Keyed by the SHA-256 of the picture's size and RGB pixels (what the image processor sees), so an
 equal picture hits whichever file it came from. Bounded, per engine, thread-safe. Prompt
 embeddings have their own cache (model/text_cache.py).
+
+End frame: with `last_image`, diffusers asks `encode_image([image, last_image])` and expects the
+first-last-frame model (FLF2V), whose image embedder folds the pair into one sequence with its own
+position embedding; the 480P I2V transformer has none, and diffusers' call then fails (a batch of 2
+image contexts against 1 text context). For that transformer the wrapper returns the two CLIP token
+sequences one after the other (1, 2 x 257, dim): ComfyUI's WanFirstLastFrameToVideo conditions the
+I2V model the same way (start and end `penultimate_hidden_states` concatenated on the token axis).
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ class ImageEmbedCache:
             return
 
         def encode_image(image, device=None):
+            if _is_pair(image) and not has_pair_embedding(pipe.transformer):
+                import torch
+
+                first, last = (self.get(i, device, lambda i=i: original(i, device)) for i in image)
+                return torch.cat([first, last], dim=1)  # start tokens, then end tokens
             if not isinstance(image, Image.Image):
                 return original(image, device)
             return self.get(image, device, lambda: original(image, device))
@@ -61,3 +73,13 @@ class ImageEmbedCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _is_pair(image) -> bool:
+    return isinstance(image, list) and len(image) == 2 and all(isinstance(i, Image.Image) for i in image)
+
+
+def has_pair_embedding(transformer) -> bool:
+    """True for the FLF2V transformer (its image embedder has a position embedding for 2 images)."""
+    embedder = getattr(getattr(transformer, "condition_embedder", None), "image_embedder", None)
+    return getattr(embedder, "pos_embed", None) is not None

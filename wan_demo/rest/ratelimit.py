@@ -34,12 +34,13 @@ class SubmitLimit:
             self._limiter = strategies.MovingWindowRateLimiter(counted)
         return self
 
-    def hit(self, owner: str) -> tuple[bool, dict[str, str]]:
-        """Count one submit for `owner`: (allowed, headers to send either way)."""
+    def hit(self, owner: str, cost: int = 1) -> tuple[bool, dict[str, str]]:
+        """Count a submit of `cost` jobs (a batch counts each video) for `owner`: (allowed, headers
+        to send either way)."""
         if self.per_min <= 0:
             return True, {}
         self.start()
-        allowed = self._limiter.hit(self._item, "submit", owner)
+        allowed = self._limiter.hit(self._item, "submit", owner, cost=cost)
         reset_at, remaining = self._limiter.get_window_stats(self._item, "submit", owner)
         reset_in = max(0, math.ceil(reset_at - time.time()))
         headers = {

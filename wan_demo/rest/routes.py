@@ -70,8 +70,9 @@ def build_app(service: RestService) -> FastAPI:
 
     @app.post("/apikey/requests", response_model=Submitted, **kw)
     def submit_request(body: SubmitBody, request: Request, owner: str = caller, key: IdempotencyKey = None):
-        limits = service.rate(owner)
-        rec, replayed = service.submit(body, owner, service.base(request), key)
+        limits = service.rate(owner, body)
+        jobs, replayed = service.submit(body, owner, service.base(request), key)
+        rec = jobs[0]
         location = request.url_for("get_request", request_id=rec.request_id).path
         data = Submitted(
             request_id=rec.request_id,
@@ -80,6 +81,8 @@ def build_app(service: RestService) -> FastAPI:
             created_at=int(rec.created_at),
             updated_at=int(rec.updated_at),
             queued_at=int(rec.queued_at),
+            request_ids=[j.request_id for j in jobs],
+            batch_id=rec.batch_id,
         )
         headers = {"Location": location, **limits, **({"Idempotent-Replayed": "true"} if replayed else {})}
         return JSONResponse(data.model_dump(), headers=headers)
@@ -91,9 +94,10 @@ def build_app(service: RestService) -> FastAPI:
         status: Status | None = None,
         limit: int = Query(20, ge=1, le=100),
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        batch_id: str | None = Query(None, max_length=MAX_ID_CHARS, description="only this batch's requests"),
         owner: str = caller,
     ):
-        return service.list(service.base(request), owner, model_id, status, limit, offset)
+        return service.list(service.base(request), owner, model_id, status, limit, offset, batch_id)
 
     @app.get("/apikey/requests/{request_id}", response_model=RequestView, name="get_request", **kw)
     def get_request(request_id: RequestId, request: Request, owner: str = caller):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_demo.core.controls import CONTROLS, Control
+from wan_demo.core.controls import CONTROLS, NUM_VIDEOS, Control
 from wan_demo.core.plan import frames_for
 from wan_demo.core.settings import (
     API_MODEL_ID,
@@ -50,6 +50,14 @@ def _control(name: str) -> Any:
     return Field(None, description=c.help, examples=[c.example], json_schema_extra=limits)
 
 
+LAST_IMAGE_DOC = (
+    "end frame: the clip's last segment ends on this picture. Same forms and rules as "
+    "path_input_image (base64 / data URI / https when enabled; JPEG, PNG, WEBP) and the input's "
+    "aspect ratio within 2 %"
+)
+MAX_IMAGE_FIELD_CHARS = 40 * 2**20  # documentation; the body limit (max_file_size_mb) binds first
+
+
 class SubmitPayload(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     prompt: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_PROMPT_CHARS})
@@ -80,6 +88,17 @@ class SubmitPayload(BaseModel):
     guidance_scale: float | None = _control("guidance")
     flow_shift: float | None = _control("flow_shift")
     fps: int | None = _control("fps")
+    # additive, issue 24 (docs/controls.md): end frame, NAG (fast mode), interpolation, batches
+    path_last_image: str | None = Field(
+        None, description=LAST_IMAGE_DOC, json_schema_extra={"maxLength": MAX_IMAGE_FIELD_CHARS}
+    )
+    nag_scale: float | None = _control("nag_scale")
+    nag_tau: float | None = _control("nag_tau")
+    nag_alpha: float | None = _control("nag_alpha")
+    interpolate: int | None = _control("interpolate")
+    num_videos: int = Field(
+        1, description=NUM_VIDEOS.help, examples=[NUM_VIDEOS.example], json_schema_extra=_limits(NUM_VIDEOS)
+    )
 
 
 class SubmitBody(BaseModel):
@@ -104,6 +123,11 @@ class Submitted(BaseModel):
     created_at: int  # unix seconds
     updated_at: int
     queued_at: int
+    # additive (issue 24): a batch (num_videos > 1) is one request per video
+    request_ids: list[str] = Field(
+        default_factory=list, description="every request of this submit, in seed order"
+    )
+    batch_id: str | None = Field(None, description="shared by the requests of a batch; list with ?batch_id=")
 
 
 class Outcome(BaseModel):
@@ -161,6 +185,7 @@ class RequestView(BaseModel):
         None, description="live preview (animated WEBP) while processing; needs the same Bearer key"
     )
     webhook: WebhookState | None = Field(None, description="delivery state when the request has a webhook")
+    batch_id: str | None = Field(None, description="the batch this request belongs to (num_videos > 1)")
 
 
 class RequestList(BaseModel):
@@ -239,7 +264,14 @@ def model_info() -> ModelInfo:
                 description="extend a successful request of the same key by video_length seconds",
             ),
             **{c.api_name: _parameter(c) for c in CONTROLS.values()},
-        },
+            "path_last_image": Parameter(
+                type="string",
+                required=False,
+                constraints={"formats": ["JPEG", "PNG", "WEBP"]},
+                description=LAST_IMAGE_DOC,
+            ),
+            "num_videos": _parameter(NUM_VIDEOS).model_copy(update={"default": 1}),
+        },  # fmt: skip
     )
 
 

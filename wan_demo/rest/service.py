@@ -9,29 +9,29 @@ opens nothing; `start()` starts the webhook deliverers and the rate limiter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from wan_demo.core.controls import CONTROLS, api_field
-from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip
+from wan_demo.core.controls import NUM_VIDEOS, api_field, check_control
+from wan_demo.core.plan import batch_seeds
+from wan_demo.core.request import InvalidRequest, ParentClip
 from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
 from wan_demo.jobs import logs
 from wan_demo.jobs.common import IdempotentReplay, Job, ParentUnavailable, QueueFull, Status, TooManyActive
-from wan_demo.jobs.service import JobService, SourceImage
-from wan_demo.media.clip import last_frame
+from wan_demo.jobs.service import JobService
 from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
+from wan_demo.rest.payload import body_hash, payload_echo, request_of, source_of
 from wan_demo.rest.ratelimit import SubmitLimit
-from wan_demo.rest.schema import RequestList, SubmitBody, SubmitPayload
+from wan_demo.rest.schema import RequestList, SubmitBody
 from wan_demo.rest.views import Views
 from wan_demo.rest.webhooks import Deliverer, check_webhook
 
@@ -41,6 +41,7 @@ RETRY_AFTER_S = 30  # hint on 429: roughly one generation on a fast GPU
 CHUNK_BYTES = 1 << 20  # outputs from a bucket are streamed in 1 MiB pieces
 KEY_HEADER = "Idempotency-Key"
 PARENT_FIELD = "payload.parent_request_id"
+LAST = "payload.path_last_image"
 # ParentUnavailable.reason -> (HTTP status, error code)
 PARENT_ERRORS = {
     "not_found": (404, "parent_not_found"),
@@ -74,9 +75,11 @@ class RestService:
         """Where outcome links start: Settings.public_url, else this request's scheme and host."""
         return self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
 
-    def rate(self, owner: str) -> dict[str, str]:
-        """Count a submit against the key's per-minute limit: its RateLimit-* headers, or 429."""
-        allowed, headers = self.limit.hit(owner)
+    def rate(self, owner: str, body: SubmitBody | None = None) -> dict[str, str]:
+        """Count a submit against the key's per-minute limit: its RateLimit-* headers, or 429. A
+        batch counts as its number of videos (an out-of-range num_videos as 1: it is refused)."""
+        n = body.payload.num_videos if body is not None else 1
+        allowed, headers = self.limit.hit(owner, n if NUM_VIDEOS.low <= n <= NUM_VIDEOS.high else 1)
         if not allowed:
             self.jobs.metrics.refused.labels("rate_limited").inc()
             message = f"more than {self.limit.per_min} submits in the last minute for this key; retry later"
@@ -98,41 +101,53 @@ class RestService:
             )
         return owner
 
-    def submit(self, body: SubmitBody, owner: str, base: str, key: str | None = None) -> tuple[Job, bool]:
-        """Queue the request (or, for an Idempotency-Key used within 24 h with the same body, find the
-        one it queued then). Returns (job, replayed)."""
+    def submit(
+        self, body: SubmitBody, owner: str, base: str, key: str | None = None
+    ) -> tuple[list[Job], bool]:
+        """Queue the request, num_videos jobs with seeds seed, seed + 1, ... (or, for an
+        Idempotency-Key used within 24 h with the same body, find what it queued then).
+        Returns (jobs, replayed)."""
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
-        body_hash = _hash(body) if key is not None else ""
+        digest = body_hash(body) if key is not None else ""
         if key is not None and (found := self.jobs.replay(owner, key)) is not None:
-            return self._replayed(IdempotentReplay(found[0], found[1] == body_hash), owner), True
+            return self._batch(self._replayed(IdempotentReplay(found[0], found[1] == digest), owner)), True
         hook = None
         if body.webhook_url is not None:
             hook = check_webhook(body.webhook_url, body.webhook_events, self.settings, base)
         elif body.webhook_events is not None:
             raise InvalidRequest("webhook_events", "needs webhook_url")
-        p, keyed = body.payload, (key, body_hash) if key is not None else None
+        p, keyed = body.payload, (key, digest) if key is not None else None
+        with _payload_fields():
+            count = check_control(NUM_VIDEOS.name, p.num_videos)
         with tempfile.TemporaryDirectory(prefix="wan-demo-parent-") as folder:  # a parent from a bucket
             with _refusals():
-                self.jobs.check_capacity(owner, per_owner=True)  # before the (possibly remote) image work
+                self.jobs.check_capacity(owner, True, count)  # before the (possibly remote) image work
                 image, parent = self._input(p, owner, Path(folder))
+                end = (
+                    None
+                    if p.path_last_image is None
+                    else load_input_image(p.path_last_image, self.settings, LAST)
+                )
             with _payload_fields():
-                valid = validate(_request(p, image, parent))
-            source = SourceImage(image.data, image.format) if image is not None else None
+                valid = validate(request_of(p, image, parent, end))
+            requests = [replace(valid, seed=seed) for seed in batch_seeds(valid.seed, count)]
+            payloads = [payload_echo(p, r, image, end) for r in requests]
             try:
                 with _refusals(), _payload_fields():  # the plan may refuse the parent clip (size, fps)
-                    job = self.jobs.submit(
-                        valid,
-                        owner,
-                        "rest",
-                        _payload(p, valid, image),
-                        source,
-                        webhook=hook,
-                        idempotency=keyed,
+                    jobs = self.jobs.submit_batch(
+                        requests, owner, "rest", payloads, source_of(image), hook, keyed, source_of(end)
                     )
             except IdempotentReplay as e:  # a concurrent retry with the same key got there first
-                return self._replayed(e, owner), True
-        return job, False
+                return self._batch(self._replayed(e, owner)), True
+        return jobs, False
+
+    def _batch(self, job: Job) -> list[Job]:
+        """The jobs of `job`'s submit, first-queued first (just `job` when it is alone)."""
+        if job.batch_id is None:
+            return [job]
+        jobs, _ = self.jobs.list(job.owner, limit=NUM_VIDEOS.high, batch_id=job.batch_id)
+        return sorted(jobs, key=lambda j: (j.created_at, j.request_id != job.request_id)) or [job]
 
     def _input(self, p, owner: str, folder: Path) -> tuple[InputImage | None, ParentClip | None]:
         """Exactly one input: an image, or a finished request of this key to extend."""
@@ -166,8 +181,10 @@ class RestService:
             raise ApiError(404, "not_found", f"no request {request_id[:64]!r} for this key", "request_id")
         return job
 
-    def list(self, base: str, owner: str, model_id, status, limit: int, offset: int) -> RequestList:
-        jobs, total = self.jobs.list(owner, model_id, status, limit, offset)
+    def list(
+        self, base: str, owner: str, model_id, status, limit: int, offset: int, batch_id: str | None = None
+    ) -> RequestList:
+        jobs, total = self.jobs.list(owner, model_id, status, limit, offset, batch_id)
         nxt = offset + len(jobs) if offset + len(jobs) < total else None
         views = [self.views.view(j, base) for j in jobs]
         return RequestList(requests=views, total=total, limit=limit, offset=offset, next_offset=nxt)
@@ -237,38 +254,6 @@ def _payload_fields() -> Iterator[None]:
     try:
         yield
     except InvalidRequest as e:
-        field = PARENT_FIELD if e.field == "video" else f"payload.{api_field(e.field)}"
+        named = {"video": PARENT_FIELD, "last_image": LAST}  # the REST fields of the pictures
+        field = named.get(e.field) or f"payload.{api_field(e.field)}"
         raise InvalidRequest(field, e.rule) from None
-
-
-def _hash(body: SubmitBody) -> str:
-    """SHA-256 of the body's canonical JSON: the same request however its JSON was spaced or ordered."""
-    return hashlib.sha256(
-        json.dumps(body.model_dump(mode="json"), sort_keys=True).encode("ascii")
-    ).hexdigest()
-
-
-def _request(p: SubmitPayload, image: InputImage | None, parent: ParentClip | None) -> GenerationRequest:
-    picture = image.image if image is not None else last_frame(Path(parent.path))  # type: ignore[union-attr]
-    controls = {c.name: getattr(p, c.api_name) for c in CONTROLS.values()}
-    return GenerationRequest(
-        picture,
-        p.prompt,
-        p.video_length,
-        p.seed,
-        p.prompt_extend,
-        prompt_2=p.prompt_2,
-        parent=parent,
-        **controls,
-    )
-
-
-def _payload(p: SubmitPayload, valid, image: InputImage | None) -> dict:
-    """What the request's `payload` echoes: the contract's fields, then the optional ones set."""
-    payload = dict(
-        prompt=valid.prompt, video_length=valid.video_length_s, prompt_extend=valid.prompt_extend,
-        seed=valid.seed, path_input_image=image.echo if image else None,
-    )  # fmt: skip
-    extra = dict(prompt_2=valid.prompt_2, parent_request_id=p.parent_request_id)
-    extra |= {c.api_name: getattr(valid, c.name) for c in CONTROLS.values()}
-    return payload | {name: value for name, value in extra.items() if value is not None}

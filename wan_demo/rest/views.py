@@ -95,6 +95,7 @@ class Views:
             notice=notice,
             preview_url=self._preview_url(base, job),
             webhook=self._webhook(job),
+            batch_id=job.batch_id,
         )
 
     def _webhook(self, job: Job) -> WebhookState | None:

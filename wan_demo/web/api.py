@@ -43,6 +43,11 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
         guidance: float = 0,
         speed_mode: str = AUTO,
         prompt_2: str | None = None,
+        last_image: str | None = None,
+        nag_scale: float = 0,
+        nag_tau: float = 0,
+        nag_alpha: float = 0,
+        interpolate: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  # Gradio injects it by default value
     ) -> Iterator[Outputs]:
         """Animate a still image into a short video with Wan2.1 image-to-video (14B, 480P).
@@ -58,13 +63,19 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             guidance: classifier-free guidance scale (up to 20); 0 = the speed mode's default.
             speed_mode: "auto" (server default), "quality" (40 steps) or "fast" (distilled, 4 steps).
             prompt_2: what happens in the second 5 s of a 10 s clip; empty = the same prompt.
+            last_image: optional end frame (same aspect ratio as image): the clip ends on it.
+            nag_scale: fast mode, negative guidance strength (NAG, 1-30); 0 = 11 when NAG runs.
+            nag_tau: fast mode, NAG norm cap (1-10); 0 = 2.5.
+            nag_alpha: fast mode, NAG blend (0-1); 0 = 0.25.
+            interpolate: true = twice the frames at 32 fps, same duration (161 frames for 5 s).
 
         Returns:
             The MP4 video, its first-frame thumbnail (JPEG), the final prompt used and the seed used.
             While it runs, the thumbnail slot streams a live preview (animated WEBP).
         """
         values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
-        job = submit(jobs, (image, *values, prompt_2), api_owner())  # the shared API owner: no history
+        extra = (prompt_2, last_image, nag_scale, nag_tau, nag_alpha, interpolate)
+        job = submit(jobs, (image, *values, *extra), api_owner())[0]  # the shared API owner: no history
         yield from api_stream(Follow(jobs, job, progress))
 
     return generate
@@ -84,6 +95,11 @@ def make_extend(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
         guidance: float = 0,
         speed_mode: str = AUTO,
         prompt_2: str | None = None,
+        last_image: str | None = None,
+        nag_scale: float = 0,
+        nag_tau: float = 0,
+        nag_alpha: float = 0,
+        interpolate: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> Iterator[Outputs]:
         """Continue a video with a new prompt: the next 5 s (or 10 s) start from its last frame.
@@ -99,6 +115,11 @@ def make_extend(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             guidance: classifier-free guidance scale (up to 20); 0 = the speed mode's default.
             speed_mode: "auto" (server default), "quality" (40 steps) or "fast" (distilled, 4 steps).
             prompt_2: what happens in the second 5 s when adding 10 s; empty = the same prompt.
+            last_image: optional end frame (the video's aspect ratio): the added part ends on it.
+            nag_scale: fast mode, negative guidance strength (NAG, 1-30); 0 = 11 when NAG runs.
+            nag_tau: fast mode, NAG norm cap (1-10); 0 = 2.5.
+            nag_alpha: fast mode, NAG blend (0-1); 0 = 0.25.
+            interpolate: true = the added frames interpolated to 32 fps (the video must be 32 fps).
 
         Returns:
             The joined MP4 (the video's frames unchanged, then the new ones), its first-frame
@@ -106,7 +127,8 @@ def make_extend(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
             streams a live preview (animated WEBP).
         """
         values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
-        job = submit_extend(jobs, video, (*values, prompt_2), api_owner())
+        extra = (prompt_2, last_image, nag_scale, nag_tau, nag_alpha, interpolate)
+        job = submit_extend(jobs, video, (*values, *extra), api_owner())
         yield from api_stream(Follow(jobs, job, progress))
 
     return extend

@@ -18,6 +18,7 @@ from typing import Any
 from wan_demo.core.settings import API_MODEL_ID
 
 IMAGE_MARK = "@@IMAGE@@"  # where the base64 of the picture goes in the REST body
+LAST_MARK = "@@LASTIMAGE@@"  # ... and of the end frame
 HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 DEFAULT_URL = "http://127.0.0.1:7860/"
 
@@ -35,16 +36,27 @@ class FormValues:
     guidance: float
     speed_mode: str
     prompt_2: str = ""  # the second 5 s of a 10 s clip; "" = the same prompt
+    last_image: str = ""  # the end frame's file name; "" = none (issue 24, like the three below)
+    nag_scale: float = 0.0  # 0 = unset
+    nag_tau: float = 0.0
+    nag_alpha: float = 0.0
+    interpolate: bool = False
 
     @classmethod
     def from_widgets(
-        cls, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2=None
-    ) -> FormValues:
+        cls, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2=None, last_image="",
+        nag_scale=0, nag_tau=0, nag_alpha=0, interpolate=False,
+    ) -> FormValues:  # fmt: skip
         return cls(
             prompt=prompt or "", prompt_extend=bool(extend), seed=-1 if seed is None else int(seed),
             video_length=str(length or "5"), negative_prompt=negative or "", steps=int(steps or 0),
             guidance=float(guidance or 0), speed_mode=mode or "auto", prompt_2=prompt_2 or "",
+            last_image=last_image or "", nag_scale=float(nag_scale or 0), nag_tau=float(nag_tau or 0),
+            nag_alpha=float(nag_alpha or 0), interpolate=bool(interpolate),
         )  # fmt: skip
+
+    def nag(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("nag_scale", "nag_tau", "nag_alpha") if getattr(self, k)}
 
 
 def image_name(path: str | None) -> str:
@@ -69,6 +81,11 @@ def gradio_client_snippet(v: FormValues, url: str, image: str) -> str:
     args["speed_mode"] = repr(v.speed_mode)  # the /generate parameters, in API order
     if v.prompt_2:
         args["prompt_2"] = repr(v.prompt_2)
+    if v.last_image:  # issue 24's parameters come after prompt_2 (keywords: any order)
+        args["last_image"] = f"handle_file({v.last_image!r})"
+    args |= {name: repr(value) for name, value in v.nag().items()}
+    if v.interpolate:
+        args["interpolate"] = "True"
     lines = "".join(f"    {name}={value},\n" for name, value in args.items())
     return (
         "from gradio_client import Client, handle_file\n\n"
@@ -86,12 +103,18 @@ def rest_curl_snippet(v: FormValues, url: str, image: str) -> str:
     }  # fmt: skip
     if v.prompt_2:
         payload["prompt_2"] = v.prompt_2
+    mode = None if v.speed_mode == "auto" else v.speed_mode
+    controls = dict(negative_prompt=v.negative_prompt or None, num_inference_steps=v.steps or None,
+                    guidance_scale=v.guidance or None, speed_mode=mode, **v.nag(),
+                    interpolate=2 if v.interpolate else None)  # fmt: skip
+    payload |= {name: value for name, value in controls.items() if value is not None}
+    if v.last_image:
+        payload["path_last_image"] = LAST_MARK
     body = json.dumps({"model": API_MODEL_ID, "payload": payload}, ensure_ascii=False)
-    before, after = body.split(json.dumps(IMAGE_MARK))
-    data = shlex.quote(before + '"') + f'"$(base64 -w0 {shlex.quote(image)})"' + shlex.quote('"' + after)
+    data = shlex.quote(body)
+    for mark, file in ((IMAGE_MARK, image), (LAST_MARK, v.last_image)):  # "$(base64 ...)" in the JSON
+        data = data.replace(json.dumps(mark), '"\'"$(base64 -w0 ' + shlex.quote(file) + ')"\'"')
     note = ""
-    if v.negative_prompt or v.steps or v.guidance or v.speed_mode != "auto":
-        note = "# REST has no negative prompt, steps, guidance or speed mode: the server's defaults apply.\n"
     return (
         f"export WAN={shlex.quote(url.rstrip('/'))} WAN_KEY=change-me  # a key from WAN_DEMO_API_KEYS\n{note}"
         'curl -sS "$WAN/api/v1/apikey/requests" -H "Authorization: Bearer $WAN_KEY" '
@@ -110,7 +133,10 @@ def python_snippet(v: FormValues, image: str, model: str) -> str:
     }  # fmt: skip
     if v.prompt_2:
         fields["prompt_2"] = v.prompt_2
+    fields |= v.nag() | ({"interpolate": 2} if v.interpolate else {})
     lines = "".join(f"        {name}={value!r},\n" for name, value in fields.items())
+    if v.last_image:
+        lines += f"        last_image=Image.open({v.last_image!r}),\n"
     return (
         "from PIL import Image\n\n"
         "from wan_demo.core.request import GenerationRequest\n"

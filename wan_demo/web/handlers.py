@@ -10,10 +10,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
+from wan_demo.core.controls import NUM_VIDEOS, check_control
+from wan_demo.core.plan import batch_seeds
 from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.validate import check_fields, validate
 from wan_demo.jobs.common import Job, ParentUnavailable, QueueFull, Status, StoreUnavailable, TooManyActive
@@ -27,7 +31,7 @@ AUTO = "auto"  # speed-mode choice meaning "the server's default"
 # The order of the /generate and /extend parameters; validators map InvalidRequest.field onto these.
 SETTINGS_FIELDS = (
     "prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance", "speed_mode",
-    "prompt_2",
+    "prompt_2", *("last_image", "nag_scale", "nag_tau", "nag_alpha", "interpolate"),  # issue 24: appended
 )  # fmt: skip
 INPUT_FIELDS = ("image", *SETTINGS_FIELDS)
 EXTEND_FIELDS = ("video", *SETTINGS_FIELDS)
@@ -46,20 +50,31 @@ def to_request(
     guidance: float | None,
     speed_mode: str | None,
     prompt_2: str | None = None,
+    *extra: Any,
     decode: bool = True,
 ) -> tuple[GenerationRequest, bytes]:
     """Widget values -> an unchecked request and the upload's bytes. 0 steps / 0 guidance /
-    "auto" mean the speed mode's defaults; `decode=False` leaves the image to the caller."""
+    "auto" mean the speed mode's defaults; `decode=False` leaves the image to the caller (the end
+    frame is then only probed). `extra`: issue 24's values (END_FRAME_FIELDS order)."""
     if not image:
         raise InvalidRequest("image", "is required: upload a JPEG, PNG or WEBP picture")
     data = Path(image).read_bytes()  # a file Gradio stored for this upload, never a user-given path
     return settings_request(decode_image(data) if decode else None, prompt, prompt_extend, seed, video_length,
-                            negative_prompt, steps, guidance, speed_mode, prompt_2), data  # fmt: skip
+                            negative_prompt, steps, guidance, speed_mode, prompt_2, *extra,
+                            decode=decode), data  # fmt: skip
 
 
 def settings_request(image, prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance,
-                     speed_mode, prompt_2=None, parent=None) -> GenerationRequest:  # fmt: skip
-    """The widget values every generation shares, as an unchecked request."""
+                     speed_mode, prompt_2=None, last_image=None, nag_scale=0, nag_tau=0, nag_alpha=0,
+                     interpolate=False, parent=None, decode=True) -> GenerationRequest:  # fmt: skip
+    """The widget values every generation shares, as an unchecked request. The end frame is an
+    uploaded file (decoded, or only probed with `decode=False`); 0 = unset for the NAG sliders;
+    the interpolation checkbox means factor 2."""
+    if last_image:  # a file Gradio stored for this upload
+        data = Path(last_image).read_bytes()
+        if not decode:  # the validator: format and size from the header; the aspect at submit
+            probe_image(data, "last_image")
+        last_image = decode_image(data, "last_image") if decode else None
     return GenerationRequest(
         image=image,
         prompt=prompt if prompt is not None else "",
@@ -72,6 +87,11 @@ def settings_request(image, prompt, prompt_extend, seed, video_length, negative_
         speed_mode=None if speed_mode in (None, "", AUTO) else speed_mode,
         prompt_2=prompt_2 or None,
         parent=parent,
+        last_image=last_image or None,
+        nag_scale=float(nag_scale) if nag_scale else None,
+        nag_tau=float(nag_tau) if nag_tau else None,
+        nag_alpha=float(nag_alpha) if nag_alpha else None,
+        interpolate=2 if interpolate is True or interpolate == 2 else None,
     )
 
 
@@ -109,12 +129,16 @@ def check_extend_inputs(video: str | None, *values) -> list[dict]:
     return _verdicts(EXTEND_FIELDS, check)
 
 
-def submit(jobs: JobService, values: tuple, owner: str) -> Job:
-    """Validate once and queue for `owner` (web/owners.py); errors become gr.Error with the rule."""
+def submit(jobs: JobService, values: tuple, owner: str, num_videos: Any = 1) -> list[Job]:
+    """Validate once and queue for `owner` (web/owners.py): one job, or a batch of `num_videos`
+    with seeds seed, seed + 1, ... (random each for -1); errors become gr.Error with the rule."""
     with refusals():
         request, data = to_request(*values)
+        count = check_control(NUM_VIDEOS.name, int(num_videos or 1))
         source = SourceImage(data, request.image.format)  # kept as uploaded, not re-encoded
-        return jobs.submit(validate(request), owner, "ui", image=source)
+        valid = validate(request)
+        requests = [replace(valid, seed=seed) for seed in batch_seeds(valid.seed, count)]
+        return jobs.submit_batch(requests, owner, "ui", image=source)
 
 
 def submit_extend(jobs: JobService, video: str | None, values: tuple, owner: str) -> Job:

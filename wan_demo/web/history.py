@@ -36,6 +36,7 @@ class PageView:
 
     def __init__(self) -> None:
         self.job_id = ""
+        self.batch_id = ""  # the batch the page submitted last (its strip shows every video)
 
 
 def owner_of(token: Any, profile: Any) -> str | None:

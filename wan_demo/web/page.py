@@ -8,6 +8,7 @@ later visit follows or shows it again. Every lookup is for the visitor's own own
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from wan_demo.web.history import NOT_FOUND, History, PageView, owner_of
 from wan_demo.web.owners import new_token, valid_token
 from wan_demo.web.session import at_rest
 
-FORM_VALUES = 10  # what Restored.form() gives: the form after the image, then the final prompt
+FORM_VALUES = 15  # what Restored.form() gives: the form after the image, then the final prompt
 PICK_FIRST = "Open a result first: click one in the history."
 
 
@@ -83,6 +84,8 @@ class Page:
         if job is None:
             return *(gr.skip(),) * (1 + FORM_VALUES), PICK_FIRST
         restored = restore.from_job(job, self.jobs.storage.read_bytes)
+        if job.last_image_path:  # the end frame while the store keeps it
+            restored = replace(restored, last_image=self.stored_input(job, job.last_image_path) or None)
         return (
             self.stored_input(job),
             *restored.form(self.fast_available),
@@ -108,20 +111,24 @@ class Page:
     def code(
         self, image: str | None, prompt: str, extend: bool, seed: float | None, length: str,
         negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
-        prompt_2: str | None, request: gr.Request = None,
+        prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
+        nag_alpha: float = 0, interpolate: bool = False, request: gr.Request = None,
     ) -> tuple[str, str, str]:  # fmt: skip
         """The three snippets for the form as it is now."""
         form = code_snippets.FormValues.from_widgets(
-            prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2
-        )
+            prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2,
+            code_snippets.image_name(last_image) if last_image else "", nag_scale, nag_tau, nag_alpha,
+            interpolate,
+        )  # fmt: skip
         headers = getattr(request, "headers", None) or {}
         scheme = headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme", None)
         url = code_snippets.base_url(self.settings.public_url, headers.get("host"), scheme)
         return code_snippets.snippets(form, url, code_snippets.image_name(image), self.model)
 
-    def stored_input(self, job: Job) -> Any:
-        """The job's input picture while the store still keeps it (outputs TTL), else unchanged."""
+    def stored_input(self, job: Job, location: str | None = None) -> Any:
+        """The job's input picture (or the one at `location`, its end frame) while the store still
+        keeps it (outputs TTL), else unchanged."""
         try:
-            return load_stored(self.jobs.storage.read_bytes(job.input_path))
+            return load_stored(self.jobs.storage.read_bytes(location or job.input_path))
         except (OSError, ValueError):
-            return gr.skip()
+            return gr.skip() if location is None else None

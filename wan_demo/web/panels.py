@@ -96,8 +96,9 @@ def follower(session: Session, page: Page, m: Memory, shown: list):
     history = [m.gallery, m.page_label, m.ids, m.page_state]
     follow = {"show_progress": "hidden", "concurrency_limit": None, **PRIVATE}
 
-    def then_follow(event) -> None:
-        event.then(session.follow, [m.token, m.view], shown, **follow).then(
+    def then_follow(event):
+        """Returns the last event of the chain (the batch strip refreshes after it)."""
+        return event.then(session.follow, [m.token, m.view], shown, **follow).then(
             page.history_at, [m.token, m.page_state], history, **PRIVATE
         )
 

@@ -45,14 +45,23 @@ class Restored:
     guidance: float
     speed_mode: str  # "auto" | "quality" | "fast"
     prompt_2: str = ""  # the second 5 s of a 10 s clip; "" = the same prompt
+    # issue 24: the end frame's picture (a history item's stored one; an MP4 does not carry it: None),
+    # NAG's numbers (0 = unset) and the interpolation checkbox
+    last_image: Any = None
+    nag_scale: float = 0.0
+    nag_tau: float = 0.0
+    nag_alpha: float = 0.0
+    interpolate: bool = False
 
     def form(self, fast_available: bool) -> tuple[Any, ...]:
         """prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode,
-        prompt_2 (the /generate inputs after the image), then the final prompt."""
+        prompt_2, last_image, nag_scale, nag_tau, nag_alpha, interpolate (the /generate inputs after
+        the image), then the final prompt."""
         mode = self.speed_mode if fast_available or self.speed_mode != "fast" else AUTO
         return (
             self.prompt, self.prompt_extend, self.seed, self.video_length, self.negative_prompt,
-            self.steps, self.guidance, mode, self.prompt_2, self.final_prompt,
+            self.steps, self.guidance, mode, self.prompt_2, self.last_image, self.nag_scale, self.nag_tau,
+            self.nag_alpha, self.interpolate, self.final_prompt,
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -67,16 +76,20 @@ def from_metadata(meta: Any) -> Restored:
         raise NoSettings(NO_SETTINGS)
     negative = settings.get("negative_prompt")
     info = meta.get("prompt_info")
+    nag = settings.get("nag") if isinstance(settings.get("nag"), dict) else {}
+    interpolation = settings.get("interpolation") if isinstance(settings.get("interpolation"), dict) else {}
     ran = without_ignored({
         "negative_prompt": None if negative in (None, "", DEFAULT_NEGATIVE_PROMPT) else negative,
         "guidance": settings.get("guidance"), "speed_mode": settings.get("speed_mode"),
+        **{f"nag_{k}": nag.get(k) for k in ("scale", "tau", "alpha")},
     })  # fmt: skip
     return _checked(
         GenerationRequest(
             None, meta["prompt"], _length_of(meta, settings), meta["seed"],
             isinstance(info, dict) and info.get("backend", "off") != "off",
             ran["negative_prompt"], settings.get("steps"), ran["guidance"], ran["speed_mode"],
-            settings.get("prompt_2"),
+            settings.get("prompt_2"), nag_scale=ran["nag_scale"], nag_tau=ran["nag_tau"],
+            nag_alpha=ran["nag_alpha"], interpolate=interpolation.get("factor"),
         ),
         meta.get("final_prompt"),
     )  # fmt: skip
@@ -93,10 +106,13 @@ def from_job(job: Job, read: Callable[[str], bytes] = lambda loc: Path(loc).read
             pass  # expired or unreadable: the request params below still hold
     p = job.params
     seed = job.seed_used if job.seed_used is not None else p.get("seed", -1)
-    asked = without_ignored({k: p.get(k) for k in ("negative_prompt", "guidance", "speed_mode")})  # old rows
+    names = ("negative_prompt", "guidance", "speed_mode", "nag_scale", "nag_tau", "nag_alpha")
+    asked = without_ignored({k: p.get(k) for k in names})  # old rows
     raw = GenerationRequest(
         None, p.get("prompt", ""), p.get("video_length_s", 5), seed, bool(p.get("prompt_extend")),
         asked["negative_prompt"], p.get("steps"), asked["guidance"], asked["speed_mode"], p.get("prompt_2"),
+        nag_scale=asked["nag_scale"], nag_tau=asked["nag_tau"], nag_alpha=asked["nag_alpha"],
+        interpolate=p.get("interpolate"),
     )  # fmt: skip
     return _checked(raw, job.final_prompt)
 
@@ -135,4 +151,8 @@ def _checked(raw: GenerationRequest, final_prompt: Any) -> Restored:
         guidance=fields["guidance"] or 0.0,
         speed_mode=fields["speed_mode"] or AUTO,
         prompt_2=fields.get("prompt_2") or "",
+        nag_scale=fields["nag_scale"] or 0.0,
+        nag_tau=fields["nag_tau"] or 0.0,
+        nag_alpha=fields["nag_alpha"] or 0.0,
+        interpolate=fields["interpolate"] == 2,
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 import gradio as gr
 
+from wan_demo.core.controls import NUM_VIDEOS, check_control
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.validate import validate
 from wan_demo.jobs.common import TERMINAL, Job, Status
@@ -60,41 +61,57 @@ class Session:
 
     @staticmethod
     def check(token: Any, view: Any, *values: Any) -> list[dict]:
-        """The /generate validator's verdicts, with the two page-only inputs always valid."""
-        return [gr.validate(True, ""), gr.validate(True, ""), *check_inputs(*values)]
+        """The /generate validator's verdicts, with the two page-only inputs always valid, then the
+        page's batch size (num_videos, the last input)."""
+        *form, count = values
+        try:
+            check_control(NUM_VIDEOS.name, int(count or 1))
+            counted = gr.validate(True, "")
+        except InvalidRequest as e:
+            counted = gr.validate(False, e.rule)
+        return [gr.validate(True, ""), gr.validate(True, ""), *check_inputs(*form), counted]
 
     # -- Generate, New seed, Extend: queue for the visitor, then `follow` shows the job
     def submit(
         self, token: Any, view: PageView, image: str | None, prompt: str, extend: bool, seed: float | None,
         length: str, negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
-        prompt_2: str | None, profile: gr.OAuthProfile | None = None,
+        prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
+        nag_alpha: float = 0, interpolate: bool = False, num_videos: float = 1,
+        profile: gr.OAuthProfile | None = None,
     ) -> tuple[str, str]:  # fmt: skip
-        """The form as a job of this visitor: (job id for the URL, message)."""
-        values = (image, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2)
-        job = submit(self.jobs, values, self.owner(token, profile))
-        view.job_id = job.request_id
-        return job.request_id, ""
+        """The form as a job of this visitor (a batch with num_videos > 1: the page shows the
+        first, the batch strip all of them): (job id for the URL, message)."""
+        values = (image, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2, last_image,
+                  nag_scale, nag_tau, nag_alpha, interpolate)  # fmt: skip
+        jobs = submit(self.jobs, values, self.owner(token, profile), num_videos)
+        view.job_id, view.batch_id = jobs[0].request_id, jobs[0].batch_id or ""
+        return jobs[0].request_id, ""
 
     def new_seed(
         self, token: Any, view: PageView, image: str | None, prompt: str, extend: bool, seed: float | None,
         length: str, negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
-        prompt_2: str | None, profile: gr.OAuthProfile | None = None,
+        prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
+        nag_alpha: float = 0, interpolate: bool = False, num_videos: float = 1,
+        profile: gr.OAuthProfile | None = None,
     ) -> tuple[str, str]:  # fmt: skip
-        """The same settings with a fresh random seed."""
-        values = (image, prompt, extend, -1, length, negative, steps, guidance, mode, prompt_2)
+        """The same settings with a fresh random seed (for each video of a batch)."""
+        values = (image, prompt, extend, -1, length, negative, steps, guidance, mode, prompt_2, last_image,
+                  nag_scale, nag_tau, nag_alpha, interpolate, num_videos)  # fmt: skip
         return self.submit(token, view, *values, profile=profile)
 
     def extend_shown(
         self, token: Any, view: PageView, prompt: str, extend: bool, seed: float | None, length: str,
         negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
-        prompt_2: str | None, profile: gr.OAuthProfile | None = None,
+        prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
+        nag_alpha: float = 0, interpolate: bool = False, profile: gr.OAuthProfile | None = None,
     ) -> tuple[str, str]:  # fmt: skip
         """The result shown, continued with the "Next prompt" and the form's other settings."""
         owner = self.owner(token, profile)
         with refusals(), tempfile.TemporaryDirectory(prefix="wan-demo-parent-") as folder:
             shown = self.result_shown(view, owner, "video")
             parent = self.jobs.parent(shown.request_id, owner, Path(folder))  # copied here from a bucket
-            values = (prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2)
+            values = (prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2, last_image,
+                      nag_scale, nag_tau, nag_alpha, interpolate)  # fmt: skip
             request = settings_request(last_frame(Path(parent.path)), *values, parent=parent)
             job = self.jobs.submit(validate(request), owner, "ui")
         view.job_id = job.request_id

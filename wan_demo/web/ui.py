@@ -16,11 +16,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from wan_demo.core.controls import CONTROLS
+from wan_demo.core.controls import CONTROLS, NUM_VIDEOS
 from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.jobs.service import JobService
-from wan_demo.web import panels
+from wan_demo.web import batch, panels
 from wan_demo.web.api import example_runner, make_extend, make_generate
 from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
@@ -93,15 +93,38 @@ def _inputs(engine) -> list[gr.components.Component]:
             label="Second prompt (10 s clips: the second 5 s; empty = the same prompt)", lines=2,
             elem_id="prompt-2",
         )  # fmt: skip
-    # flow_shift and fps (core/controls.py) are REST and Python only: an 11th and 12th /generate
-    # input would break every raw-HTTP caller that sends the documented 10 values (Gradio answers 400).
-    return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode, prompt_2]
+    return [image, prompt, extend, seed, length, negative, steps, guidance, speed_mode, prompt_2,
+            *_more_inputs(engine)]  # fmt: skip
 
 
-def _slider(name: str, step: float, label: str) -> gr.Slider:
+def _more_inputs(engine) -> list[gr.components.Component]:
+    """Issue 24's /generate parameters, appended after prompt_2 (docs/controls.md): end frame, NAG
+    (fast mode only), interpolation. flow_shift and fps stay REST and Python only."""
+    with gr.Accordion("End frame, NAG, smoother motion", open=False, elem_id="more-controls"):
+        last_image = guarded_upload(gr.Image(
+            label="End frame (optional; same aspect ratio as the input): the clip ends on it",
+            type="filepath", sources=["upload", "clipboard"], elem_id="last-image", height=200,
+        ))  # fmt: skip
+        nag = [
+            _slider(name, 0.05 if name == "nag_alpha" else 0.5, label, visible=engine.fast_available)
+            for name, label in (
+                ("nag_scale", "NAG scale"),
+                ("nag_tau", "NAG tau"),
+                ("nag_alpha", "NAG alpha"),
+            )
+        ]
+        interpolate = gr.Checkbox(
+            label="Smoother motion: interpolate to 32 fps (twice the frames, same duration)", value=False,
+            elem_id="interpolate",
+        )  # fmt: skip
+    return [last_image, *nag, interpolate]
+
+
+def _slider(name: str, step: float, label: str, visible: bool = True) -> gr.Slider:
     """A control's slider over its range; 0 (the left end) = unset, the mode's default."""
     c = CONTROLS[name]
-    return gr.Slider(0, c.high, value=0, step=step, label=f"{label} (0 = default)", info=c.help, elem_id=name)
+    return gr.Slider(0, c.high, value=0, step=step, label=f"{label} (0 = default)", info=c.help, elem_id=name,
+                     visible=visible)  # fmt: skip
 
 
 def _outputs() -> tuple[list[gr.components.Component], ...]:
@@ -129,10 +152,12 @@ def _outputs() -> tuple[list[gr.components.Component], ...]:
             label="Seed used", placeholder="after a run", precision=0, interactive=False, elem_id="seed-used"
         )
     final_prompt = gr.Textbox(label="Final prompt", interactive=False, lines=3, elem_id="final-prompt")
+    batch_strip = batch.strip()  # a batch's videos side by side (web/batch.py)
     return (
         [status, preview],
         [video, thumbnail, final_prompt, seed_used],
         [new_seed, use_last, next_prompt, extend],
+        batch_strip,
     )
 
 
@@ -150,22 +175,34 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 inputs = _inputs(engine)
+                num_videos = gr.Slider(
+                    1, NUM_VIDEOS.high, value=1, step=1, label="Videos (a batch: seed, seed + 1, ...)",
+                    elem_id="num-videos",
+                )  # fmt: skip
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 code_btn, codes = panels.code_panel()
             with gr.Column(scale=1):
                 message = gr.Markdown("", elem_id="job-message")
-                (status, preview), outputs, (new_seed, use_last, next_prompt, extend) = _outputs()
+                (status, preview), outputs, (new_seed, use_last, next_prompt, extend), strip = _outputs()
         memory = panels.Memory(
             token, view, job_box, message, *panels.history_panel(), gr.State(0), gr.State([]), code_btn, codes
         )  # fmt: skip
         page, session = Page(jobs, settings, engine.fast_available, settings.model), Session(jobs)
         shown = [status, preview, *outputs, message]  # what the follower of the page's job updates
-        then_follow = panels.follower(session, page, memory, shown)
+        strip_view = batch.BatchStrip(page.history)
+        follow_history = panels.follower(session, page, memory, shown)
+
+        def then_follow(event):  # follow, refresh the history, then the batch strip
+            return follow_history(event).then(
+                strip_view.show, [token, view], list(strip), api_visibility="private"
+            )
+
+        strip_view.wire(*strip, token, view, job_box, message, then_follow)
         runs = [
-            (generate_btn, session.submit, inputs, session.check),
-            (new_seed, session.new_seed, inputs, session.check),
+            (generate_btn, session.submit, [*inputs, num_videos], session.check),
+            (new_seed, session.new_seed, [*inputs, num_videos], session.check),
             (extend, session.extend_shown, [next_prompt, *inputs[2:]], None),  # shown result + next prompt
         ]
         panels.wire_runs(session, page, memory, runs, then_follow)

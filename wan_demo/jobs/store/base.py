@@ -43,6 +43,14 @@ class JobStore(Protocol):
         and queues nothing; otherwise the key is stored in the same transaction as the job."""
         ...
 
+    def add_many(
+        self, jobs: list[Job], queue_max: int | None = None, owner_max: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """`add` for the jobs of one submit (one owner; a batch): every job or none, and the limits
+        count each job, so a batch that does not fit is refused whole. The key points at jobs[0]."""
+        ...
+
     def idempotent(self, owner: str, key: str) -> tuple[str, str] | None:
         """(request_id, body hash) of this owner's key used within the last 24 h, or None."""
         ...
@@ -51,8 +59,9 @@ class JobStore(Protocol):
 
     def get(self, request_id: str) -> Job | None: ...
     def list_jobs(
-        self, owner: str, model: str | None, status: str | None, limit: int, offset: int
-    ) -> tuple[list[Job], int]: ...
+        self, owner: str, model: str | None, status: str | None, limit: int, offset: int,
+        batch_id: str | None = None,
+    ) -> tuple[list[Job], int]: ...  # fmt: skip
     def count(self, statuses: tuple[Status, ...], owner: str | None = None) -> int: ...
     def queue_ahead(self, job: Job) -> tuple[int, float]:
         """(queued jobs that run before `job` under the pick rule, their summed est_seconds)."""

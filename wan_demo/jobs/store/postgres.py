@@ -90,6 +90,12 @@ MIGRATIONS = (
     CREATE INDEX rate_hits_key ON rate_hits (key, at);
     CREATE INDEX rate_hits_at ON rate_hits (at);
     """,
+    # 4 -> 5: batches (one submit, several jobs) and the stored end frame
+    """
+    ALTER TABLE requests ADD COLUMN batch_id TEXT;
+    ALTER TABLE requests ADD COLUMN last_image_path TEXT;
+    CREATE INDEX requests_batch ON requests (owner, batch_id) WHERE batch_id IS NOT NULL;
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 # The owner's row is locked too, so concurrent workers take different owners' jobs; SKIP LOCKED

@@ -46,28 +46,44 @@ class SqlJobStore(SqlEvents, SqlOps):
         self, job: Job, queue_max: int | None = None, owner_max: int | None = None,
         idempotency: tuple[str, str] | None = None,
     ) -> None:  # fmt: skip
-        job.updated_at = job.queued_at = job.created_at
-        values = row_values(job)  # JSON serialised, text made encodable
-        values["status"] = str(values["status"])
+        self.add_many([job], queue_max, owner_max, idempotency)
+
+    def add_many(
+        self, jobs: list[Job], queue_max: int | None = None, owner_max: int | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """A batch (one owner): all of its jobs in one transaction, or none (capacity counts each)."""
         marks = ", ".join(self.JSON_PARAM if name in JSON_COLUMNS else "?" for name in COLUMNS)
+        rows = []
+        for job in jobs:
+            job.updated_at = job.queued_at = job.created_at
+            values = row_values(job)  # JSON serialised, text made encodable
+            values["status"] = str(values["status"])
+            rows.append(list(values.values()))
         with self._tx() as db:
             if queue_max is not None or owner_max is not None or idempotency is not None:
                 self._lock_admission(db)
             if idempotency is not None:  # (key, body hash): a replay raises before anything is queued
-                self._claim_key(db, job, *idempotency)
+                self._claim_key(db, jobs[0], *idempotency)
             if queue_max is not None or owner_max is not None:
-                self._check_capacity(db, job.owner, queue_max, owner_max)
-            db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", list(values.values()))
-            self._touch_owner(db, job.owner)
+                self._check_capacity(db, jobs[0].owner, queue_max, owner_max, len(jobs))
+            for row in rows:
+                db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", row)
+            self._touch_owner(db, jobs[0].owner)
             self._notify(db, JOBS_CHANNEL, "queued")
 
-    def _check_capacity(self, db: Any, owner: str, queue_max: int | None, owner_max: int | None) -> None:
+    def _check_capacity(
+        self, db: Any, owner: str, queue_max: int | None, owner_max: int | None, adding: int = 1
+    ) -> None:
+        """Room for `adding` more jobs: a batch that does not fit is refused whole."""
+        batch = f" (this submit adds {adding})" if adding > 1 else ""
         if owner_max is not None:
             active = self._count(db, (Status.QUEUED, Status.PROCESSING), owner)
-            if active >= owner_max:
-                raise TooManyActive(f"this key has {active} active requests; the limit is {owner_max}")
-        if queue_max is not None and self._count(db, (Status.QUEUED,)) >= queue_max:
-            raise QueueFull(f"{queue_max} generations are waiting; try again later")
+            if active + adding > owner_max:
+                raise TooManyActive(f"this key has {active} active requests; the limit is {owner_max}{batch}")
+        if queue_max is not None and (queued := self._count(db, (Status.QUEUED,))) + adding > queue_max:
+            waiting = f"{queued} of {queue_max}" if adding > 1 else f"{queue_max}"
+            raise QueueFull(f"{waiting} generations are waiting{batch}; try again later")
 
     @staticmethod
     def _held(claim: Claim | None) -> tuple[str, list[Any]]:

@@ -40,8 +40,11 @@ class SqlReads:
         status: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        batch_id: str | None = None,
     ) -> tuple[list[Job], int]:
         where, args = "owner = ?", [owner]
+        if batch_id is not None:
+            where, args = where + " AND batch_id = ?", [*args, batch_id]
         if model is not None:
             where, args = where + " AND model = ?", [*args, model]
         if status is not None:

@@ -98,6 +98,12 @@ MIGRATIONS = (
     CREATE INDEX IF NOT EXISTS rate_hits_key ON rate_hits (key, at);
     CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at)
     """,
+    # 7 -> 8: batches (one submit, several jobs) and the stored end frame
+    """
+    ALTER TABLE requests ADD COLUMN batch_id TEXT;
+    ALTER TABLE requests ADD COLUMN last_image_path TEXT;
+    CREATE INDEX IF NOT EXISTS requests_batch ON requests (owner, batch_id) WHERE batch_id IS NOT NULL
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 PICK_NEXT = (
