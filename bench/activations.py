@@ -106,6 +106,27 @@ def vae_case(latent_frames: int, kind: str) -> dict:
                 peak_mib=peak.above_start / MIB, seconds=time.perf_counter() - start)  # fmt: skip
 
 
+def dequant_case(kind: str) -> dict:
+    """Peak memory of diffusers dequantizing the largest linear (ffn 13824 x 5120) from `kind`, over
+    the bf16 weight it produces: the transient every GGUF layer costs per forward (on the device)."""
+    import numpy as np
+    import torch
+    from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
+    from gguf import GGMLQuantizationType
+
+    from bench.gguf_files import random_blocks
+
+    qtype = GGMLQuantizationType[kind]
+    n_blocks = 13824 * 5120 // (256 if kind.endswith("_K") else 32)
+    blocks = random_blocks(kind, n_blocks, np.random.default_rng(0))
+    param = GGUFParameter(torch.from_numpy(blocks.reshape(13824, -1)), quant_type=qtype)
+    dequantize_gguf_tensor(param).to(torch.bfloat16)  # warm-up
+    with PeakRss() as peak:
+        out = dequantize_gguf_tensor(param).to(torch.bfloat16)
+    bf16 = out.numel() * 2
+    return dict(kind=kind, peak_mib=peak.above_start / MIB, copies=peak.above_start / bf16)
+
+
 def measure(args: list[str]) -> dict:
     """Run one case in a fresh process (the allocator keeps no memory from another case)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -133,7 +154,11 @@ def main() -> None:
     )
     a = parser.parse_args()
     if a.child is not None:
-        kind, n = a.child[0], int(a.child[1])
+        kind = a.child[0]
+        n = int(a.child[1]) if kind != "dequant" else 0
+        if kind == "dequant":
+            print(json.dumps(dequant_case(a.child[1])))
+            return
         print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind)))
         return
     from wan_demo.model.memory.estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb

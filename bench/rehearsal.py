@@ -4,7 +4,7 @@ For each machine (card GB x host RAM GB) the planner's recommendation (model.mem
 names a GGUF file and a plan. The rehearsal writes the full-size model (bench/rehearsal_files.py: the
 Diffusers layout, fp32 text-encoder shards) and that city96-layout GGUF file, then in a fresh process
 runs the app's real loading and plan application (model.engine.load_engine with the plan, the CPU
-standing in for the device) and one short generation through all 40 blocks (81 frames at 64x64 px,
+standing in for the device) and one short generation through all 40 blocks (81 frames at 32x32 px,
 2 steps, guidance 1), sampling the process's RSS every 5 ms (/proc/self/status: anonymous and
 file-backed apart), attributed to the phase running (bench/rss_phases.py).
 
@@ -63,7 +63,7 @@ def child(folder: str, gguf: str, row: str) -> dict:
     rss.phase("load")
     instrument(rss)
     engine = load_engine(settings, plan=plan)
-    engine.max_area = 64 * 64  # a short generation: the weights, not the pixels, are what is measured
+    engine.max_area = 32 * 32  # a short generation: the weights, not the pixels, are what is measured
     rss.watch(engine.pipe)
     request = validate(GenerationRequest(Image.new("RGB", (64, 64), "gray"), "a cat walks", seed=1, steps=2,
                                          guidance=1.0, speed_mode="quality"))  # fmt: skip

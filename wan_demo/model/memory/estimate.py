@@ -62,6 +62,10 @@ MEASURED_ACTIVATIONS_MIB = ((1560, 193), (3120, 365), (6240, 701))  # (tokens, M
 ACT_DIM_COPIES = 11.1
 ACT_FIXED_GB = 0.025  # the fitted intercept: context projections, rope tables
 ACT_BYTES_PER_TOKEN = ACT_DIM_COPIES * 5120 * 2  # at the real width
+# GGUF: diffusers dequantizes each layer's weight per forward; its temporaries peak at this many bf16
+# copies of the weight (bench/activations.py `dequant`, the 13824 x 5120 ffn weight, measured on CPU:
+# Q3_K 3.66, Q6_K 3.56, Q4_K 2.59, Q8_0 1.99; the largest is used).
+DEQUANT_COPIES = 3.7
 VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames at a time
 # Measured with bench/activations.py (real VAE config, fp32, 480x832, CPU): decode peak 7717 MiB
 # untiled, 1299 MiB tiled, i.e. 13.2 live fp32 (base_dim x H x W) maps per frame of a 4-frame chunk

@@ -9,10 +9,11 @@ What each placement keeps in host memory (GB; `W` = the component's weights as s
   originals and the pinned copies exist together;
 - group_*, pinning "lazy" (`low_cpu_mem_usage=True`): W as loaded, plus pinned copies of the groups
   in flight (the running one and the prefetched next one), made per step;
-- a GGUF transformer's weights are views of the file mapping (model/gguf.py): file pages, which the
-  kernel can drop and read again, not process memory. Under lazy pinning or on the CPU they stay
-  that way (`page_cache_gb`: the file pages each step reads); model offload and upfront pinning copy
-  them into process memory;
+- weights that are views of their file's mapping (a GGUF transformer's quantized tensors,
+  model/gguf.py; CLIP and the VAE, which load in their files' dtype): file pages, which the kernel can
+  drop and read again, not process memory. Under lazy pinning or on the CPU they stay that way
+  (`page_cache_gb`: the file pages a run reads); model offload and upfront pinning copy them into
+  process memory, a GPU placement moves them off the host;
 - a text encoder the plan does not keep (`te_kept=False`) is loaded for an encode and freed after it;
   the prompt-embedding cache makes that rare (a new prompt), the first request pays the first load.
 """
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from wan_demo.model.memory.sizes import ComponentSize
 
 GROUPS = ("group_block", "group_leaf")
-# Process memory before any weights: Python, torch, diffusers, transformers, Gradio and the app.
-# Measured on CPU by bench/rehearsal.py (RSS after start-up imports); CUDA_HOST_GB is estimated:
-# the CUDA runtime, cuBLAS and cuDNN map their kernels and the context into host memory.
-CPU_BASELINE_GB = 1.0
+# Process memory before any weights: Python, torch, diffusers, transformers, Gradio and the app's
+# anonymous memory after the start-up imports, measured on CPU by bench/rehearsal.py (0.25 GB); the
+# shared libraries' code is file pages (LIBRARIES_GB, page cache). CUDA_HOST_GB is estimated: the
+# CUDA runtime, cuBLAS and cuDNN map their kernels and the context into host memory.
+CPU_BASELINE_GB = 0.25
+LIBRARIES_GB = 0.6
 CUDA_HOST_GB = 1.5
 # Loading: one tensor in its source dtype besides what is already loaded (large ones in row chunks).
 LOAD_TRANSIENT_GB = 0.5
@@ -37,7 +40,7 @@ LOAD_TRANSIENT_GB = 0.5
 class HostUse:
     phases: dict[str, float]  # phase -> GB, baseline included
     pinned_gb: float  # pinned while running (computed with the rounding rule)
-    page_cache_gb: float  # file pages every denoising step reads (reclaimable, not process memory)
+    page_cache_gb: float  # file pages a run reads: libraries, mapped weights (reclaimable, re-read)
     pinned_by_phase: dict[str, float] = field(default_factory=dict)  # the pinned part of each phase
 
     @property
@@ -57,7 +60,7 @@ class Layout:
     fp8: dict[str, bool]
     pinning: str = "upfront"  # "upfront" | "lazy"; only group placements pin
     te_kept: bool = True  # False: the text encoder is loaded for an encode and freed after it
-    mapped: bool = False  # the transformer's weights are views of a GGUF file mapping
+    mapped: bool = False  # the transformer is a GGUF file (its quantized tensors: views of the mapping)
 
 
 def host_use(sizes: dict[str, ComponentSize], layout: Layout, baseline_gb: float,
@@ -81,8 +84,7 @@ def host_use(sizes: dict[str, ComponentSize], layout: Layout, baseline_gb: float
         "decode": base + sum(steady.values()) + flying["decode"],
     }
     pinned_by_phase = {"load": 0.0, "apply": held, **{p: held + f for p, f in flying.items()}}
-    lazy_map = layout.mapped and (layout.placement["transformer"] == "cpu" or _lazy("transformer", layout))
-    page_cache = sizes["transformer"].mapped_gb() if lazy_map else 0.0
+    page_cache = LIBRARIES_GB + sum(s.mapped_gb() for n, s in sizes.items() if _stays_mapped(n, layout))
     return HostUse({k: round(v, 2) for k, v in phases.items()}, round(held, 2), round(page_cache, 2),
                    {k: round(v, 2) for k, v in pinned_by_phase.items()})  # fmt: skip
 
@@ -98,9 +100,14 @@ def _steady(name: str, size: ComponentSize, layout: Layout) -> float:
         return 0.0
     if where in GROUPS and layout.pinning == "upfront":
         return size.pinned_gb(fp8, _level(where))
-    if layout.mapped and name == "transformer" and (where == "cpu" or where in GROUPS):
-        return size.weights_gb(fp8) - size.mapped_gb()  # the quantized tensors stay file pages
+    if _stays_mapped(name, layout):
+        return size.weights_gb(fp8) - size.mapped_gb()  # file pages
     return size.weights_gb(fp8)
+
+
+def _stays_mapped(name: str, layout: Layout) -> bool:
+    """Its file views stay file views while running: on the CPU, or group-offloaded with lazy pinning."""
+    return layout.placement[name] == "cpu" or _lazy(name, layout)
 
 
 def _loaded(name: str, size: ComponentSize, layout: Layout) -> float:
@@ -110,11 +117,9 @@ def _loaded(name: str, size: ComponentSize, layout: Layout) -> float:
         return 0.0  # loaded at the first encode
     if where == "gpu" and name in ("transformer", "text_encoder"):
         return 0.0  # straight to the device, tensor by tensor
-    if layout.mapped and name == "transformer":
-        return size.weights_gb() - size.mapped_gb()  # the quantized tensors stay file pages
-    if name == "transformer":
+    if name == "transformer" and not layout.mapped:
         return size.weights_gb()  # loaded in its compute dtype; fp8 storage is applied after loading
-    return size.weights_gb(layout.fp8[name])
+    return size.weights_gb(layout.fp8[name]) - size.mapped_gb()  # file views are not loaded into memory
 
 
 def _pinned(name: str, size: ComponentSize, layout: Layout) -> float:

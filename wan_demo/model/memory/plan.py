@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 
 from wan_demo.model.memory import host as host_ram
 from wan_demo.model.memory import weights as memory_weights
-from wan_demo.model.memory.estimate import Shape, transformer_activations_gb, vae_activations_gb
+from wan_demo.model.memory.estimate import (
+    DEQUANT_COPIES,
+    Shape,
+    transformer_activations_gb,
+    vae_activations_gb,
+)
 from wan_demo.model.memory.host import HostUse, Layout
 from wan_demo.model.memory.sizes import ComponentSize
 
@@ -133,7 +138,7 @@ class Plan:
     def streams_from_disk(self) -> bool:
         """The transformer file does not fit the page cache the run leaves: each step re-reads it."""
         spare = self.budget.ram_gb * RAM_USABLE - self.host.phases["denoise"]
-        return self.host.page_cache_gb > 0 and spare < self.host.page_cache_gb
+        return self.host.page_cache_gb > host_ram.LIBRARIES_GB and spare < self.host.page_cache_gb
 
     @property
     def options(self) -> str:
@@ -221,7 +226,8 @@ def estimate(
     sizes = memory_weights.with_weights(sizes, weights)
     layout = layout_of(strategy, gguf, pinning, te_kept)
     placement, fp8 = layout.placement, layout.fp8
-    dequantized = sizes["transformer"].largest_leaf_params * 2 / 1e9 if gguf else 0.0  # one bf16 layer
+    # a GGUF layer is dequantized per forward: its bf16 weight and the temporaries (DEQUANT_COPIES)
+    dequantized = sizes["transformer"].largest_leaf_params * 2 * DEQUANT_COPIES / 1e9 if gguf else 0.0
     activations = {
         "transformer": transformer_activations_gb(shape, dim, ffn_dim) + dequantized,
         "vae": vae_activations_gb(shape, vae_base, vae_tiling),
@@ -252,10 +258,10 @@ def estimate(
 def _notes(use: HostUse, budget: Budget, gguf: bool) -> tuple[str, ...]:
     notes = ["sequential offload rebuilds GGUF parameters (diffusers #14691): not with GGUF"] if gguf else []
     spare = budget.ram_gb * RAM_USABLE - use.phases["denoise"]
-    if use.page_cache_gb > 0 and spare < use.page_cache_gb:
+    if use.page_cache_gb > host_ram.LIBRARIES_GB and spare < use.page_cache_gb:
         notes.append(
-            f"the transformer file ({use.page_cache_gb:.1f} GB) does not fit the page cache left "
-            f"(~{max(spare, 0):.1f} GB): each step reads it from disk again"
+            f"the weights read from their files ({use.page_cache_gb:.1f} GB) do not fit the page cache "
+            f"left (~{max(spare, 0):.1f} GB): each step reads them from disk again"
         )
     return tuple(notes)
 

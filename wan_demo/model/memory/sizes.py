@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 GB = 1e9
+MAPPED_WHEN_LOADED = ("image_encoder", "vae")  # loaded in their files' dtype: views of the mapping
 
 
 def pinned_bytes(nbytes: int) -> int:
@@ -82,7 +83,7 @@ class ComponentSize:
         return self._sum(fp8, "leaf")
 
     def mapped_gb(self) -> float:
-        """Bytes that stay views of a GGUF file mapping (file pages, not process memory)."""
+        """Bytes that are views of their file's mapping (file pages, not process memory)."""
         return sum(t.nbytes for t in self.tensors if t.mapped and not t.alias) / GB
 
     def pinned_gb(self, fp8: bool = False, level: str = "block") -> float:
@@ -215,7 +216,13 @@ def real_sizes() -> dict[str, ComponentSize]:
             "vae": AutoencoderKLWan(**e.VAE_CONFIG),
         }
     modules["text_encoder"].tie_weights()  # the checkpoint ties encoder.embed_tokens to shared
-    return {n: size_of(n, m, e.LOAD_BYTES[n], e.FP8_SKIP_PATTERNS.get(n, ())) for n, m in modules.items()}
+    sizes = {n: size_of(n, m, e.LOAD_BYTES[n], e.FP8_SKIP_PATTERNS.get(n, ())) for n, m in modules.items()}
+    # CLIP and the VAE load in the dtype their files hold (fp32): safetensors hands out views of the
+    # file mapping, no copy (bench/rehearsal.py measured their weights as file pages, not anonymous)
+    for name in MAPPED_WHEN_LOADED:
+        s = sizes[name]
+        sizes[name] = ComponentSize(name, tuple(replace(t, mapped=True) for t in s.tensors), s.n_blocks)
+    return sizes
 
 
 def sizes_of_pipe(pipe) -> dict[str, ComponentSize]:
