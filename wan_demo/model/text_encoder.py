@@ -11,6 +11,7 @@ fp32) are read in row chunks. The tied `encoder.embed_tokens` is tied again, nev
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -153,5 +154,7 @@ class OnDemand:
             finally:
                 pipe.text_encoder = None
                 free(encoder)
+                del encoder
+                gc.collect()  # offload hooks and their modules reference each other: collect the cycle
 
         return scope()
