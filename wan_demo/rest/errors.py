@@ -14,6 +14,7 @@ import uuid
 from fastapi.responses import JSONResponse
 
 from wan_demo.core.validate import encodable
+from wan_demo.jobs import logs
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,14 @@ class InternalErrors:
         try:
             await self.app(scope, receive, tracked)
         except Exception:  # noqa: BLE001  # the point of this middleware: answer, log, go on
-            error_id = uuid.uuid4().hex
+            # the request's own id when RequestScope (outside) gave one: it tags the answer itself
+            scoped = (logs.request_fields.get() or {}).get("request_id")
+            error_id = scoped or uuid.uuid4().hex
             where = f"{scope.get('method')} {scope.get('path')!r}"
             log.exception("internal error %s on %s", error_id, where)
             if not started:
                 message = f"internal server error; quote request_id {error_id} when reporting it"
                 answer = error_response(500, "internal", message, request_id=error_id)
-                answer.headers["X-Request-Id"] = error_id
+                if not scoped:
+                    answer.headers["X-Request-Id"] = error_id
                 await answer(scope, receive, send)

@@ -40,9 +40,8 @@ TE_CPU_SPEED = 0.95  # the text encoder computes on the CPU (only when a prompt 
 # Host options, fastest first: (pinning, text encoder kept between prompts)
 HOST_OPTIONS = (("upfront", True), ("lazy", True), ("lazy", False))
 
-# Placements, per component: "gpu" = always on the GPU; "offload" = moved there while it runs
-# (model offload); "group_block" / "group_leaf" = streamed in groups (CUDA streams prefetch the
-# next group); "sequential" = one leaf at a time, no prefetch; "cpu" = runs on the CPU.
+# Placements: "gpu" always there; "offload" moved there while it runs (model offload); "group_block" /
+# "group_leaf" streamed in groups, CUDA streams prefetching; "sequential" one leaf, no prefetch; "cpu".
 
 
 @dataclass(frozen=True)
