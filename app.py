@@ -1,12 +1,22 @@
 """Entry point: `python app.py [--flags]` serves the Gradio UI and the REST job API on one port.
 
-Settings come from WAN_DEMO_* env vars and CLI flags (see README). Without a CUDA GPU and weights,
-the built-in tiny model runs and a banner says so.
+Settings come from WAN_DEMO_* env vars and CLI flags (`python app.py --help`, docs/settings.md).
+They are read and checked first, with the standard library only, so `--help` and a bad setting
+answer at once (exit status 2) instead of after torch, diffusers and gradio load. Without a CUDA
+GPU and weights, the built-in tiny model runs and a banner says so.
 """
 
-import spaces  # noqa: F401  # ZeroGPU: must be imported before anything touches CUDA
+from wan_demo.core.settings import from_cli
 
-from wan_demo.server import main
+
+def main() -> None:
+    settings = from_cli()  # --help exits 0 here, a bad setting exits 2: nothing heavy imported yet
+    import spaces  # noqa: F401  # ZeroGPU: before anything touches CUDA (reading settings touches none)
+
+    from wan_demo.server import run
+
+    run(settings)
+
 
 if __name__ == "__main__":
     main()
