@@ -23,6 +23,7 @@ from wan_demo.core.rules import Spec, convert, has_password, problem, rule_text,
 
 ENV_PREFIX = "WAN_DEMO_"
 HELP_HINT = "python app.py --help lists every setting"
+MAX_SECRET_FILE = 1 << 20  # bytes; a key file of ~14,000 sha256 entries, far beyond any real one
 log = logging.getLogger("wan_demo.settings")
 
 
@@ -86,9 +87,9 @@ def build_parser(cls: type, groups: Mapping[str, str], prog: str = "app.py") -> 
     table = specs(cls)
     sections = {g: parser.add_argument_group(g, d) for g, d in groups.items()}
     for name, (kind, spec, default) in table.items():
-        section = sections.get(spec.group) or sections.setdefault(
-            spec.group, parser.add_argument_group(spec.group)
-        )
+        if spec.group not in sections:  # a field declared without opt(): still a flag (tests ask for help)
+            sections[spec.group] = parser.add_argument_group(spec.group)
+        section = sections[spec.group]
         bool_flag = {"action": argparse.BooleanOptionalAction} if kind is bool else {}
         section.add_argument(
             flag_name(name), dest=name, default=None, help=help_line(name, spec, default), **bool_flag
@@ -100,6 +101,7 @@ def read(cls: type, groups: Mapping[str, str], argv: list[str], environ: Mapping
     """An instance of `cls` from `environ` then `argv`; SettingsError lists every problem."""
     given = vars(build_parser(cls, groups).parse_args(argv))  # --help prints and exits 0 here
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}  # setting -> the flag or variable it came from, for messages
     problems: list[str] = []
     for name, (kind, spec, _) in specs(cls).items():
         raw, from_flag = given.get(name), True
@@ -107,12 +109,13 @@ def read(cls: type, groups: Mapping[str, str], argv: list[str], environ: Mapping
             raw, from_flag = environ.get(env_name(name)), False
         if raw is None:
             continue
+        where[name] = flag_name(name) if from_flag else env_name(name)
         if isinstance(raw, bool):  # --flag / --no-flag
             values[name] = raw
         elif why := (_take(name, kind, spec, raw, from_flag, values)):
             problems.append(why)
     warn_unknown(environ, set(specs(cls)))
-    problems += read_files(cls, values)
+    problems += read_files(cls, values, where)
     if problems:
         raise SettingsError(problems)
     return cls(**values)
@@ -151,34 +154,50 @@ def warn_unknown(environ: Mapping[str, str], names: set[str]) -> None:
             log.warning("%s is not a setting; %s", var, hint)
 
 
-def read_files(cls: type, values: dict[str, Any]) -> list[str]:
+def read_files(cls: type, values: dict[str, Any], where: dict[str, str]) -> list[str]:
     """Secret files, read once: a *_file's contents become its setting (both set = a problem)."""
     problems = []
     for name, (_, spec, _) in specs(cls).items():
         path = values.get(name)
         if not (spec.file_for or spec.secret_file) or not path:
             continue
+        label = f"{where[name]} {str(path)!r}"
         try:
-            text = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(f"{env_name(name)}: cannot read {str(path)!r}: {e.__class__.__name__}")
+            text = read_small(Path(path))
+        except OSError as e:
+            problems.append(f"{label}: cannot read it ({e.strerror or e.__class__.__name__})")
             continue
-        warn_if_shared(name, Path(path))
+        except ValueError as e:
+            problems.append(f"{label}: {e}")
+            continue
+        warn_if_shared(where[name], Path(path))
         if not spec.file_for:
             continue
         if values.get(spec.file_for):
-            problems.append(f"{env_name(spec.file_for)} and {env_name(name)} are both set; keep one")
+            problems.append(f"{where[spec.file_for]} and {where[name]} are both set; keep one")
         elif not text:
-            problems.append(f"{env_name(name)}: {str(path)!r} is empty")
+            problems.append(f"{label}: the file is empty")
         else:
             values[spec.file_for] = text
     return problems
 
 
-def warn_if_shared(name: str, path: Path) -> None:
+def read_small(path: Path) -> str:
+    """A regular file of at most MAX_SECRET_FILE bytes, stripped (never a FIFO or /dev/zero)."""
+    if not path.is_file():
+        raise ValueError("not a regular file" if path.exists() else "no such file")
+    with path.open("rb") as f:
+        data = f.read(MAX_SECRET_FILE + 1)
+    if len(data) > MAX_SECRET_FILE:
+        raise ValueError(f"larger than {MAX_SECRET_FILE // 1024} KB: not a secret file")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+
+
+def warn_if_shared(source: str, path: Path) -> None:
     """A secret file other users can read defeats the point of keeping the secret off the command line."""
     mode = os.stat(path).st_mode
     if mode & (stat.S_IROTH | stat.S_IWOTH):
-        log.warning(
-            "%s: %s is readable by every user (mode %o); chmod 600 it", env_name(name), path, mode & 0o777
-        )
+        log.warning("%s: %s is readable by every user (mode %o); chmod 600 it", source, path, mode & 0o777)
