@@ -68,7 +68,7 @@ def help_line(name: str, spec: Spec, default: Any) -> str:
     """One --help line: meaning, then (unit; rule; default; env var)."""
     if spec.secret == "always":
         alt = f" or {flag_name(spec.file)}" if spec.file else ""
-        facts = [f"secret: env {env_name(name)}{alt}, never this flag"]
+        facts = [t for t in (rule_text(spec), f"secret: env {env_name(name)}{alt}, never this flag") if t]
     else:
         facts = [t for t in (spec.unit, rule_text(spec)) if t]
         facts += [f"default {shown(default)}", f"env {env_name(name)}"]

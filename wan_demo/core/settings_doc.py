@@ -24,7 +24,7 @@ def values(kind: type, spec: Spec) -> str:
     accepts = rule_text(spec) or ("path" if kind is Path or spec.file_for or spec.secret_file else "text")
     if spec.secret == "always":
         other = f" or `{flag_name(spec.file)}`" if spec.file else ""
-        return f"secret: env var{other} only"
+        return "; ".join(t for t in (rule_text(spec), f"secret: env var{other} only") if t)
     if spec.secret == "password":
         other = f" or `{flag_name(spec.file)}`" if spec.file else ""
         return f"{accepts}; with a password: env var{other} only"
@@ -39,7 +39,7 @@ def flag_cell(name: str, kind: type) -> str:
 
 def cell(text: str) -> str:
     """Table-safe: a '|' would end the cell, '<hex>' would read as an HTML tag."""
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 def markdown() -> str:
