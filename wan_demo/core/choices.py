@@ -12,8 +12,8 @@ DTYPES = ("bfloat16", "float16", "float32")  # torch dtype names (transformer + 
 # model/memory/plan.py STRATEGIES, fastest first (memory_mode = "auto" or one of these)
 MEMORY_PLANS = (
     "resident", "resident_te_cpu", "model_offload", "fp8_resident", "fp8_resident_te_cpu",
-    "fp8_model_offload", "group_block", "fp8_group_block", "fp8_group_block_te_gpu", "group_leaf",
-    "fp8_group_leaf", "sequential",
+    "fp8_model_offload", "group_block", "fp8_group_block", "fp8_group_block_te_gpu",
+    "fp8_group_block_te_cpu", "group_leaf", "fp8_group_leaf", "sequential",
 )  # fmt: skip
 SPEED_MODES = ("quality", "fast")  # core/plan.py MODES
 CACHES = ("off", "fbcache", "magcache")  # model/speed.py cache_config
