@@ -49,7 +49,7 @@ def problems_of(argv: list[str], environ: dict[str, str] | None = None) -> list[
 # --- --help -------------------------------------------------------------------------------------
 def test_help_lists_every_setting_in_its_group_without_heavy_imports():
     status, out, err, imported = run_app("--help")
-    assert status == 0 and err == ""
+    assert status == 0 and err == "" and "--doctor" in out
     assert not imported & set(HEAVY), f"--help imported {imported & set(HEAVY)}"
     sections = re.split(r"^(\S[^\n]*):\n", out, flags=re.M)
     by_group = dict(zip(sections[1::2], sections[2::2], strict=True))
@@ -143,3 +143,12 @@ def test_unknown_flag_is_one_line_without_the_usage_dump():
     status, _, err, _ = run_app("--prot", "8000")
     assert status == 2
     assert err == "error: unrecognized arguments: --prot 8000 (python app.py --help lists every setting)"
+
+
+def test_doctor_runs_after_the_settings_are_checked():
+    status, _, err, imported = run_app("--doctor", "--vram-gb", "twelve")
+    assert (status, err) == (2, "error: --vram-gb 'twelve': not a number; must be >= 0")
+    assert not imported & set(HEAVY)
+    status, out, _, _ = run_app("--doctor")  # this CPU machine: the tiny model would run
+    assert status == 0 and "would run" in out and "Ready: `python app.py` can start" in out
+    assert run_app("--doc")[0] == 2  # no abbreviations: a prefix never means another flag

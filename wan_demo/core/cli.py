@@ -75,16 +75,22 @@ def help_line(name: str, spec: Spec, default: Any) -> str:
     return f"{spec.help} ({'; '.join(facts)})".replace("%", "%%")  # argparse formats '%'
 
 
-def build_parser(cls: type, groups: Mapping[str, str], prog: str = "app.py") -> Parser:
-    """Flags grouped as `groups` (title -> description); every flag's default is None = not given."""
+def build_parser(
+    cls: type, groups: Mapping[str, str], commands: Mapping[str, str] = {}, prog: str = "app.py"
+) -> Parser:
+    """Flags grouped as `groups` (title -> description); every flag's default is None = not given.
+    `commands` (name -> help) are flags that are no setting (--doctor): the caller acts on them."""
     parser = Parser(
         prog=prog,
+        allow_abbrev=False,  # --doc is not --doctor: with 70 flags a prefix would change meaning silently
         usage=f"python {prog} [--setting VALUE ...]",
         description="Wan2.1 I2V 480P demo: the Gradio UI, the Gradio API and the REST job API on one "
         f"port. Every flag is also an env var ({ENV_PREFIX}<SETTING>); the flag wins.",
         epilog="Exit status 2: a setting is wrong (one line per problem). docs/settings.md has the table.",
     )
     table = specs(cls)
+    for name, about in commands.items():
+        parser.add_argument(flag_name(name), action="store_true", help=about)
     sections = {g: parser.add_argument_group(g, d) for g, d in groups.items()}
     for name, (kind, spec, default) in table.items():
         if spec.group not in sections:  # a field declared without opt(): still a flag (tests ask for help)
@@ -97,9 +103,12 @@ def build_parser(cls: type, groups: Mapping[str, str], prog: str = "app.py") -> 
     return parser
 
 
-def read(cls: type, groups: Mapping[str, str], argv: list[str], environ: Mapping[str, str]) -> Any:
+def read(
+    cls: type, groups: Mapping[str, str], argv: list[str], environ: Mapping[str, str],
+    commands: Mapping[str, str] = {},
+) -> Any:  # fmt: skip
     """An instance of `cls` from `environ` then `argv`; SettingsError lists every problem."""
-    given = vars(build_parser(cls, groups).parse_args(argv))  # --help prints and exits 0 here
+    given = vars(build_parser(cls, groups, commands).parse_args(argv))  # --help prints and exits 0 here
     values: dict[str, Any] = {}
     where: dict[str, str] = {}  # setting -> the flag or variable it came from, for messages
     problems: list[str] = []

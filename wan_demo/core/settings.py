@@ -59,6 +59,11 @@ GROUPS = {
     REST: "the REST job API: keys, limits, URL inputs, webhooks (wan_demo/rest/)",
     SCALE_OUT: "one API node and many workers: role, PostgreSQL, S3, leases",
 }
+# flags that are no setting; app.py acts on them after the settings are read and checked
+COMMANDS = {
+    "doctor": "check this machine instead of serving: torch, GPUs, RAM, disk, which weights are present, "
+    "the memory plan it would pick, the download commands; loads no model (exit 0 ready, 1 not)",
+}
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class Settings:  # one opt() per setting: group, default, rules, then help=
 def from_env(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `environ` (default os.environ) then CLI `argv` (which wins); SettingsError (exit
     status 2, a SystemExit) lists every problem, one line each. --help prints and exits 0."""
-    settings = _read(Settings, GROUPS, argv or [], os.environ if environ is None else environ)
+    settings = _read(Settings, GROUPS, argv or [], os.environ if environ is None else environ, COMMANDS)
     if problems := cross_problems(settings):
         raise SettingsError(problems)
     return settings
@@ -233,7 +238,7 @@ def from_cli(argv: list[str] | None = None) -> Settings:
 
 
 def build_parser() -> Parser:
-    return _build_parser(Settings, GROUPS)
+    return _build_parser(Settings, GROUPS, COMMANDS)
 
 
 def settings_problems(settings: Settings) -> list[str]:
