@@ -78,6 +78,7 @@ def test_every_setting_declares_help_group_and_unit():
 
 def test_choice_lists_have_one_source():
     from wan_demo.core.plan import MODES
+    from wan_demo.jobs import logs
     from wan_demo.model import speed, speed_setup
     from wan_demo.model.memory.plan import BY_NAME
     from wan_demo.prompt.extend import RUNNERS
@@ -86,6 +87,9 @@ def test_choice_lists_have_one_source():
     assert tuple(MODES) == choices.SPEED_MODES
     assert speed.CACHES is choices.CACHES and tuple(speed_setup.BACKENDS) == choices.ATTENTION_BACKENDS
     assert tuple(RUNNERS) == choices.PROMPT_BACKENDS
+    assert choices.LOG_FORMATS == ("text", "json")  # logs.configure() acts on "json", refuses others
+    with pytest.raises(ValueError, match="use one of text, json"):
+        logs.configure("xml")
 
 
 # --- bad values ---------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 
 from wan_demo.core import settings_doc
 from wan_demo.core.cli import SettingsError
-from wan_demo.core.settings import Settings, from_env
+from wan_demo.core.settings import Settings, from_env, settings_problems
+from wan_demo.jobs.probes import metrics_token
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "settings.md"
@@ -34,6 +35,7 @@ def problems_of(argv: list[str], environ: dict[str, str] | None = None) -> list[
         ("--api-keys", SECRET, "set WAN_DEMO_API_KEYS or --api-key-file <file> instead"),
         ("--openai-api-key", SECRET, "set WAN_DEMO_OPENAI_API_KEY or --openai-api-key-file <file> instead"),
         ("--webhook-secret", SECRET, "set WAN_DEMO_WEBHOOK_SECRET or --webhook-secret-file <file> instead"),
+        ("--metrics-token", SECRET, "set WAN_DEMO_METRICS_TOKEN or --metrics-token-file <file> instead"),
         ("--database-url", f"postgresql://app:{SECRET}@db:5432/jobs", "set WAN_DEMO_DATABASE_URL or "),
         ("--database-url", f"postgresql://db/jobs?password={SECRET}", "--database-url-file <file> instead"),
         ("--openai-base-url", f"https://me:{SECRET}@llm.example/v1", "set WAN_DEMO_OPENAI_BASE_URL instead"),
@@ -89,6 +91,24 @@ def test_secret_files_are_read_once_and_checked(tmp_path, caplog):
     assert problems_of([], {"WAN_DEMO_API_KEY_FILE": "/nope"}) == [
         "WAN_DEMO_API_KEY_FILE '/nope': no such file"
     ]
+    # a Settings built in code is checked the same way before the server starts
+    code = Settings(metrics_token_file=str(tmp_path), api_key_file=str(tmp_path / "big"))
+    assert settings_problems(code) == [
+        f"metrics_token_file {str(tmp_path)!r}: not a regular file",
+        f"api_key_file {str(tmp_path / 'big')!r}: larger than 1024 KB: not a secret file",
+    ]
+
+
+def test_metrics_token_file_keeps_its_rules(tmp_path):
+    """Issue 25's token file: its first line is the token and it wins over the variable (the reader,
+    jobs/probes.py, takes it); start-up only checks that it is a readable secret file."""
+    token = tmp_path / "token"
+    token.write_text("from-the-file\nsecond line\n")
+    token.chmod(0o600)
+    env = {"WAN_DEMO_METRICS_TOKEN": "from-the-env", "WAN_DEMO_METRICS_TOKEN_FILE": str(token)}
+    settings = from_env([], environ=env)
+    assert metrics_token(settings) == "from-the-file" and "from-the" not in repr(settings)
+    assert metrics_token(from_env(["--metrics-token-file", str(token)], environ={})) == "from-the-file"
 
 
 # --- unknown variables ----------------------------------------------------------------------------

@@ -20,5 +20,5 @@ CACHES = ("off", "fbcache", "magcache")  # model/speed.py cache_config
 ATTENTION_BACKENDS = ("native", "flash", "sage")  # model/speed_setup.py BACKENDS
 PROMPT_BACKENDS = ("openai", "local", "rules")  # prompt/extend.py RUNNERS, in auto's order
 PROMPT_EXTENDERS = ("auto", *PROMPT_BACKENDS, "off")
-LOG_FORMATS = ("text", "json")  # jobs/logs.py FORMATS: plain lines or one JSON object per line
+LOG_FORMATS = ("text", "json")  # jobs/logs.py configure(): plain lines or one JSON object per line
 ROLES = ("all", "api", "worker")  # what one process runs (server.py, docs/settings.md "scale-out")

@@ -173,11 +173,8 @@ def read_files(cls: type, values: dict[str, Any], where: dict[str, str]) -> list
         label = f"{where[name]} {str(path)!r}"
         try:
             text = read_small(Path(path))
-        except OSError as e:
-            problems.append(f"{label}: cannot read it ({e.strerror or e.__class__.__name__})")
-            continue
-        except ValueError as e:
-            problems.append(f"{label}: {e}")
+        except (OSError, ValueError) as e:
+            problems.append(f"{label}: {file_error(e)}")
             continue
         warn_if_shared(where[name], Path(path))
         if not spec.file_for:
@@ -189,6 +186,21 @@ def read_files(cls: type, values: dict[str, Any], where: dict[str, str]) -> list
         else:
             values[spec.file_for] = text
     return problems
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a secret file cannot be used (a Settings built in code names it), or None."""
+    try:
+        read_small(path)
+    except (OSError, ValueError) as e:
+        return file_error(e)
+    return None
+
+
+def file_error(e: OSError | ValueError) -> str:
+    if isinstance(e, OSError):
+        return f"cannot read it ({e.strerror or e.__class__.__name__})"
+    return str(e)
 
 
 def read_small(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wan_demo.core import choices as C
-from wan_demo.core.cli import Parser, SettingsError
+from wan_demo.core.cli import Parser, SettingsError, file_problem
 from wan_demo.core.cli import build_parser as _build_parser
 from wan_demo.core.cli import read as _read
 from wan_demo.core.rules import device_index, min_chars, networks, opt, problem, spec_of, url
@@ -161,11 +161,11 @@ class Settings:  # one opt() per setting: group, default, rules, then help=
         help="on SIGTERM: the running job may take this long to finish (else it goes back to the queue), "
              "in-flight requests too")
     metrics_port: int = opt(OPERATIONS, 0, unit="port", low=0, high=65535,
-        help="a worker's own /metrics, /healthz and /readyz on this port; 0 = off")
+        help="a worker's own /metrics, /healthz and /readyz on this port (bound to host); 0 = off")
     metrics_token: str = opt(OPERATIONS, "", secret="always", file="metrics_token_file",
         help="Bearer token /metrics asks for; empty = /metrics is open")
     metrics_token_file: str = opt(OPERATIONS, "", secret_file=True,
-        help="file whose first line is metrics_token, read at start; wins over the env var")
+        help="file whose first line is metrics_token, read at start; wins over WAN_DEMO_METRICS_TOKEN")
     log_format: str = opt(OPERATIONS, "text", choices=C.LOG_FORMATS,
         help="text, or json = one JSON object per line with request id, job id and owner hash")
     # -- REST API (see wan_demo/rest/)
@@ -248,6 +248,8 @@ def settings_problems(settings: Settings) -> list[str]:
         spec, value = spec_of(f), getattr(settings, f.name)
         if why := problem(spec, value):
             out.append(f"{f.name} {'(value hidden)' if spec.secret else repr(value)}: {why}")
+        elif (spec.file_for or spec.secret_file) and value and (why := file_problem(Path(value))):
+            out.append(f"{f.name} {str(value)!r}: {why}")  # a path, never the secret it holds
     return out + cross_problems(settings)
 
 
