@@ -228,9 +228,9 @@ def test_operations_doc_blocks_run(tmp_path, engine, capsys):
 
 
 def test_operations_settings_are_checked_before_start(tmp_path):
-    from wan_demo.core.settings import Settings
-    from wan_demo.server import ops_problems
+    """Declared in core/settings.py with their rules (issue 21): one check for every setting."""
+    from wan_demo.core.settings import Settings, settings_problems
 
-    assert ops_problems(Settings()) == []
+    assert settings_problems(Settings()) == []
     bad = Settings(log_format="xml", drain_s=-1, metrics_token_file=str(tmp_path / "missing"))
-    assert [p.split()[0] for p in ops_problems(bad)] == ["log_format", "drain_s", "metrics_token_file"]
+    assert [p.split()[0] for p in settings_problems(bad)] == ["drain_s", "metrics_token_file", "log_format"]

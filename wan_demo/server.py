@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from wan_demo.core.settings import ROLES, Settings, from_env
+from wan_demo.core.cli import SettingsError
+from wan_demo.core.settings import Settings, from_cli, settings_problems
 from wan_demo.jobs import logs
 from wan_demo.jobs.common import StoreUnavailable
 from wan_demo.jobs.metrics import Metrics
@@ -32,13 +32,11 @@ from wan_demo.model import distributed
 from wan_demo.model.engine import ModelUnavailable, load_engine
 from wan_demo.model.gpu import memory_stats
 from wan_demo.rest import ops, routes
-from wan_demo.rest.keys import MIN_WEBHOOK_SECRET, KeyRing
-from wan_demo.rest.netguard import parse_networks
+from wan_demo.rest.keys import KeyRing
 from wan_demo.rest.service import RestService
 from wan_demo.web import api_compat, ui, zerogpu
 
 log = logging.getLogger(__name__)
-PRESIGN_MAX_S = 7 * 24 * 3600  # S3 refuses presigned links valid longer than 7 days
 
 
 @dataclass
@@ -145,50 +143,6 @@ def launch(server: Server, block: bool = True):
     return demo
 
 
-def settings_problems(settings: Settings) -> list[str]:
-    """Scale-out settings that cannot work, in words (checked before anything starts)."""
-    problems = []
-    if settings.role not in ROLES:
-        problems.append(f"role {settings.role!r} is unknown; use one of {', '.join(ROLES)}")
-    if settings.lease_s < 1:
-        problems.append(f"lease_s must be at least 1 second, got {settings.lease_s}")
-    if not 0 <= settings.presign_ttl_s <= PRESIGN_MAX_S:
-        problems.append(
-            f"presign_ttl_s must be 0..{PRESIGN_MAX_S} (S3's limit), got {settings.presign_ttl_s}"
-        )
-    if settings.database_pool_size < 1 or settings.database_timeout_s <= 0:
-        problems.append("database_pool_size must be >= 1 and database_timeout_s > 0")
-    return problems + rest_problems(settings)
-
-
-def rest_problems(settings: Settings) -> list[str]:
-    """Webhook and rate-limit settings that cannot work, in words."""
-    problems = []
-    if settings.webhook_secret and len(settings.webhook_secret) < MIN_WEBHOOK_SECRET:
-        problems.append(
-            f"webhook_secret must be at least {MIN_WEBHOOK_SECRET} characters (it keys every client's)"
-        )
-    try:
-        parse_networks(settings.webhook_allow_private)
-    except ValueError as e:
-        problems.append(f"webhook_allow_private: {e}")
-    if settings.webhook_retry_s <= 0 or settings.submits_per_min < 0:
-        problems.append("webhook_retry_s must be > 0 and submits_per_min >= 0 (0 = no limit)")
-    return problems + ops_problems(settings)
-
-
-def ops_problems(settings: Settings) -> list[str]:
-    """Operations settings that cannot work, in words (docs/operations.md)."""
-    problems = []
-    if settings.log_format not in logs.FORMATS:
-        problems.append(f"log_format {settings.log_format!r} is unknown; use {' or '.join(logs.FORMATS)}")
-    if settings.drain_s < 0 or not 0 <= settings.metrics_port <= 65535:
-        problems.append("drain_s must be >= 0 and metrics_port 0..65535 (0 = off)")
-    if settings.metrics_token_file and not Path(settings.metrics_token_file).is_file():
-        problems.append(f"metrics_token_file {settings.metrics_token_file!r} is not a readable file")
-    return problems
-
-
 def wait_for_signal() -> None:
     """Block until SIGTERM or SIGINT; the caller then drains (Server.drain)."""
     stop = threading.Event()
@@ -204,9 +158,15 @@ def mcp_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = from_env(sys.argv[1:] if argv is None else argv)
-    if problems := settings_problems(settings):
-        raise SystemExit("error: " + "; ".join(problems))
+    """Read the settings from the environment and `argv` (default sys.argv), then run."""
+    run(from_cli(argv))
+
+
+def run(settings: Settings) -> None:
+    """Serve until stopped (app.py read and checked `settings` before importing this module)."""
+    if problems := settings_problems(settings):  # a Settings built in code was never checked
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        raise SettingsError(problems)
     logs.configure(settings.log_format)
     group = distributed.init(settings) if settings.role != "api" else None  # torchrun WORLD_SIZE > 1
     try:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from wan_demo.core.choices import SPEED_MODES
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import FPS, MAX_PROMPT_CHARS
 
 NAG_DEFAULTS = (11.0, 2.5, 0.25)  # scale, tau, alpha: sources at the nag_* controls below
-
-SPEED_MODES = ("quality", "fast")
 NO_CFG = "the fast mode's distilled model runs without classifier-free guidance"
 NAG_CFG = "NAG restores negative guidance where CFG is off; quality mode has CFG, use guidance instead"
 

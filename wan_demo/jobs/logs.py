@@ -16,7 +16,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-FORMATS = ("text", "json")
+from wan_demo.core.choices import LOG_FORMATS
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"
 CONTEXT = ("request_id", "job_id", "owner_hash")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -69,6 +70,8 @@ class ContextFilter(logging.Filter):
 
 def configure(log_format: str = "text", level: int = logging.INFO) -> logging.Handler:
     """One stderr handler on the root logger in the chosen format; returns it."""
+    if log_format not in LOG_FORMATS:  # Settings refuses it first; a caller in code gets the same rule
+        raise ValueError(f"log_format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler()
     if log_format == "json":
         from pythonjsonlogger.json import JsonFormatter

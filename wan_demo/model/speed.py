@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from wan_demo.core.choices import CACHES
 from wan_demo.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,6 @@ log = logging.getLogger(__name__)
 ADAPTER = "fast"  # peft adapter name of the step-distilled LoRA
 # Where to get the LoRA (pass as Settings.lora "owner/repo/path/in/repo.safetensors" or a local file)
 LIGHTX2V_REPO = "lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v"
-CACHES = ("off", "fbcache", "magcache")
 
 
 # --- LoRA ---------------------------------------------------------------------------------------

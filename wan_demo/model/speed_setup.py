@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from wan_demo.core.choices import ATTENTION_BACKENDS
 from wan_demo.core.plan import resolve_mode
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
@@ -16,7 +17,8 @@ from wan_demo.model import speed
 
 log = logging.getLogger(__name__)
 
-BACKENDS = {"native": "native", "flash": "flash", "sage": "sage"}  # setting -> diffusers backend name
+# Settings.attention_backend (core.choices) -> diffusers backend name (the same words today)
+BACKENDS = {name: name for name in ATTENTION_BACKENDS}
 WARMUP_FRAMES = 5  # 4k+1; compile traces the blocks once, shapes are marked dynamic
 WARMUP_SIDE = 32  # px; smallest size that exercises every block
 

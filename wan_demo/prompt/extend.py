@@ -29,7 +29,7 @@ def backends(settings: Settings) -> tuple[list[str], list[dict[str, str]]]:
         return [choice, "rules"], []
     if choice == "rules":
         return ["rules"], []
-    skipped = []  # auto (unknown values too: extension must not fail on a typo)
+    skipped = []  # auto (Settings refuse any other name at start; a Settings built in code may hold one)
     order = []
     if prompt_openai.configured(settings):
         order.append("openai")

@@ -19,7 +19,7 @@ import hmac
 import sys
 from pathlib import Path
 
-from wan_demo.core.settings import Settings, from_env
+from wan_demo.core.settings import MIN_WEBHOOK_SECRET, Settings, from_cli
 
 SETUP_HINT = (
     "the REST API is disabled: no API keys are configured. Set WAN_DEMO_API_KEYS=<key>[,<key>...] "
@@ -28,7 +28,6 @@ SETUP_HINT = (
 
 
 WEBHOOK_LABEL = b"wan-demo webhook signing secret v1\x00"  # domain separation for the derivation
-MIN_WEBHOOK_SECRET = 32  # characters of Settings.webhook_secret: it keys every client's secret
 
 
 def digest(key: str) -> str:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="API key admin (settings from WAN_DEMO_* env vars)")
     parser.add_argument("--webhook-secret", metavar="KEY", required=True, help="print KEY's webhook secret")
     args = parser.parse_args(argv)
-    settings = from_env([])
+    settings = from_cli([])  # WAN_DEMO_* only: the flags here are this tool's
     if len(settings.webhook_secret) < MIN_WEBHOOK_SECRET:
         print(f"set WAN_DEMO_WEBHOOK_SECRET (>= {MIN_WEBHOOK_SECRET} characters) first", file=sys.stderr)
         return 2

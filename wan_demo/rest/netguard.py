@@ -17,6 +17,7 @@ from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
 from wan_demo.core.request import InvalidRequest
+from wan_demo.core.rules import parse_networks  # noqa: F401  # one parser: settings check it at start
 
 SHARED_NET = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -36,17 +37,6 @@ def check_address(ip_text: str) -> bool:
     if ip.version == 4 and ip in SHARED_NET:
         return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """'127.0.0.1, 10.0.0.0/8, fd00::/8' -> networks; ValueError names a bad entry."""
-    out = []
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        try:
-            out.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
-    return tuple(out)
 
 
 def in_networks(ip_text: str, networks: tuple[Network, ...]) -> bool:

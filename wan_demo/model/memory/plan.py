@@ -84,7 +84,7 @@ STRATEGIES = (
     Strategy("sequential", "sequential", "sequential", "sequential", False, 0.10,
              "sequential CPU offload, one layer at a time without prefetch (last resort)"),
 )  # fmt: skip
-BY_NAME = {s.name: s for s in STRATEGIES}
+BY_NAME = {s.name: s for s in STRATEGIES}  # names and order: core.choices.MEMORY_PLANS (tests/test_cli.py)
 VAE_TILING_SPEED = 0.98  # tiled VAE decode costs a little time and saves GBs at 480P
 
 
