@@ -1,5 +1,5 @@
 """Measure the activation peaks the memory planner uses, on the CPU, with the REAL architecture:
-python -m bench.activations [--tokens 1560,3120,6240] [--vae-frames 2]
+python -m bench.activations [--tokens 1560,3120,6240] [--vae-frames 2] [--vae-growth]
 
 Transformer: a real-width Wan I2V transformer (dim 5120, 40 heads, ffn 13824, image cross-attention,
 config from model/memory/estimate.TRANSFORMER_CONFIG) with ONE block, random bf16 weights, no grad, SDPA;
@@ -82,15 +82,16 @@ def transformer_case(latent_frames: int) -> dict:
                 seconds=time.perf_counter() - start)  # fmt: skip
 
 
-def vae_case(latent_frames: int, kind: str) -> dict:
+def vae_case(latent_frames: int, kind: str, base_dim: int = 96) -> dict:
     """`kind`: vae | vae_tiled (decode `latent_frames` latents) or vae_encode | vae_encode_tiled (encode
-    the (latent_frames - 1) * 4 + 1 frame conditioning video the I2V pipeline builds)."""
+    the (latent_frames - 1) * 4 + 1 frame conditioning video the I2V pipeline builds). `base_dim` < 96:
+    a narrow VAE (same layers, same output) whose compute is (base_dim / 96)^2 of the real one."""
     import torch
     from diffusers import AutoencoderKLWan
 
     from wan_demo.model.memory.estimate import VAE_CONFIG
 
-    vae = AutoencoderKLWan(**VAE_CONFIG).eval()
+    vae = AutoencoderKLWan(**{**VAE_CONFIG, "base_dim": base_dim}).eval()
     if kind.endswith("tiled"):
         vae.enable_tiling()
     frames = (latent_frames - 1) * 4 + 1
@@ -102,7 +103,7 @@ def vae_case(latent_frames: int, kind: str) -> dict:
         with PeakRss() as peak:
             start = time.perf_counter()
             run(data)
-    return dict(kind=kind, latent_frames=latent_frames, frames=frames,
+    return dict(kind=kind, latent_frames=latent_frames, frames=frames, base_dim=base_dim,
                 peak_mib=peak.above_start / MIB, seconds=time.perf_counter() - start)  # fmt: skip
 
 
@@ -143,6 +144,32 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
+def vae_growth(dims=(24, 12), frames=(2, 21)) -> None:
+    """The VAE's peak at 81 frames: the real-width peak of one 4-frame chunk (measured at 2 latent
+    frames, MEASURED_VAE_MIB) plus what grows with the frame count (the decoded video, its tiles and
+    their concatenation: 3 channels, independent of the VAE's width), measured at 5 and 81 frames with
+    narrow VAEs (two widths show the growth does not depend on it). A full-width 81-frame decode takes
+    hours on this CPU."""
+    from wan_demo.model.memory.estimate import MEASURED_VAE_MIB
+
+    print("| case | base_dim | peak MiB at 5 frames | at 81 frames | growth MiB | seconds (81) |")
+    print("|---|---|---|---|---|---|")
+    growth: dict[str, list[float]] = {}
+    for kind in ("vae", "vae_tiled", "vae_encode", "vae_encode_tiled"):
+        for dim in dims:
+            small, full = (measure([kind, str(f), str(dim)]) for f in frames)
+            growth.setdefault(kind, []).append(full["peak_mib"] - small["peak_mib"])
+            print(f"| {kind} | {dim} | {small['peak_mib']:.0f} | {full['peak_mib']:.0f} "
+                  f"| {growth[kind][-1]:.0f} | {full['seconds']:.0f} |")  # fmt: skip
+    print(
+        "\n| decode 480x832, 81 frames | real-width chunk peak MiB (measured) | + growth MiB | = peak MiB |"
+    )
+    print("|---|---|---|---|")
+    for kind, name in (("vae", "untiled"), ("vae_tiled", "tiled")):
+        more = max(growth[kind])
+        print(f"| {name} | {MEASURED_VAE_MIB[name]} | {more:.0f} | {MEASURED_VAE_MIB[name] + more:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs="*")
@@ -152,6 +179,7 @@ def main() -> None:
     parser.add_argument(
         "--vae-frames", type=int, default=2, help="latent frames decoded (4 video frames each)"
     )
+    parser.add_argument("--vae-growth", action="store_true", help="the VAE at 81 frames (narrow VAE)")
     a = parser.parse_args()
     if a.child is not None:
         kind = a.child[0]
@@ -159,7 +187,11 @@ def main() -> None:
         if kind == "dequant":
             print(json.dumps(dequant_case(a.child[1])))
             return
-        print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind)))
+        dim = int(a.child[2]) if len(a.child) > 2 else 96
+        print(json.dumps(transformer_case(n) if kind == "transformer" else vae_case(n, kind, dim)))
+        return
+    if a.vae_growth:
+        vae_growth()
         return
     from wan_demo.model.memory.estimate import ACT_BYTES_PER_TOKEN, ACT_FIXED_GB, Shape, vae_activations_gb
 
