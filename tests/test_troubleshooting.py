@@ -136,7 +136,7 @@ def test_memory_errors():
         return raised(lambda: preflight(Settings(**settings), "cuda:0", Shape()), (MemoryError, ValueError))
 
     quoted(STARTUP + check(vram_gb=12, ram_gb=32))
-    assert check(vram_gb=8, ram_gb=16).endswith("No transformer file format fits either: use a bigger GPU or "
+    assert check(vram_gb=4, ram_gb=8).endswith("No transformer file format fits either: use a bigger GPU or "
                                                  "more host RAM.")  # fmt: skip
     quoted("No transformer file format fits either: use a bigger GPU or more host RAM.")
     quoted("error: " + check(memory_mode="turbo", vram_gb=24, ram_gb=64))
