@@ -340,7 +340,8 @@ def test_end_frame_matches_reference(quality, tiny_folder, quality_reference):
     pipe = ref.load(tiny_folder, ref.QUALITY)
     ref.end_frame_clip_tokens(pipe)
     image, end = ref.resize(IMAGE, PARITY_AREA), ref.resize(END_IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED), end)
+    negative = ref.documented_negative_prompt()
+    frames = ref.run(pipe, image, PROMPT, negative, ref.QUALITY, ref.generator(SEED), end)
     np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert not np.array_equal(frames, quality_reference[1])  # the end frame did condition the clip
     assert ours.result.settings["end_frame"] is True
@@ -362,7 +363,7 @@ def test_nag_off_is_todays_fast_run_and_leaves_every_processor(engine_for, lora,
     off = run_ours(engine, settings)
     pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.FAST, ref.generator(SEED))
     np.testing.assert_array_equal(off.frames, frames, err_msg=used(off))
     on = run_ours(engine, settings, negative_prompt="blurry, static")
     assert on.result.settings["nag"] == {"scale": 11.0, "tau": 2.5, "alpha": 0.25}
