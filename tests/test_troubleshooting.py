@@ -55,13 +55,26 @@ def test_bad_flags(argv, message, capsys):
 @pytest.mark.parametrize(
     "changes",
     [dict(role="gpu"), dict(lease_s=0.5), dict(presign_ttl_s=999999999), dict(database_pool_size=0),
-     dict(webhook_secret="short"), dict(webhook_allow_private="intranet"), dict(webhook_retry_s=0)],
+     dict(webhook_secret="short"), dict(webhook_allow_private="intranet"), dict(webhook_retry_s=0),
+     dict(log_format="xml"), dict(drain_s=-1), dict(metrics_port=70000),
+     dict(metrics_token_file="/run/secrets/wan-metrics-token")],
 )  # fmt: skip
 def test_settings_that_cannot_work(changes):
     from wan_demo.server import settings_problems
 
     (problem,) = settings_problems(Settings(**changes))
     quoted("error: " + problem)
+
+
+def test_metrics_port_in_use():
+    """A worker's own probe server (WAN_DEMO_METRICS_PORT) on a port another process serves."""
+    from wan_demo.jobs.probes import ProbeServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = Settings(host="127.0.0.1", metrics_port=taken.getsockname()[1])
+        quoted("OSError: " + raised(ProbeServer(None, settings).start, OSError))
 
 
 def test_store_storage_and_keys():
