@@ -4,6 +4,7 @@ and curl exactly as README and docs/web-ui.md show, plus the API listing, valida
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -205,6 +206,18 @@ def test_docs_curl_example_runs(app):
     assert data[0]["path"].endswith(".mp4") and data[3] == 42
 
 
+def test_docs_curl_example_with_only_the_first_ten_values_runs(app):
+    """The same call as a raw-HTTP client written for the 10 parameters up to prompt_2 sends it: the
+    server appends the defaults of the other five (web/api_compat.py) and the call completes."""
+    full = docs_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+    script = re.sub(r'"auto", "",\s*null, 0, 0, 0, false\]', '"auto", ""]', full)
+    assert script != full, "the docs' curl example no longer ends its data list as expected"
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "event: complete" in out.stdout, out.stdout + out.stderr
+    data = json.loads(out.stdout.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert data[0]["path"].endswith(".mp4") and data[3] == 42
+
+
 def test_mcp_lists_generate_and_extend_as_tools(app):
     schema = httpx.get(app.url + "gradio_api/mcp/schema", timeout=10).json()
     tools = {tool["name"]: tool for tool in schema}
@@ -276,8 +289,8 @@ def test_api_jobs_share_an_owner_and_extend_takes_only_the_bytes_it_is_sent(clie
 
 
 def test_the_ten_values_of_before_issue_24_are_padded_with_the_new_defaults():
-    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working (the
-    README curl example above runs that way); any other body passes unchanged."""
+    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working
+    (docs/web-ui.md says so beside its 15-value curl example); any other body passes unchanged."""
     from wan_demo.web.api_compat import padded
 
     old = json.dumps({"data": list(range(10)), "session_hash": "s"}).encode()
