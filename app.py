@@ -2,9 +2,9 @@
 
 Settings come from WAN_DEMO_* env vars and CLI flags (`python app.py --help`, docs/settings.md).
 They are read and checked first, with the standard library only, so `--help` and a bad setting
-answer at once (exit status 2) instead of after torch, diffusers and gradio load. Without a CUDA
-GPU and weights, the built-in tiny model runs and a banner says so. `python app.py --doctor`
-checks the machine and the configuration instead of serving.
+answer at once (exit status 2) instead of after torch, diffusers and gradio load. On a host
+without CUDA (WAN_DEMO_MODEL=auto) the built-in tiny model runs and a banner says so.
+`python app.py --doctor` checks the machine and the configuration instead of serving.
 """
 
 import sys

@@ -77,7 +77,7 @@ def main() -> None:
     full = transformer_activations_gb(shape, 5120, 13824)
     print(f"| transformer block, 81x480x832 | {shape.tokens} | {full:.2f} | - (fitted line) |")
     for kind, mib in MEASURED_VAE_MIB.items():
-        est = vae_activations_gb(shape, 96, "tiled" in kind)
+        est = vae_activations_gb(shape, 96, kind == "tiled")  # "tiled" is also in "untiled"
         print(f"| VAE {kind}, 81 frames 480x832 | - | {est:.2f} | {mib * 2**20 / 1e9:.2f} |")
     print(f"\nHost baseline: {host.CPU_BASELINE_GB:.1f} GB measured on CPU (the app's imports) + "
           f"{host.CUDA_HOST_GB:.1f} GB CUDA runtime (estimated)\n")  # fmt: skip

@@ -2,9 +2,9 @@
 (alone: python -m bench.queue_wakeups).
 
 Two configurations of the real parts on one throwaway PostgreSQL server (fsync on):
-- "polling": what every process did before LISTEN/NOTIFY (the worker looks every 0.25 s, each of
-  the 4 webhook deliverer threads every 0.5 s): the same code with a store whose notifications are
-  switched off;
+- "polling only": each process polls (the worker looks every 0.25 s, each of the 4 webhook
+  deliverer threads every 0.5 s; the pace while the LISTEN connection is down): the same code
+  with a store whose notifications are switched off;
 - "NOTIFY": a submit / a new outbox row wakes them at once; polling only as a safety net (5 s for
   the worker, 20 s per deliverer thread).
 
@@ -121,7 +121,7 @@ def main() -> list[str]:
     pg = TempPostgres().start()
     rows = []
     try:
-        for n, (name, kind) in enumerate((("polling (before)", PollingStore), ("NOTIFY", PostgresJobStore))):
+        for n, (name, kind) in enumerate((("polling only", PollingStore), ("NOTIFY", PostgresJobStore))):
             with tempfile.TemporaryDirectory() as tmp:
                 rows.append((name, measure(kind, pg.create_database(f"wake_{n}"), Path(tmp))))
                 threading.Event().wait(0.5)

@@ -1,9 +1,9 @@
 """The reference side of tests/test_parity.py: a plain diffusers WanImageToVideoPipeline call.
 
-Written from the documentation (README "How a generation flows" and "Memory and speed", the
-diffusers Wan I2V example, the model card), never from wan_demo: nothing here imports wan_demo, so
-a change in our wiring cannot change the reference with it. The defaults below are the documented
-ones; test_parity asserts that README states them.
+Written from the documentation (docs/architecture.md "How a generation flows" and
+docs/gpu-and-memory.md "Speed modes", the diffusers Wan I2V example, the model card), never from
+wan_demo: nothing here imports wan_demo, so a change in our wiring cannot change the reference with
+it. The defaults below are the documented ones; test_parity asserts that the docs state them.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FLOW_PAGE = DOCS / "architecture.md"  # "How a generation flows": size rule, default negative prompt
 
 MAX_AREA_480P = 480 * 832  # pixel budget of the 480P model
 SIZE_MULTIPLE = 16  # VAE spatial factor 8 x transformer patch 2
 SEGMENT_FRAMES = 81  # one pass: the training length, 5.06 s at 16 fps
 TEXT_TOKENS = 512  # max_sequence_length: Wan's attention assumes exactly 512 text tokens
-FBCACHE_THRESHOLD = 0.05  # README: FirstBlockCache default threshold
+FBCACHE_THRESHOLD = 0.05  # docs: FirstBlockCache default threshold
 # diffusers' Wan I2V recipe: CLIP image encoder and VAE in fp32, the rest in bf16
 DTYPES = {"image_encoder": torch.float32, "vae": torch.float32, "default": torch.bfloat16}
 
@@ -62,11 +63,11 @@ def to_pixels(frame: np.ndarray) -> np.ndarray:
     return np.clip(frame * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
 
 
-def readme_negative_prompt() -> str:
-    """The default negative prompt as README documents it (the ```text block of its bullet)."""
-    text = README.read_text()
+def documented_negative_prompt() -> str:
+    """The default negative prompt as the docs state it (the ```text block of its bullet)."""
+    text = FLOW_PAGE.read_text()
     block = re.search(r"\*\*Negative prompt\*\*.*?```text\n(.*?)```", text, flags=re.S)
-    assert block, "README documents no default negative prompt"
+    assert block, f"{FLOW_PAGE.name} documents no default negative prompt"
     return " ".join(line.strip() for line in block.group(1).strip().splitlines())
 
 
@@ -74,7 +75,7 @@ def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool =
     """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA, cache.
 
     The LoRA as `load_lora_weights` leaves it (a peft adapter; diffusers documents `fuse_lora` as an
-    optional speed-up): README "Memory and speed" says the app keeps it unfused."""
+    optional speed-up): docs/gpu-and-memory.md "Speed modes" says the app keeps it unfused."""
     from diffusers import FirstBlockCacheConfig, UniPCMultistepScheduler, WanImageToVideoPipeline
 
     pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=DTYPES)

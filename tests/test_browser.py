@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image
-from ui_server import running_app
+from ui_server import CHROMIUM, CHROMIUM_ARGS, running_app
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sunset_sea.jpg"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
-]  # fmt: skip
 TIMEOUT_MS = 60_000  # page actions and the generation itself (tiny model: a few seconds)
 
 pytestmark = [

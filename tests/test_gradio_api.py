@@ -1,5 +1,5 @@
 """The Gradio API end to end: a launched app (tiny model) on 127.0.0.1, called with gradio_client
-and curl exactly as the README shows, plus the API listing, validation, MCP and Cancel."""
+and curl exactly as README and docs/web-ui.md show, plus the API listing, validation, MCP and Cancel."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from apitools import KEY_A, auth, b64_image, body, wait_status
 from conftest import make_image
+from doctools import marked
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 from PIL import Image
@@ -27,7 +28,8 @@ from wan_demo.media.video import count_frames, read_mp4_metadata, write_mp4
 from wan_demo.web.owners import has_history
 
 ROOT = Path(__file__).resolve().parent.parent
-README_URL = "http://127.0.0.1:7860/"  # the address the README snippets use; tests swap in theirs
+README_URL = "http://127.0.0.1:7860/"  # the address the docs' snippets use; tests swap in theirs
+IN_README = ("gradio-client-example",)  # README shows this one too, identically
 SETTINGS = [
     "prompt", "prompt_extend", "seed", "video_length", "negative_prompt", "steps", "guidance", "speed_mode",
     "prompt_2", "last_image", "nag_scale", "nag_tau", "nag_alpha", "interpolate",  # issue 24: appended
@@ -36,12 +38,9 @@ PARAMETERS = ["image", *SETTINGS]
 RETURNS = ["Video", "Thumbnail", "Final prompt", "Seed used"]
 
 
-def readme_snippet(marker: str) -> str:
-    """The fenced code block right after `<!-- marker -->` in README.md (the README is the source)."""
-    text = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert found, f"README.md has no code block after <!-- {marker} -->"
-    return found.group(1)
+def docs_snippet(marker: str) -> str:
+    """The block after `<!-- marker -->` in docs/web-ui.md (and README, which shows the first one)."""
+    return marked(marker, *(["README.md"] if marker in IN_README else []), "docs/web-ui.md")
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +181,16 @@ def test_rest_outputs_are_reachable_only_through_the_rest_routes(client, app, pi
     assert httpx.get(f"{url}/gradio_api/file={ui_file}", timeout=30).status_code == 200 and ui_video
 
 
-def test_readme_gradio_client_example_runs(app, monkeypatch, capsys):
-    code = readme_snippet("gradio-client-example")
+def test_docs_gradio_client_example_runs(app, monkeypatch, capsys):
+    code = docs_snippet("gradio-client-example")
     monkeypatch.chdir(ROOT)
     exec(code.replace(README_URL, app.url), {})
     printed = capsys.readouterr().out
     assert ".mp4" in printed and printed.rstrip().endswith(" 42")
 
 
-def test_readme_preview_and_extend_example_runs(app, monkeypatch, capsys):
-    code = readme_snippet("gradio-extend-example")
+def test_docs_preview_and_extend_example_runs(app, monkeypatch, capsys):
+    code = docs_snippet("gradio-extend-example")
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(code.replace(README_URL, app.url), namespace)
@@ -199,8 +198,20 @@ def test_readme_preview_and_extend_example_runs(app, monkeypatch, capsys):
     assert count_frames(Path(namespace["longer"]))[0] == 161
 
 
-def test_readme_curl_example_runs(app):
-    script = readme_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+def test_docs_curl_example_runs(app):
+    script = docs_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "event: complete" in out.stdout, out.stdout + out.stderr
+    data = json.loads(out.stdout.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert data[0]["path"].endswith(".mp4") and data[3] == 42
+
+
+def test_docs_curl_example_with_only_the_first_ten_values_runs(app):
+    """The same call as a raw-HTTP client written for the 10 parameters up to prompt_2 sends it: the
+    server appends the defaults of the other five (web/api_compat.py) and the call completes."""
+    full = docs_snippet("curl-example").replace(README_URL.rstrip("/"), app.url.rstrip("/"))
+    script = re.sub(r'"auto", "",\s*null, 0, 0, 0, false\]', '"auto", ""]', full)
+    assert script != full, "the docs' curl example no longer ends its data list as expected"
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "event: complete" in out.stdout, out.stdout + out.stderr
     data = json.loads(out.stdout.split("event: complete\ndata: ", 1)[1].splitlines()[0])
@@ -278,8 +289,8 @@ def test_api_jobs_share_an_owner_and_extend_takes_only_the_bytes_it_is_sent(clie
 
 
 def test_the_ten_values_of_before_issue_24_are_padded_with_the_new_defaults():
-    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working (the
-    README curl example above runs that way); any other body passes unchanged."""
+    """web/api_compat.py: raw-HTTP callers that send the old 10 /generate values keep working
+    (docs/web-ui.md says so beside its 15-value curl example); any other body passes unchanged."""
     from wan_demo.web.api_compat import padded
 
     old = json.dumps({"data": list(range(10)), "session_hash": "s"}).encode()

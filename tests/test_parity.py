@@ -8,7 +8,7 @@ is the same the frames must be bit-identical; where a layer changes the arithmet
 fp8 + LoRA) the tolerance and its reason sit next to the assertion.
 
 Tiny shapes: a 96x64 input fitted into a 64*64 pixel budget (-> 64x48), 81 frames per segment.
-The size rule itself is checked at the real 480*832 budget against README's examples.
+The size rule itself is checked at the real 480*832 budget against the examples in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def engine_for(tiny_folder, tmp_path_factory):
         )
         engine = load_engine(settings)
         # Test-only: a folder model gets the real 480*832 budget (~2 min per run on CPU). Same rule,
-        # smaller budget; test_size_rule_matches_readme checks the rule at 480*832.
+        # smaller budget; test_size_rule_matches_docs checks the rule at 480*832.
         engine.max_area = PARITY_AREA
         return engine, settings
 
@@ -121,12 +121,12 @@ def quality_reference(tiny_folder):
     pipe = ref.load(tiny_folder, ref.QUALITY)
     generator = ref.generator(SEED)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, generator)
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.QUALITY, generator)
     return pipe, frames, generator.get_state()
 
 
-# --- README is what is tested ------------------------------------------------------------------
-# input size -> output size at 480P by the official rule; README's examples are marked documented
+# --- the docs are what is tested ---------------------------------------------------------------
+# input size -> output size at 480P by the official rule; the docs' examples are marked documented
 SIZE_TABLE = [
     ((832, 480), (832, 480), "832x480"),
     ((1024, 1024), (624, 624), "1:1"),
@@ -142,12 +142,14 @@ SIZE_TABLE = [
 ]
 
 
-def _readme() -> str:
-    return " ".join(ref.README.read_text().split())  # whitespace-normalised: wrapping is free
+def _docs() -> str:
+    """docs/*.md, whitespace-normalised (wrapping is free), the page of the size rule first."""
+    pages = [ref.FLOW_PAGE, *sorted(p for p in ref.DOCS.glob("*.md") if p != ref.FLOW_PAGE)]
+    return " ".join(" ".join(p.read_text().split()) for p in pages)
 
 
-def test_readme_size_examples_are_the_tested_ones():
-    size_bullet = re.search(r"\*\*Size\*\*(.*?)- \*\*", _readme()).group(1)
+def test_documented_size_examples_are_the_tested_ones():
+    size_bullet = re.search(r"\*\*Size\*\*(.*?)- \*\*", _docs()).group(1)
     documented = re.findall(r"(\d+x\d+|\d+:\d+) -> (\d+)x(\d+)", size_bullet)
     table = [(label, str(w), str(h)) for _, (w, h), label in SIZE_TABLE if label]
     assert sorted(documented) == sorted(table)
@@ -157,19 +159,20 @@ def test_readme_size_examples_are_the_tested_ones():
 
 
 @pytest.mark.parametrize(("size", "expected", "_label"), SIZE_TABLE)
-def test_size_rule_matches_readme(size, expected, _label):
+def test_size_rule_matches_docs(size, expected, _label):
     assert ref.fit_size(*size, ref.MAX_AREA_480P) == expected  # the rule as written out
     assert fit_size(*size, MAX_AREA) == expected  # ours
 
 
-def test_readme_defaults_are_the_tested_ones():
-    readme = _readme()
-    assert DEFAULT_NEGATIVE_PROMPT == ref.readme_negative_prompt()
+def test_documented_defaults_are_the_tested_ones():
+    docs = _docs()
+    assert DEFAULT_NEGATIVE_PROMPT == ref.documented_negative_prompt()
     q, f = ref.QUALITY, ref.FAST
-    assert f"official {q.steps} steps, guidance {q.guidance}, shift {q.shift:g}" in readme
-    assert f"{f.steps} steps, guidance {f.guidance}, shift {f.shift:g} = {f.steps} forwards" in readme
-    assert f"`WAN_DEMO_CACHE_THRESHOLD`, default {ref.FBCACHE_THRESHOLD}" in readme
-    assert '| `"bfloat16"` | transformer + text encoder dtype on GPU (VAE, CLIP stay fp32) |' in readme
+    assert f"official {q.steps} steps, guidance {q.guidance}, shift {q.shift:g}" in docs
+    assert f"{f.steps} steps, guidance {f.guidance}, shift {f.shift:g} = {f.steps} forwards" in docs
+    assert f"`WAN_DEMO_CACHE_THRESHOLD`, default {ref.FBCACHE_THRESHOLD}" in docs
+    dtype = f"run in `WAN_DEMO_DTYPE` (default `{Settings().dtype}`);"
+    assert f"{dtype} the VAE and the CLIP image encoder stay fp32" in docs
     assert ref.DTYPES["default"] == getattr(torch, Settings().dtype)
 
 
@@ -189,7 +192,7 @@ def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, qual
     ours = run_ours(engine, settings)
     pipe = ref.load(tiny_folder, ref.QUALITY, cache=True)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED))
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.QUALITY, ref.generator(SEED))
     np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
 
@@ -199,7 +202,7 @@ def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora):
     ours = run_ours(engine, settings)
     pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.FAST, ref.generator(SEED))
     np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert used(ours) == {"speed_mode": "fast", **vars(ref.FAST)}
 
@@ -263,7 +266,7 @@ def plan_runs(engine_for):
 def test_resident_plan_matches_reference(plan_runs, tiny_folder):
     mode = ref.Mode(PLANS_STEPS, ref.QUALITY.guidance, ref.QUALITY.shift)
     pipe = ref.load(tiny_folder, mode)
-    frames = ref.run(pipe, ref.resize(IMAGE, PARITY_AREA), PROMPT, ref.readme_negative_prompt(), mode,
+    frames = ref.run(pipe, ref.resize(IMAGE, PARITY_AREA), PROMPT, ref.documented_negative_prompt(), mode,
                      ref.generator(SEED))  # fmt: skip
     np.testing.assert_array_equal(plan_runs("resident"), frames)
 
@@ -300,10 +303,10 @@ def test_ten_second_clip_chains_on_the_last_decoded_frame(quality, quality_refer
     generator = torch.Generator("cpu")
     generator.set_state(state)
     start = Image.fromarray(ref.to_pixels(first[-1]))
-    second = ref.run(pipe, start, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, generator)
+    second = ref.run(pipe, start, PROMPT, ref.documented_negative_prompt(), ref.QUALITY, generator)
     np.testing.assert_array_equal(ten.outs[1], second)
     # its first frame repeats the start and is dropped; the rest is colour-matched to the 8 frames
-    # before the seam (README "Seam colour match", tested on its own in test_colour.py)
+    # before the seam (docs "Seam colour match", tested on its own in test_colour.py)
     np.testing.assert_array_equal(
         ten.frames[81:], np.stack(match_colours(second[1:], list(ten.frames[73:81])))
     )
@@ -337,7 +340,8 @@ def test_end_frame_matches_reference(quality, tiny_folder, quality_reference):
     pipe = ref.load(tiny_folder, ref.QUALITY)
     ref.end_frame_clip_tokens(pipe)
     image, end = ref.resize(IMAGE, PARITY_AREA), ref.resize(END_IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED), end)
+    negative = ref.documented_negative_prompt()
+    frames = ref.run(pipe, image, PROMPT, negative, ref.QUALITY, ref.generator(SEED), end)
     np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert not np.array_equal(frames, quality_reference[1])  # the end frame did condition the clip
     assert ours.result.settings["end_frame"] is True
@@ -359,7 +363,7 @@ def test_nag_off_is_todays_fast_run_and_leaves_every_processor(engine_for, lora,
     off = run_ours(engine, settings)
     pipe = ref.load(tiny_folder, ref.FAST, lora=lora)
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.FAST, ref.generator(SEED))
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.FAST, ref.generator(SEED))
     np.testing.assert_array_equal(off.frames, frames, err_msg=used(off))
     on = run_ours(engine, settings, negative_prompt="blurry, static")
     assert on.result.settings["nag"] == {"scale": 11.0, "tau": 2.5, "alpha": 0.25}

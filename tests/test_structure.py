@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "wan_demo"
 HEAVY = ("gradio", "fastapi", "starlette", "uvicorn", "diffusers", "torch", "transformers", "accelerate")
-# What each part may import from wan_demo (the arrows of README's Architecture section).
+# What each part may import from wan_demo (the arrows of docs/architecture.md).
 ALLOWED = {
     "core": {"core"},
     "media": {"core", "media"},

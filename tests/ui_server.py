@@ -12,6 +12,12 @@ from wan_demo.core.settings import Settings
 from wan_demo.jobs.worker import Worker
 
 APP_AREA = 64 * 64  # tiny model output budget: a 5 s clip (81 frames) takes ~1 s on CPU
+# Debian's Chromium, driven through Python playwright (never `playwright install`), offline-safe flags
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]  # fmt: skip
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Wire the process together by role: settings -> engine -> job queue + worker -> Gradio UI + REST.
 
 - `all` (default): everything in one process, as on one GPU machine or a Space.
-- `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (README "Scale out").
+- `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (docs/scale-out.md).
 - `worker`: the model and the worker loop, no HTTP; a torchrun group is one worker (rank 0 claims).
 
 Building opens nothing; `Server.start()` opens the job store and storage and starts the worker.

@@ -19,7 +19,7 @@ from wan_demo.model.text_cache import PromptEmbeddings
 log = logging.getLogger(__name__)
 
 TINY_BANNER = (
-    "No CUDA GPU or model weights: running the built-in TINY model with random weights. "
+    "No CUDA GPU (or WAN_DEMO_MODEL=tiny): running the built-in TINY model with random weights. "
     "Its videos are noise; it exists to exercise the full pipeline. "
     f"Set WAN_DEMO_MODEL={REAL_MODEL_ID} (or a local folder) on a GPU host for real videos."
 )

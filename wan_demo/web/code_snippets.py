@@ -1,5 +1,5 @@
-""" "Copy as code": the current form as ready-to-run snippets, in the README's shapes (sections
-"Web UI and Gradio API", "REST API", "Generate from Python").
+""" "Copy as code": the current form as ready-to-run snippets, in the docs' shapes (docs/web-ui.md
+"Gradio API", docs/rest-api.md, docs/architecture.md "Generate from Python").
 
 Values are written as literals by the language's own quoting (Python `repr`, JSON, then POSIX
 shell quoting with shlex.quote), so quotes, backslashes, newlines and any Unicode in a prompt give
@@ -120,7 +120,7 @@ def rest_curl_snippet(v: FormValues, url: str, image: str) -> str:
         'curl -sS "$WAN/api/v1/apikey/requests" -H "Authorization: Bearer $WAN_KEY" '
         '-H "Content-Type: application/json" \\\n'
         f"  -d {data}\n"
-        "# then poll GET $WAN/api/v1/apikey/requests/<request_id> (see the README's REST API section)\n"
+        "# then poll GET $WAN/api/v1/apikey/requests/<request_id> (see docs/rest-api.md)\n"
     )
 
 
