@@ -12,6 +12,7 @@ from wan_demo.core.settings import Settings
 from wan_demo.jobs.worker import Worker
 
 APP_AREA = 64 * 64  # tiny model output budget: a 5 s clip (81 frames) takes ~1 s on CPU
+LOAD_TIMEOUT_S = 300  # the tiny model loads in seconds; a shared CI machine can be slow
 
 
 @dataclass
@@ -42,7 +43,8 @@ def running_app(root: Path, **changes) -> Iterator[RunningApp]:
     settings = app_settings(root, **changes)
     server = build(settings)
     try:
-        launch(server, block=False)
+        launch(server, block=False)  # the page answers now; the model loads in the background
+        assert server.loader.wait(LOAD_TIMEOUT_S).ready, server.loader.readiness()
         yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo)
     finally:
         server.demo.close()

@@ -1,0 +1,138 @@
+"""Start-up: the page and REST answer while the model loads, submits queue and then run, the banner
+and GET /models/{id} show the load's progress, a failed load is shown with its reason.
+
+The app is the real one (server.build + launch, tiny model, 127.0.0.1). To look at it mid-load, the
+model's load is held at a gate the test opens (`gated`): the real load_engine runs after it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from apitools import BASE, KEY_A, auth, b64_image, body, wait_status
+from conftest import make_image
+from ui_server import LOAD_TIMEOUT_S, app_settings
+
+from wan_demo import server as server_module
+from wan_demo.core.settings import API_MODEL_ID, Settings
+from wan_demo.jobs.loading import FAILED, LOADING, READY, LoadFailed
+from wan_demo.model.engine import STAGES, expected_info, load_engine
+from wan_demo.web import ui
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def launched(root: Path, gate: threading.Event | None = None, **changes) -> Iterator:
+    """The app launched as `python app.py` would (the page first, the model in the background)."""
+    settings = app_settings(root, api_keys=KEY_A, **changes)
+    real = server_module.load_engine
+
+    def gated(s: Settings, progress):
+        progress("held by the test", 0.0)
+        assert gate.wait(LOAD_TIMEOUT_S)
+        return real(s, progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        if gate is not None:
+            patch.setattr(server_module, "load_engine", gated)
+        server = server_module.build(settings)
+        try:
+            server_module.launch(server, block=False)
+            yield server, httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
+        finally:
+            if gate is not None:
+                gate.set()
+            server.loader.wait(LOAD_TIMEOUT_S)
+            server.demo.close()
+            server.stop()
+
+
+def model_status(client: httpx.Client) -> dict:
+    response = client.get(f"{BASE}/models/{API_MODEL_ID}", headers=auth())
+    assert response.status_code == 200
+    return response.json()["status"]
+
+
+def test_page_and_rest_answer_while_loading_then_queued_jobs_run(tmp_path):
+    gate = threading.Event()
+    with launched(tmp_path, gate) as (server, client):
+        assert client.get("/").status_code == 200  # the page, before the model exists
+        assert server.worker is None
+        status = model_status(client)
+        assert status["state"] == LOADING and status["stage"] == "held by the test" and status["reason"] == ""
+        text, classes = ui._banner_now(server.jobs)[0].value, ui._banner_now(server.jobs)[0].elem_classes
+        assert "The model is loading (held by the test, 0%" in text and classes == ["loading"]
+        assert ui.LOADING_NOTE in text
+
+        submitted = client.post(f"{BASE}/requests", json=body(b64_image(make_image())), headers=auth())
+        assert submitted.status_code == 200 and submitted.json()["status"] == "queued"
+        url = f"{BASE}/requests/{submitted.json()['request_id']}"
+        assert client.get(url, headers=auth()).json()["status"] == "queued"  # waits for the model
+
+        gate.set()
+        assert server.loader.wait(LOAD_TIMEOUT_S).state == READY
+        done = wait_status(client, url, ("success", "failed"), timeout=120)
+        assert done["status"] == "success", done
+        status = model_status(client)
+        assert status["state"] == READY and status["progress"] == 1.0
+        text = ui._banner_now(server.jobs)[0].value
+        assert "TINY model" in text and "memory:" in text
+
+
+def test_progress_names_each_stage_of_load_engine(tmp_path):
+    seen: list[tuple[str, float]] = []
+    settings = Settings(model="tiny", device="cpu", tiny_max_area=64 * 64, output_dir=tmp_path)
+    load_engine(settings, on_progress=lambda stage, fraction: seen.append((stage, fraction)))
+    assert [stage for stage, _ in seen] == list(STAGES)
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] < 1.0
+
+
+def test_a_failed_load_is_shown_with_its_reason(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with launched(tmp_path, model=str(missing), offline=True) as (server, client):
+        state = server.loader.wait(LOAD_TIMEOUT_S)
+        assert state.state == FAILED and str(missing) in state.reason
+        assert client.get("/").status_code == 200  # the page stays up to say so
+        status = model_status(client)
+        assert status["state"] == FAILED and str(missing) in status["reason"]
+        refused = client.post(f"{BASE}/requests", json=body(b64_image(make_image())), headers=auth())
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "model_unavailable" and str(missing) in error["message"]
+        banner = ui._banner_now(server.jobs)
+        assert str(missing) in banner[0].value and banner[0].elem_classes == ["failed"]
+        assert banner[1].active is False  # no more polling once the load is over
+
+
+def test_a_worker_node_that_cannot_load_stops_with_the_reason(tmp_path):
+    settings = app_settings(tmp_path, role="worker", model=str(tmp_path / "gone"), offline=True)
+    server = server_module.build(settings)
+    try:
+        with pytest.raises(LoadFailed, match="gone"):
+            server_module.launch(server, block=False)
+    finally:
+        server.stop()
+
+
+def test_expected_info_needs_no_torch():
+    tiny = expected_info(Settings(model="tiny", tiny_max_area=4096, lora="x.safetensors"))
+    assert tiny.is_tiny and tiny.max_area == 4096 and tiny.fast_available
+    real = expected_info(Settings(model="some/repo", device="cuda"))
+    assert not real.is_tiny and real.max_area == 480 * 832 and not real.fast_available
+    assert expected_info(Settings(model="auto", device="cpu")).is_tiny
+
+
+def test_importing_the_server_imports_no_torch():
+    """The page must not wait for torch and diffusers (seconds): they load with the model."""
+    code = "import sys, wan_demo.server; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
