@@ -136,3 +136,26 @@ def test_importing_the_server_imports_no_torch():
     code = "import sys, wan_demo.server; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium at /usr/bin/chromium"
+)
+def test_the_open_page_follows_the_load_without_a_reload(tmp_path):
+    """Headless Chromium: the banner says the model is loading, then (its timer polling) shows the
+    loaded model in place, in the same page."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    gate = threading.Event()
+    with launched(tmp_path, gate) as (server, _), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(LOAD_TIMEOUT_S * 1000)
+        page.goto(f"http://127.0.0.1:{server.settings.port}/")
+        page.wait_for_selector("#banner:has-text('The model is loading')")
+        gate.set()
+        page.wait_for_selector("#banner:has-text('TINY model')")
+        assert "loading" not in page.inner_text("#banner")
+        browser.close()
