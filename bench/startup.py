@@ -58,8 +58,9 @@ def timed_exit(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def app_start(folder: Path) -> tuple[float, float]:
-    """Seconds from starting `python app.py` to the first 200 on /, and to the model being ready."""
+def app_start(folder: Path, root: Path = ROOT, wait_ready: bool = True) -> tuple[float, float | None]:
+    """Seconds from starting `python app.py` (in `root`) to the first 200 on /, and to the model
+    being ready (None when not waited for: a checkout without the status field)."""
     from wan_demo.core.settings import API_MODEL_ID
 
     port = free_port()
@@ -67,16 +68,16 @@ def app_start(folder: Path) -> tuple[float, float]:
            "WAN_DEMO_DATA_DIR": str(folder / "data"), "WAN_DEMO_OUTPUT_DIR": str(folder / "outputs"),
            "WAN_DEMO_API_KEYS": KEY, "WAN_DEMO_PROMPT_EXTENDER": "off"}  # fmt: skip
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     page = ready = None
     try:
-        while ready is None and time.perf_counter() - start < TIMEOUT_S:
+        while (ready is None if wait_ready else page is None) and time.perf_counter() - start < TIMEOUT_S:
             if proc.poll() is not None:
                 raise RuntimeError(f"app.py exited with {proc.returncode} before it was ready")
             if page is None and get(port, "/")[0] == 200:
                 page = time.perf_counter() - start
-            if page is not None:
+            if page is not None and wait_ready:
                 status, body = get(port, f"/api/v1/apikey/models/{API_MODEL_ID}")
                 if status == 200 and json.loads(body)["status"]["state"] == "ready":
                     ready = time.perf_counter() - start
@@ -88,7 +89,7 @@ def app_start(folder: Path) -> tuple[float, float]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if page is None or ready is None:
+    if page is None or (wait_ready and ready is None):
         raise RuntimeError(f"app.py was not ready within {TIMEOUT_S:.0f} s")
     return page, ready
 
@@ -96,23 +97,24 @@ def app_start(folder: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
-    rows: dict[str, list[float]] = {
-        "import gradio": [],
-        "first HTTP 200": [],
-        "model ready": [],
-        "--help": [],
-    }
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. main): its first HTTP 200 too")
+    a = parser.parse_args()
+    keys = ["import gradio", "first HTTP 200", "model ready", "--help"] + ["baseline"] * bool(a.baseline)
+    rows: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="wan-startup-") as tmp:
-        for i in range(runs):
+        for i in range(a.runs):  # interleaved: a load spike hits every row alike
             rows["import gradio"].append(timed_exit([sys.executable, "-c", "import gradio"]))
             page, ready = app_start(Path(tmp) / str(i))
             rows["first HTTP 200"].append(page)
             rows["model ready"].append(ready)
             rows["--help"].append(timed_exit([sys.executable, "app.py", "--help"]))
+            if a.baseline:
+                rows["baseline"].append(app_start(Path(tmp) / f"b{i}", a.baseline.resolve(), False)[0])
     floor = statistics.median(rows["import gradio"])
     cores = os.cpu_count()
-    print(f"python app.py on the tiny model, {runs} fresh processes each, measured on CPU ({cores} cores)\n")
+    print(
+        f"python app.py on the tiny model, {a.runs} fresh processes each, measured on CPU ({cores} cores)\n"
+    )
     print("| what | median s | x import gradio | runs s |")
     print("|---|---|---|---|")
     labels = {
@@ -120,11 +122,13 @@ def main() -> None:
         "first HTTP 200": "python app.py: first HTTP 200 on / (page + REST)",
         "model ready": "python app.py: model ready (GET /models/{id} status ready)",
         "--help": "python app.py --help",
+        "baseline": f"{a.baseline}/app.py: first HTTP 200 on /",
     }
-    for key, label in labels.items():
+    for key in keys:
         times = rows[key]
         median = statistics.median(times)
-        print(f"| {label} | {median:.2f} | {median / floor:.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
+        each = ", ".join(f"{t:.2f}" for t in times)
+        print(f"| {labels[key]} | {median:.2f} | {median / floor:.2f} | {each} |")
 
 
 if __name__ == "__main__":

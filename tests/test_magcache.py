@@ -168,3 +168,18 @@ def test_config_carries_the_settings():
     config = speed.cache_config(MAGCACHE.replace(magcache_max_skip=4), 30)
     assert (config.threshold, config.max_skip_steps, config.retention_ratio) == (0.12, 4, 0.2)
     assert config.num_inference_steps == 30 and len(config.mag_ratios) == 30
+
+
+def test_docs_python_block_runs():
+    """docs/speed.md's Python block (after `<!-- speed-magcache-config -->`), run as written."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "speed.md").read_text()
+    code = re.search(r"<!-- speed-magcache-config -->\s*```python\n(.*?)```", text, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/speed.md", "exec"), {})  # noqa: S102 - our own docs
+    assert out.getvalue().split() == ["0.12", "2", "0.2", "30", "30"]

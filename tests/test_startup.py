@@ -7,6 +7,9 @@ model's load is held at a gate the test opens (`gated`): the real load_engine ru
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -55,6 +58,18 @@ def launched(root: Path, gate: threading.Event | None = None, **changes) -> Iter
             server.stop()
 
 
+def docs_status_snippet(port: int) -> dict:
+    """docs/speed.md's curl block (after `<!-- speed-model-status -->`) with this app's port."""
+    text = (ROOT / "docs" / "speed.md").read_text()
+    code = re.search(r"<!-- speed-model-status -->\s*```bash\n(.*?)```", text, re.S).group(1)
+    code = code.replace("127.0.0.1:7860", f"127.0.0.1:{port}")
+    env = {**os.environ, "WAN_DEMO_KEY": KEY_A}
+    run = subprocess.run(
+        ["bash", "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(run.stdout)
+
+
 def model_status(client: httpx.Client) -> dict:
     response = client.get(f"{BASE}/models/{API_MODEL_ID}", headers=auth())
     assert response.status_code == 200
@@ -68,6 +83,7 @@ def test_page_and_rest_answer_while_loading_then_queued_jobs_run(tmp_path):
         assert server.worker is None
         status = model_status(client)
         assert status["state"] == LOADING and status["stage"] == "held by the test" and status["reason"] == ""
+        assert docs_status_snippet(server.settings.port)["state"] == LOADING  # docs/speed.md, run as written
         text, classes = ui._banner_now(server.jobs)[0].value, ui._banner_now(server.jobs)[0].elem_classes
         assert "The model is loading (held by the test, 0%" in text and classes == ["loading"]
         assert ui.LOADING_NOTE in text
