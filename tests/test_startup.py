@@ -175,3 +175,24 @@ def test_the_open_page_follows_the_load_without_a_reload(tmp_path):
         page.wait_for_selector("#banner:has-text('TINY model')")
         assert "loading" not in page.inner_text("#banner")
         browser.close()
+
+
+def test_a_stop_during_the_load_starts_no_worker():
+    """The server stopped (its store closed) while the model loaded: the loader must not start a
+    worker on it afterwards."""
+    from wan_demo.jobs.loading import ModelLoader
+
+    gate, started = threading.Event(), []
+
+    def load(progress):
+        progress("loading the weights", 0.25)
+        gate.wait(10)
+        return object()
+
+    loader = ModelLoader(load, started.append, expected_info(Settings(model="tiny"))).start()
+    assert loader.readiness().stage in ("starting", "loading the weights")
+    loader.stop()
+    gate.set()
+    loader.wait(10)
+    assert started == [] and loader.worker is None and loader.readiness().state == FAILED
+    assert loader.engine_info().is_tiny  # still the expected model's description

@@ -65,7 +65,8 @@ class ModelLoader:
         expected: EngineInfo,
     ):  # fmt: skip
         self._load, self._start_worker, self.expected = load, start_worker, expected
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the state, and starting the worker against stop()
+        self._stopped = False
         self._state = Readiness(LOADING, "waiting to start")
         self._started = time.monotonic()
         self.engine: Any = None
@@ -85,8 +86,11 @@ class ModelLoader:
         self._progress("starting", 0.0)
         try:
             engine = self._load(self._progress)
-            self.engine = engine
-            self.worker = self._start_worker(engine)
+            with self._lock:
+                if self._stopped:  # the server stopped while the model loaded: no worker on a closed store
+                    self._state = Readiness(FAILED, reason="the server stopped before the model loaded")
+                    return self._state
+                self.engine, self.worker = engine, self._start_worker(engine)
         except Exception as e:  # noqa: BLE001  # any failure is the model's state, shown to users
             reason = str(e).removeprefix("Cannot start: ") or e.__class__.__name__
             log.error("the model failed to load: %s", reason, exc_info=not _expected(e))
@@ -104,8 +108,12 @@ class ModelLoader:
         return self.readiness()
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        """Stop the worker; a load still running ends without starting one."""
+        with self._lock:
+            self._stopped = True
+            worker = self.worker
+        if worker is not None:
+            worker.stop()
 
     # -- what callers read
     def readiness(self) -> Readiness:
