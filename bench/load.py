@@ -16,6 +16,8 @@ every process's cache on a shared machine). Warm = the file read once before bot
 GB/s / read GB/s (goal >= 0.70). `--repeats` runs per mode; the table shows each run's ratio and
 the median. Also the anonymous (non-file) memory the load added at its peak.
 
+`--profile FILE REPO`: where a warm load of one file spends its time (cProfile, per phase).
+
 `--blocks N` (N < 40): the reduced-depth real-width files of bench/wan_files.py instead (bf16
 safetensors, Q8_0, Q4_0), warm, with one forward each: quick, but dominated by fixed per-load work.
 """
@@ -94,11 +96,55 @@ def forward_s(model) -> float:
     return time.perf_counter() - start
 
 
-def child(path: str, model_folder: str, cold: bool, with_forward: bool) -> dict:
-    import diffusers.quantizers.gguf.utils  # noqa: F401  # imports are not loading: pay them first
-    from diffusers import GGUFQuantizationConfig, WanTransformer3DModel  # noqa: F401
-    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers  # noqa: F401
+# where a load's time goes: (label, file suffix, function) as cProfile names them
+PHASES = (
+    ("GGUF header + tensor views (GGUFReader)", "gguf/gguf_reader.py", "__init__"),
+    ("layout check (a 2nd meta build)", "model/load.py", "_check_layout"),
+    ("module tree built (from_config)", "diffusers/configuration_utils.py", "from_config"),
+    ("linears swapped for GGUF linears", "gguf/gguf_quantizer.py", "_process_model_before_weight_loading"),
+    ("tensors placed (load_model_dict_into_meta)", "diffusers/models/model_loading_utils.py",
+     "load_model_dict_into_meta"),
+    ("state_dict() walks", "torch/nn/modules/module.py", "state_dict"),
+    ("reading every weight page (touch)", "bench/load.py", "touch"),
+)  # fmt: skip
 
+
+def profile(path: str, model_folder: str) -> str:
+    """cProfile of one warm load + touch: seconds per phase (cumulative, profiler overhead included)."""
+    import cProfile
+    import pstats
+
+    from wan_demo.core.settings import Settings
+    from wan_demo.model.load import load_transformer_file
+
+    _imports()
+    plain_read(path)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    touch(load_transformer_file(path, model_folder, Settings(offline=True)))
+    profiler.disable()
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, ..., tottime, cumtime, ...)
+    lines = [f"| whole load + touch | {total:.2f} |"]
+    for label, suffix, name in PHASES:
+        cum = max((v[3] for (f, _, n), v in stats.items() if f.endswith(suffix) and n == name), default=0.0)
+        lines.append(f"| {label} | {cum:.2f} |")
+    return "\n".join(lines)
+
+
+def _imports() -> None:
+    """Imports are not loading: a measurement pays them first."""
+    import diffusers.quantizers.gguf.utils  # noqa: F401
+    import gguf  # noqa: F401
+    from diffusers import GGUFQuantizationConfig, WanTransformer3DModel  # noqa: F401
+    from diffusers.loaders.single_file_model import load_model_dict_into_meta  # noqa: F401
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers  # noqa: F401
+    from diffusers.models.modeling_utils import no_init_weights  # noqa: F401
+
+
+def child(path: str, model_folder: str, cold: bool, with_forward: bool) -> dict:
+    _imports()
     from wan_demo.core.settings import Settings
     from wan_demo.model.load import load_transformer_file
 
@@ -211,7 +257,16 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS), help="GGUF file types (bench/gguf_files.py)")
     parser.add_argument("--repeats", type=int, default=2, help="fresh processes per format and mode")
     parser.add_argument("--folder", default=None, help="where the 8-18 GB files are written (one at a time)")
+    parser.add_argument(
+        "--profile",
+        nargs=2,
+        metavar=("FILE", "REPO"),
+        help="where a warm load of FILE (config in the diffusers folder REPO) spends its time",
+    )
     a = parser.parse_args()
+    if a.profile:
+        print("| phase (cProfile, cumulative) | s |\n|---|---|\n" + profile(*a.profile))
+        return
     if a.child:
         print(json.dumps(child(a.child[0], a.child[1], a.cold, a.forward)))
         return
