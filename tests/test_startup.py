@@ -38,10 +38,10 @@ def launched(root: Path, gate: threading.Event | None = None, **changes) -> Iter
     settings = app_settings(root, api_keys=KEY_A, **changes)
     real = server_module.load_engine
 
-    def gated(s: Settings, progress):
-        progress("held by the test", 0.0)
+    def gated(s: Settings, on_progress):
+        on_progress("held by the test", 0.0)
         assert gate.wait(LOAD_TIMEOUT_S)
-        return real(s, progress)
+        return real(s, on_progress=on_progress)
 
     with pytest.MonkeyPatch.context() as patch:
         if gate is not None:
@@ -87,6 +87,9 @@ def test_page_and_rest_answer_while_loading_then_queued_jobs_run(tmp_path):
         text, classes = ui._banner_now(server.jobs)[0].value, ui._banner_now(server.jobs)[0].elem_classes
         assert "The model is loading (held by the test, 0%" in text and classes == ["loading"]
         assert ui.LOADING_NOTE in text
+        probe = client.get("/readyz")  # issue 25's probe: not ready while the model loads, and why
+        assert probe.status_code == 503 and probe.json()["model"]["state"] == LOADING
+        assert probe.json()["checks"]["model"].startswith("the model is loading (held by the test")
 
         submitted = client.post(f"{BASE}/requests", json=body(b64_image(make_image())), headers=auth())
         assert submitted.status_code == 200 and submitted.json()["status"] == "queued"
@@ -101,6 +104,8 @@ def test_page_and_rest_answer_while_loading_then_queued_jobs_run(tmp_path):
         assert status["state"] == READY and status["progress"] == 1.0
         text = ui._banner_now(server.jobs)[0].value
         assert "TINY model" in text and "memory:" in text
+        probe = client.get("/readyz")
+        assert probe.status_code == 200 and probe.json()["checks"]["model"] == "ok", probe.json()
 
 
 def test_progress_names_each_stage_of_load_engine(tmp_path):
@@ -127,6 +132,9 @@ def test_a_failed_load_is_shown_with_its_reason(tmp_path):
         banner = ui._banner_now(server.jobs)
         assert str(missing) in banner[0].value and banner[0].elem_classes == ["failed"]
         assert banner[1].active is False  # no more polling once the load is over
+        probe = client.get("/readyz")
+        assert probe.status_code == 503 and str(missing) in probe.json()["checks"]["model"]
+        assert probe.json()["model"]["state"] == FAILED and "worker" not in probe.json()["checks"]
 
 
 def test_a_worker_node_that_cannot_load_stops_with_the_reason(tmp_path):
