@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_page_and_rest_answer_while_loading_then_queued_jobs_run(tmp_path):
         assert ui.LOADING_NOTE in text
         probe = client.get("/readyz")  # issue 25's probe: not ready while the model loads, and why
         assert probe.status_code == 503 and probe.json()["model"]["state"] == LOADING
-        assert probe.json()["checks"]["model"].startswith("the model is loading (held by the test")
+        assert probe.json()["checks"]["model"].startswith("loading model (held by the test, 0%")
 
         submitted = client.post(f"{BASE}/requests", json=body(b64_image(make_image())), headers=auth())
         assert submitted.status_code == 200 and submitted.json()["status"] == "queued"
@@ -133,8 +134,59 @@ def test_a_failed_load_is_shown_with_its_reason(tmp_path):
         assert str(missing) in banner[0].value and banner[0].elem_classes == ["failed"]
         assert banner[1].active is False  # no more polling once the load is over
         probe = client.get("/readyz")
-        assert probe.status_code == 503 and str(missing) in probe.json()["checks"]["model"]
+        check = probe.json()["checks"]["model"]
+        assert probe.status_code == 503 and check.startswith("model failed to load: ")
+        assert str(missing) in check
         assert probe.json()["model"]["state"] == FAILED and "worker" not in probe.json()["checks"]
+
+
+def test_a_worker_nodes_probe_says_loading_model_until_it_is_loaded(tmp_path):
+    """A worker node loads before it works; its own /readyz (Settings.metrics_port) answers
+    meanwhile: 503 "loading model (...)", then 200 once the model is loaded and the worker runs."""
+    from ui_server import free_port
+
+    gate = threading.Event()
+    settings = app_settings(tmp_path, role="worker", metrics_port=free_port())
+    real = server_module.load_engine
+
+    def gated(s: Settings, on_progress):
+        on_progress("held by the test", 0.0)
+        assert gate.wait(LOAD_TIMEOUT_S)
+        return real(s, on_progress=on_progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(server_module, "load_engine", gated)
+        server = server_module.build(settings)
+        launching = threading.Thread(target=server_module.launch, args=(server,), kwargs={"block": False})
+        try:
+            launching.start()
+            probes = httpx.Client(base_url=f"http://127.0.0.1:{settings.metrics_port}", timeout=30)
+            probe = _when(lambda: probes.get("/readyz"), lambda r: r.json().get("model"))
+            assert probe.status_code == 503 and not probe.json()["ready"]
+            assert probe.json()["checks"]["model"].startswith("loading model (held by the test, 0%")
+            assert probes.get("/healthz").status_code == 200  # alive: do not restart a slow load
+            gate.set()
+            launching.join(LOAD_TIMEOUT_S)
+            probe = probes.get("/readyz")
+            assert probe.status_code == 200 and probe.json()["checks"]["model"] == "ok", probe.json()
+        finally:
+            gate.set()
+            launching.join(LOAD_TIMEOUT_S)
+            server.stop()
+
+
+def _when(call, done, timeout_s: float = 30.0):
+    """`call()` again until `done(result)` (the probe port opens once the store is open)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = call()
+            if done(result) or time.monotonic() > deadline:
+                return result
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def test_a_worker_node_that_cannot_load_stops_with_the_reason(tmp_path):

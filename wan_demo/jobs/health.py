@@ -91,7 +91,7 @@ def readiness(jobs: Any) -> dict[str, Any]:
         checks["storage"] = f"unavailable: {e}"
     model = jobs.model_state() if jobs.loader is not None else None  # a process that loads one
     if model is not None:
-        checks["model"] = "ok" if model.ready else model.message()  # loading (stage, %) or failed: why
+        checks["model"] = model.check()  # "ok", "loading model (stage, %, s)" or "model failed to load: why"
     if jobs.worker is not None:
         checks["worker"] = jobs.worker.state()
     draining = jobs.drain.started.is_set()

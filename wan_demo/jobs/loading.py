@@ -55,6 +55,15 @@ class Readiness:
             return f"the model failed to load: {self.reason}"
         return self.stage or "ready"
 
+    def check(self) -> str:
+        """/readyz's "model" check: "ok", or why not in a fixed form a probe's log can match
+        ("loading model (stage, n%, s so far)", "model failed to load: reason")."""
+        if self.state == LOADING:
+            return f"loading model ({self.stage}, {self.progress:.0%}, {self.elapsed_s:.0f} s so far)"
+        if self.state == FAILED:
+            return f"model failed to load: {self.reason}"
+        return "ok"
+
 
 class ModelLoader:
     """`load(on_progress)` returns the engine; `start_worker(engine)` starts and returns the Worker
