@@ -75,6 +75,13 @@ def touch(module) -> int:
     return total
 
 
+def available() -> int:
+    """MemAvailable (bytes): what the page cache can hold of the file without evicting others'."""
+    from wan_demo.model.gguf import _available_bytes
+
+    return _available_bytes()
+
+
 def anon() -> int:
     """Resident memory that is not file pages (statm: resident - shared), bytes."""
     with open("/proc/self/statm") as f:
@@ -153,14 +160,15 @@ def child(path: str, model_folder: str, cold: bool, with_forward: bool) -> dict:
     read_s = plain_read(path)
     if cold:
         evict(path)
-    base = anon()
+    base, avail, machine = anon(), available(), os.getloadavg()[0]
     with PeakRss(anon, every_s=0.01) as peak:  # anonymous memory only: the file's pages are page cache
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()  # process CPU: every thread's
         model = load_transformer_file(path, model_folder, Settings(offline=True))
         touched = touch(model)
-        load_s = time.perf_counter() - start
+        load_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     return dict(file_gb=size / GB, weights_gb=touched / GB, anon_peak_gb=(peak.peak - base) / GB,
                 load_gbps=size / GB / load_s, read_gbps=size / GB / read_s, load_s=load_s, read_s=read_s,
+                cpu_s=cpu_s, avail_gb=avail / GB, loadavg=machine,
                 forward_s=forward_s(model) if with_forward else None)  # fmt: skip
 
 
@@ -190,10 +198,13 @@ def full_size(folder: Path, formats: list[str], repeats: int) -> None:
 
     config, shapes = model_folder(folder), real_shapes()
     print("Wan2.1 I2V 14B transformer, all 40 blocks, GGUF in city96's layout; measured on CPU")
-    print(f"(2 cores, shared); {repeats} fresh process(es) per mode, ratio = load GB/s / plain read GB/s\n")
-    print("| file | GB | cold read GB/s | cold load GB/s | cold ratio (runs) | warm read GB/s "
-          "| warm load GB/s | warm ratio (runs) | anon peak GB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"(2 cores, shared); {repeats} fresh process(es) per mode, ratio = load GB/s / plain read GB/s;")
+    print("RAM avail = MemAvailable before the load (least of the runs; a file larger than it cannot stay")
+    print("cached: 'warm' is then partly cold); load CPU s = the load's process CPU time (median);")
+    print("machine load = 1-min load average of the 2-core machine during the runs (median)\n")
+    print("| file | GB | RAM avail GB | cold read GB/s | cold load GB/s | cold ratio (runs) | warm read GB/s "
+          "| warm load GB/s | warm ratio (runs) | load CPU s | machine load | anon peak GB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for ftype in formats:
         path = write(folder / f"wan2.1-i2v-14b-480p-{ftype}.gguf", shapes, ftype)
         try:
@@ -203,7 +214,8 @@ def full_size(folder: Path, formats: list[str], repeats: int) -> None:
             }
         finally:
             path.unlink()
-        cells = [f"{ftype}", f"{runs['cold'][0]['file_gb']:.2f}"]
+        every = runs["cold"] + runs["warm"]
+        cells = [f"{ftype}", f"{every[0]['file_gb']:.2f}", f"{min(x['avail_gb'] for x in every):.1f}"]
         for mode in ("cold", "warm"):
             r = runs[mode]
             ratios = [x["load_gbps"] / x["read_gbps"] for x in r]
@@ -211,7 +223,9 @@ def full_size(folder: Path, formats: list[str], repeats: int) -> None:
             cells += [f"{statistics.median(x['read_gbps'] for x in r):.2f}",
                       f"{statistics.median(x['load_gbps'] for x in r):.2f}",
                       f"**{statistics.median(ratios):.2f}** ({each})"]  # fmt: skip
-        cells.append(f"{max(x['anon_peak_gb'] for m in runs.values() for x in m):.2f}")
+        cells += [f"{statistics.median(x['cpu_s'] for x in every):.1f}",
+                  f"{statistics.median(x['loadavg'] for x in every):.1f}",
+                  f"{max(x['anon_peak_gb'] for x in every):.2f}"]  # fmt: skip
         print("| " + " | ".join(cells) + " |", flush=True)
 
 
