@@ -175,7 +175,9 @@ def child(path: str, model_folder: str, cold: bool, with_forward: bool) -> dict:
 def measure(path: Path, model_folder: Path, cold: bool, with_forward: bool = False) -> dict:
     args = [sys.executable, "-m", "bench.load", "--child", str(path), str(model_folder)]
     args += ["--cold"] * cold + ["--forward"] * with_forward
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:  # the child's own error, not only its exit status
+        raise RuntimeError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

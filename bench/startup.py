@@ -112,9 +112,9 @@ def main() -> None:
                 rows["baseline"].append(app_start(Path(tmp) / f"b{i}", a.baseline.resolve(), False)[0])
     floor = statistics.median(rows["import gradio"])
     cores = os.cpu_count()
-    print(
-        f"python app.py on the tiny model, {a.runs} fresh processes each, measured on CPU ({cores} cores)\n"
-    )
+    load = os.getloadavg()[1]  # 5-min average: a shared machine's runs are slower alike, ratios hold
+    print(f"python app.py on the tiny model, {a.runs} fresh processes each, measured on CPU ({cores} cores,")
+    print(f"machine load average {load:.1f} over the last 5 minutes)\n")
     print("| what | median s | x import gradio | runs s |")
     print("|---|---|---|---|")
     labels = {
