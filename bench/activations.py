@@ -27,10 +27,14 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class PeakRss:
-    """Highest RSS seen by a 2 ms sampling thread while the block runs."""
+    """Highest RSS seen by a 2 ms sampling thread while the block runs (`measure`: another
+    reading, e.g. anonymous memory only)."""
+
+    def __init__(self, measure=None, every_s: float = 0.002):
+        self.measure, self.every_s = measure or rss, every_s
 
     def __enter__(self):
-        self.start = self.peak = rss()
+        self.start = self.peak = self.measure()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -38,13 +42,13 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss())
-            time.sleep(0.002)
+            self.peak = max(self.peak, self.measure())
+            time.sleep(self.every_s)
 
     def __exit__(self, *_):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss())
+        self.peak = max(self.peak, self.measure())
 
     @property
     def above_start(self) -> int:

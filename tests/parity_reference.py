@@ -25,6 +25,21 @@ SIZE_MULTIPLE = 16  # VAE spatial factor 8 x transformer patch 2
 SEGMENT_FRAMES = 81  # one pass: the training length, 5.06 s at 16 fps
 TEXT_TOKENS = 512  # max_sequence_length: Wan's attention assumes exactly 512 text tokens
 FBCACHE_THRESHOLD = 0.05  # docs: FirstBlockCache default threshold
+# MagCache (docs/speed.md): the authors' published Wan2.1 I2V 480P magnitude ratios, calibrated at
+# 40 steps with CFG, one per transformer call, conditional and unconditional interleaved
+# (github.com/Zehong-Ma/MagCache MagCache4Wan2.1/magcache_generate.py, commit e1862e0, line 1002),
+# and the authors' defaults: threshold 0.12, K (max skipped steps in a row) 2, retention 0.2.
+MAGCACHE_I2V_480P = [
+    1.0, 1.0, 0.98783, 0.98993, 0.97559, 0.97593, 0.98311, 0.98319, 0.98202, 0.98225, 0.9888, 0.98878,
+    0.98762, 0.98759, 0.98957, 0.98971, 0.99052, 0.99043, 0.99383, 0.99384, 0.98857, 0.9886, 0.99065,
+    0.99068, 0.98845, 0.98847, 0.99057, 0.99057, 0.98957, 0.98961, 0.98601, 0.9861, 0.98823, 0.98823,
+    0.98756, 0.98759, 0.98808, 0.98814, 0.98721, 0.98724, 0.98571, 0.98572, 0.98543, 0.98544, 0.98157,
+    0.98165, 0.98411, 0.98413, 0.97952, 0.97953, 0.98149, 0.9815, 0.9774, 0.97742, 0.97825, 0.97826,
+    0.97355, 0.97361, 0.97085, 0.97087, 0.97056, 0.97055, 0.96588, 0.96587, 0.96113, 0.96124, 0.9567,
+    0.95681, 0.94961, 0.94969, 0.93973, 0.93988, 0.93217, 0.93224, 0.91878, 0.91896, 0.90955, 0.90954,
+    0.92617, 0.92616,
+]  # fmt: skip
+MAGCACHE = dict(threshold=0.12, max_skip_steps=2, retention_ratio=0.2)
 # diffusers' Wan I2V recipe: CLIP image encoder and VAE in fp32, the rest in bf16
 DTYPES = {"image_encoder": torch.float32, "vae": torch.float32, "default": torch.bfloat16}
 
@@ -71,18 +86,29 @@ def documented_negative_prompt() -> str:
     return " ".join(line.strip() for line in block.group(1).strip().splitlines())
 
 
-def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool = False):
-    """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA, cache.
+def load(folder: str | Path, mode: Mode, lora: Path | None = None, cache: bool | str = False):
+    """from_pretrained with the documented dtypes, UniPC at the mode's shift, LoRA, cache (True or
+    "fbcache": FirstBlockCache; "magcache": diffusers' MagCache hook with the published ratios).
 
     The LoRA as `load_lora_weights` leaves it (a peft adapter; diffusers documents `fuse_lora` as an
     optional speed-up): docs/gpu-and-memory.md "Speed modes" says the app keeps it unfused."""
-    from diffusers import FirstBlockCacheConfig, UniPCMultistepScheduler, WanImageToVideoPipeline
+    from diffusers import (
+        FirstBlockCacheConfig,
+        MagCacheConfig,
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+    )
 
     pipe = WanImageToVideoPipeline.from_pretrained(folder, dtype=DTYPES)
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=mode.shift)
     if lora is not None:
         pipe.load_lora_weights(lora)
-    if cache:
+    if cache == "magcache":  # one ratio list for both CFG branches: the conditional column
+        config = MagCacheConfig(
+            mag_ratios=MAGCACHE_I2V_480P[0::2], num_inference_steps=mode.steps, **MAGCACHE
+        )
+        pipe.transformer.enable_cache(config)
+    elif cache:
         pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD))
     pipe.set_progress_bar_config(disable=True)
     return pipe

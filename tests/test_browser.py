@@ -40,6 +40,7 @@ def page(tmp_path_factory):
 
 
 def test_banner_says_the_tiny_model_is_active(page):
+    page.wait_for_selector("#banner:has-text('TINY model')")  # the page-load event shows the loaded model
     text = page.inner_text("#banner")
     assert "TINY model" in text and "memory:" in text
 

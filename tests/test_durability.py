@@ -21,6 +21,8 @@ import pytest
 from apitools import KEY_A, auth, b64_image, body, wait_status
 from conftest import make_image
 
+from wan_demo.core.settings import API_MODEL_ID
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "/api/v1/apikey"
 KILLS = 2  # each restart costs a process start (~10 s idle); 2 kills cover requeue-once then worker_lost
@@ -40,12 +42,14 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen:
         proc = subprocess.Popen(
             [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{env['WAN_DEMO_PORT']}{BASE}/models"
+    # the page and REST answer first; the model loads behind them (docs/speed.md): wait for both
+    url = f"http://127.0.0.1:{env['WAN_DEMO_PORT']}{BASE}/models/{API_MODEL_ID}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            if httpx.get(url, headers=auth(), timeout=2).status_code == 200:
+            answer = httpx.get(url, headers=auth(), timeout=2)
+            if answer.status_code == 200 and answer.json()["status"]["state"] == "ready":
                 return proc
         except httpx.HTTPError:
             pass

@@ -197,6 +197,29 @@ def test_quality_with_step_cache_matches_reference(engine_for, tiny_folder, qual
     assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
 
 
+def test_quality_with_magcache_matches_reference(engine_for, tiny_folder, quality_reference):
+    """Our cache=magcache path == diffusers' MagCache hook applied by hand with the published
+    ratios and the authors' defaults (docs/speed.md), bit for bit; and it did skip steps."""
+    engine, settings = engine_for(speed_mode="quality", cache="magcache")
+    ours = run_ours(engine, settings)
+    pipe = ref.load(tiny_folder, ref.QUALITY, cache="magcache")
+    image = ref.resize(IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED))
+    np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
+    assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
+    assert ours.result.settings["speed"]["cache"] == "magcache"
+
+
+def test_docs_state_the_magcache_defaults():
+    speed_doc = " ".join((ref.README.parent / "docs" / "speed.md").read_text().split())
+    m = ref.MAGCACHE
+    stated = f"threshold {m['threshold']}, K {m['max_skip_steps']}, retention {m['retention_ratio']}"
+    assert stated in speed_doc
+    assert (Settings().magcache_threshold, Settings().magcache_max_skip, Settings().magcache_retention) == (
+        m["threshold"], m["max_skip_steps"], m["retention_ratio"],
+    )  # fmt: skip
+
+
 def test_fast_with_lora_matches_reference(engine_for, tiny_folder, lora):
     engine, settings = engine_for(lora=str(lora))  # auto: fast, the LoRA adapter on at start-up
     ours = run_ours(engine, settings)

@@ -18,6 +18,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]  # fmt: skip
+LOAD_TIMEOUT_S = 300  # the tiny model loads in seconds; a shared CI machine can be slow
 
 
 @dataclass
@@ -48,7 +49,8 @@ def running_app(root: Path, **changes) -> Iterator[RunningApp]:
     settings = app_settings(root, **changes)
     server = build(settings)
     try:
-        launch(server, block=False)
+        launch(server, block=False)  # the page answers now; the model loads in the background
+        assert server.loader.wait(LOAD_TIMEOUT_S).ready, server.loader.readiness()
         yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo)
     finally:
         server.demo.close()

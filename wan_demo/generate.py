@@ -59,7 +59,7 @@ def generate(
     report, timer = on_progress or (lambda _p: None), Timer()
     # 1. Plan the run once: size, segments, steps, guidance, shift, negative prompt
     plan = plan_run(request, settings, engine.plan_info())
-    speed.activate(engine.pipe, plan.speed_mode, settings)  # fast LoRA adapter on/off, cache on/off
+    speed.activate(engine.pipe, plan.speed_mode, settings, plan.steps)  # LoRA adapter, step cache
     seed = draw_seed(request.seed)
     timer.lap("plan")
     # 2. Prompts, one per segment: extended by a rewriter when asked (never fails)

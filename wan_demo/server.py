@@ -4,7 +4,8 @@
 - `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (docs/scale-out.md).
 - `worker`: the model and the worker loop, no HTTP; a torchrun group is one worker (rank 0 claims).
 
-Building opens nothing; `Server.start()` opens the job store and storage and starts the worker.
+Building opens nothing; `Server.start()` opens the job store and storage; `launch()` serves the page
+and REST at once and loads the model in the background (jobs/loading.py), then starts the worker.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from wan_demo.core.cli import SettingsError
 from wan_demo.core.settings import Settings, from_cli, settings_problems
 from wan_demo.jobs import logs
 from wan_demo.jobs.common import StoreUnavailable
+from wan_demo.jobs.loading import LoadFailed, ModelLoader
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.probes import ProbeServer
 from wan_demo.jobs.service import JobService
 from wan_demo.jobs.storage.base import make_storage
 from wan_demo.jobs.store.base import make_store
-from wan_demo.jobs.worker import Worker, output_dir
+from wan_demo.jobs.worker import output_dir
 from wan_demo.model import distributed
-from wan_demo.model.engine import ModelUnavailable, load_engine
-from wan_demo.model.gpu import memory_stats
+from wan_demo.model.engine import ModelUnavailable, expected_info, load_engine
 from wan_demo.rest import ops, routes
 from wan_demo.rest.keys import KeyRing
 from wan_demo.rest.service import RestService
@@ -43,15 +44,18 @@ log = logging.getLogger(__name__)
 class Server:
     settings: Settings
     jobs: JobService
-    worker: Worker | None  # None on an API node
+    loader: ModelLoader | None  # None on an API node (no model in this process)
     rest: RestService | None  # None on a worker node
     demo: Any = None  # gradio.Blocks, built by launch() once the store is open (API nodes read workers)
     probes: ProbeServer | None = None  # Settings.metrics_port: /metrics, /healthz, /readyz of its own
 
+    @property
+    def worker(self) -> Any:
+        """The Worker, once the model has loaded (None before, and on an API node)."""
+        return self.loader.worker if self.loader is not None else None
+
     def start(self) -> Server:
         self.jobs.start()
-        if self.worker is not None:
-            self.worker.start()
         if self.rest is not None:  # webhook deliverers run where REST runs (they hold keys and views)
             self.rest.start()
         if self.settings.metrics_port:
@@ -78,34 +82,49 @@ class Server:
             self.probes.stop()
         if self.rest is not None:
             self.rest.stop()
-        if self.worker is not None:
-            self.worker.stop()
+        if self.loader is not None:
+            self.loader.stop()
         self.jobs.close()
 
 
 def build(settings: Settings, group: distributed.Group | None = None) -> Server:
-    """Load the model once (unless an API node) and build the queue, the worker and the REST service."""
+    """The queue, the REST service and the model loader; nothing is opened or loaded yet (launch)."""
     store, storage = make_store(settings), make_storage(settings)
-    engine = None if settings.role == "api" else distributed.attach(load_engine(settings), group)
-    jobs = JobService(store, settings, engine.plan_info if engine else None, storage, Metrics())
+    loader = None
+    if settings.role != "api":
+
+        def load(progress) -> Any:
+            return distributed.attach(load_engine(settings, on_progress=progress), group)
+
+        def start_worker(engine) -> Any:
+            from wan_demo.jobs.worker import Worker  # imports torch: only once a model exists
+            from wan_demo.model.gpu import memory_stats
+
+            # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
+            run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
+            jobs.worker = Worker(store, engine, settings, run, storage=storage, metrics=jobs.metrics).start()
+            jobs.metrics.watch_gpu(memory_stats)
+            return jobs.worker
+
+        loader = ModelLoader(load, start_worker, expected_info(settings))
+    jobs = JobService(store, settings, loader.engine_info if loader else None, storage, Metrics())
+    jobs.loader = loader
     if settings.role != "worker":  # queue gauges where HTTP is served (not once per worker)
         jobs.metrics.watch_queue(jobs.queue_figures)
-    worker = None
-    if engine is not None:
-        # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
-        run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
-        worker = Worker(store, engine, settings, run, storage=storage, metrics=jobs.metrics)
-        jobs.worker = worker
-        jobs.metrics.watch_gpu(memory_stats)
     rest = None if settings.role == "worker" else RestService(jobs, settings, KeyRing.from_settings(settings))
-    return Server(settings, jobs, worker, rest)
+    return Server(settings, jobs, loader, rest)
 
 
 def launch(server: Server, block: bool = True):
-    """Start the queue and the worker, then Gradio (a Space must start through demo.launch), then
-    add the REST routes to Gradio's app. A worker node only runs its worker until stopped."""
+    """Start the queue, then Gradio (a Space must start through demo.launch), add the REST routes to
+    Gradio's app, then load the model in the background: the page and REST answer while it loads
+    (submits queue; the banner and GET /models/{id} show the progress). A worker node, and ZeroGPU
+    (its GPU functions must exist before the app starts), load first; a failure raises LoadFailed."""
     settings = server.settings
     server.start()
+    background = server.loader is not None and server.rest is not None and not zerogpu.enabled()
+    if server.loader is not None and not background and not (state := server.loader.run()).ready:
+        raise LoadFailed(state.reason)
     if server.rest is None:
         log.info("worker %s: %s", server.worker.worker_id, server.jobs.engine_info().banner)
         if block:
@@ -136,6 +155,8 @@ def launch(server: Server, block: bool = True):
     api_compat.keep_legacy_calls(demo.app)  # raw-HTTP callers sending the 10 values of before issue 24
     url = demo.local_url or f"http://{settings.host}:{settings.port}/"
     log.info("serving the UI and Gradio API at %s and the REST API at %sapi/v1/apikey/", url, url)
+    if background:
+        server.loader.start()
     log.info("%s (role %s)", server.jobs.engine_info().banner, settings.role)
     if block:
         wait_for_signal()  # SIGTERM / SIGINT (Ctrl-C)
@@ -177,7 +198,7 @@ def run(settings: Settings) -> None:
         raise SystemExit(f"error: {e}") from None
     try:
         launch(server)
-    except StoreUnavailable as e:
+    except (StoreUnavailable, LoadFailed) as e:
         raise SystemExit(f"error: {e}") from None
     finally:
         started = time.monotonic()

@@ -98,9 +98,17 @@ class Settings:  # one opt() per setting: group, default, rules, then help=
         help="step-distilled LoRA for fast mode: a .safetensors file, owner/repo or "
              "owner/repo/path/file.safetensors; empty = no fast mode")
     cache: str = opt(SPEED, "off", choices=C.CACHES,
-        help="step cache in quality mode; fbcache = FirstBlockCache")
+        help="step cache in quality mode; fbcache = FirstBlockCache; magcache = MagCache with the "
+             "published Wan2.1 I2V 480P ratios")
     cache_threshold: float = opt(SPEED, 0.05, unit="relative change", low=0, high=1,
         help="FirstBlockCache: a forward is skipped when the first block's output changed less than this")
+    magcache_threshold: float = opt(SPEED, 0.12, unit="accumulated ratio error", low=0.01, high=1,
+        help="MagCache: a step reuses the cached residual until the error predicted from the published "
+             "ratios passes this (the authors' default)")
+    magcache_max_skip: int = opt(SPEED, 2, unit="steps", low=1, high=20,
+        help="MagCache: at most this many steps in a row reuse one cached residual (K)")
+    magcache_retention: float = opt(SPEED, 0.2, unit="fraction of the steps", low=0, high=0.9,
+        help="MagCache: the first steps that always run (layout and motion are set there)")
     compile: bool = opt(SPEED, False,
         help="torch.compile the repeated transformer blocks, warmed up at start")
     attention_backend: str = opt(SPEED, "native", choices=C.ATTENTION_BACKENDS,

@@ -1,7 +1,9 @@
 """Readiness and graceful drain of one process (what /healthz, /readyz and SIGTERM use).
 
 - `readiness(jobs)`: the job store answers, the storage is usable, this process is not draining,
-  and an in-process worker (role all / worker) is alive. How many workers are alive is a field, not
+  its model has loaded (a process that loads one: not while it loads or after it failed; the
+  "model" field has the state, stage, progress and reason: jobs/loading.py) and an in-process
+  worker (role all / worker) is alive. How many workers are alive is a field, not
   a condition: an API node with no worker still accepts work (it waits in the queue).
 - `Drain`: set on SIGTERM. From then on submits that did not arrive before it are refused
   (`Draining`, REST 503 + Retry-After), while requests that arrived earlier run to their end;
@@ -74,7 +76,8 @@ class Drain:
 
 def readiness(jobs: Any) -> dict[str, Any]:
     """`jobs`: the JobService (it calls this; importing it here would be a cycle).
-    {"ready": bool, "checks": {store, storage[, worker]}, "workers_alive": n, "draining": bool}."""
+    {"ready": bool, "checks": {store, storage[, model, worker]}, "workers_alive": n, "draining": bool
+    [, "model": {state, stage, progress, reason, elapsed_s}]}."""
     checks: dict[str, str] = {}
     try:
         jobs.store.ping()
@@ -86,8 +89,12 @@ def readiness(jobs: Any) -> dict[str, Any]:
         checks["storage"] = "ok"
     except (OSError, RuntimeError) as e:
         checks["storage"] = f"unavailable: {e}"
+    model = jobs.model_state() if jobs.loader is not None else None  # a process that loads one
+    if model is not None:
+        checks["model"] = model.check()  # "ok", "loading model (stage, %, s)" or "model failed to load: why"
     if jobs.worker is not None:
         checks["worker"] = jobs.worker.state()
     draining = jobs.drain.started.is_set()
     ok = all(v in ("ok", "idle", "busy") for v in checks.values()) and not draining
-    return {"ready": ok, "checks": checks, "workers_alive": jobs.workers_alive(), "draining": draining}
+    out = {"ready": ok, "checks": checks, "workers_alive": jobs.workers_alive(), "draining": draining}
+    return out | ({"model": model.as_dict()} if model is not None else {})

@@ -29,6 +29,7 @@ from wan_demo.jobs.common import (
 from wan_demo.jobs.directory import Directory
 from wan_demo.jobs.health import Drain, Draining, readiness
 from wan_demo.jobs.inputs import SourceImage, parent_clip, store_inputs
+from wan_demo.jobs.loading import FAILED, READY, LoadFailed, ModelLoader, Readiness
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
@@ -59,6 +60,7 @@ class JobService:
         self.engine_info = engine_info or self.directory.engine_info
         self.inputs_dir = Path(settings.data_dir) / "inputs"  # local storage only
         self.worker: WorkerHandle | None = None  # set when a Worker runs in this process
+        self.loader: ModelLoader | None = None  # set when this process loads a model (jobs/loading.py)
 
     def start(self) -> JobService:
         self.store.open()
@@ -80,6 +82,7 @@ class JobService:
         limit, batch = self.settings.max_active_per_key, f" (this submit adds {adding})" if adding > 1 else ""
         with self.counting_refusals():
             self.drain.check_submit()
+            self._check_model()
             if per_owner and (active := self.store.count(ACTIVE, owner)) + adding > limit:
                 raise TooManyActive(f"this key has {active} active requests; the limit is {limit}{batch}")
             if self.store.count((Status.QUEUED,)) + adding > self.settings.queue_max_size:
@@ -90,10 +93,10 @@ class JobService:
     def counting_refusals(self) -> Iterator[None]:
         """Count a refused submit by reason (wan_demo_submits_refused_total) and let it through."""
         reasons = ((Draining, "draining"), (TooManyActive, "too_many_active"), (QueueFull, "queue_full"),
-                   (StoreUnavailable, "unavailable"))  # fmt: skip
+                   (StoreUnavailable, "unavailable"), (LoadFailed, "model_unavailable"))  # fmt: skip
         try:
             yield
-        except (Draining, TooManyActive, QueueFull, StoreUnavailable) as e:
+        except (Draining, TooManyActive, QueueFull, StoreUnavailable, LoadFailed) as e:
             self.metrics.refused.labels(next(r for kind, r in reasons if isinstance(e, kind))).inc()
             raise
 
@@ -168,9 +171,28 @@ class JobService:
         return self.store.webhook_state(job.request_id)
 
     def readiness(self) -> dict[str, Any]:
-        """What /readyz answers (jobs/health.py): store, storage, the in-process worker, draining;
-        how many workers are alive is a field (an API node without one still queues work)."""
+        """What /readyz answers (jobs/health.py): store, storage, this process's model load and
+        worker, draining; how many workers are alive is a field (an API node without one still
+        queues work)."""
         return readiness(self)
+
+    def model_state(self) -> Readiness:
+        """Can this process run generations? loading (stage, fraction) / ready / failed (reason):
+        the banner, REST's GET /models/{id} status and /readyz's "model" check read it. An API
+        node loads no model: it is ready to queue, workers elsewhere run the jobs."""
+        if self.loader is not None:
+            return self.loader.readiness()
+        if self.worker is not None:
+            return Readiness(READY, "worker running", 1.0)
+        alive = len(self.directory.alive())
+        return Readiness(READY, f"API node: {alive} live worker{'s' if alive != 1 else ''} run the jobs", 1.0)
+
+    def _check_model(self) -> None:
+        """Refuse a submit nobody can run: this process's model failed to load and no other worker
+        is alive. While it loads, jobs are accepted and wait in the queue."""
+        state = self.model_state()
+        if state.state == FAILED and not self.directory.alive():
+            raise LoadFailed(state.reason)
 
     def queue_figures(self) -> dict[str, Any]:
         """The shared queue for /metrics: jobs per status, oldest queued age, webhook backlog, workers."""

@@ -21,7 +21,6 @@ from pathlib import Path
 from wan_demo.core.plan import calibrate
 from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
-from wan_demo.generate import generate
 from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
@@ -53,7 +52,7 @@ class Worker(WorkerOps):
         self, store: JobStore, engine: Engine, settings: Settings, run: RunFn | None = None,
         worker_id: str | None = None, storage: Storage | None = None, metrics: Metrics | None = None,
     ):  # fmt: skip
-        self.store, self.engine, self.settings, self.run = store, engine, settings, run or generate
+        self.store, self.engine, self.settings, self.run = store, engine, settings, run or _generate
         self.metrics = metrics or Metrics()
         self.storage = storage or make_storage(settings)
         self.worker_id = worker_id or settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -238,6 +237,12 @@ class Worker(WorkerOps):
             removed = cleanup.sweep(self.store, self.settings, now, self.storage)
             if any(removed.values()):
                 log.info("clean-up: %s", removed)
+
+
+def _generate(*args, **kwargs) -> GenerationResult:
+    from wan_demo.generate import generate  # torch: imported by the first run, not by the web server
+
+    return generate(*args, **kwargs)
 
 
 def output_dir(settings: Settings, source: str) -> Path:

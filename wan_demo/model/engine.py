@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,30 @@ TINY_BANNER = (
     "Its videos are noise; it exists to exercise the full pipeline. "
     f"Set WAN_DEMO_MODEL={REAL_MODEL_ID} (or a local folder) on a GPU host for real videos."
 )
+
+
+ProgressFn = Callable[[str, float], None]  # (stage in words, fraction of the load's steps done)
+# load_engine's steps, in order (what the banner shows while the page waits for the model)
+STAGES = (
+    "importing torch and diffusers",
+    "loading the weights",
+    "placing the weights (memory plan)",
+    "speed set-up (LoRA, step cache, compile)",
+)
+
+
+def expected_info(settings: Settings) -> EngineInfo:
+    """What the settings will load, known without torch (submits are planned with it while the
+    model loads; the worker re-plans with the loaded one). "auto" is the real model where a CUDA
+    driver is visible (or on ZeroGPU), the tiny one elsewhere, as choose_device + wants_tiny decide."""
+    zero_gpu = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+    driver = os.path.exists("/proc/driver/nvidia/version")
+    cuda = settings.device.startswith("cuda") or (settings.device == "auto" and (driver or zero_gpu))
+    auto = settings.model == "auto"
+    tiny = settings.model == "tiny" or (auto and not cuda and not settings.transformer_file)
+    area = settings.tiny_max_area if tiny else MAX_AREA
+    name = "the built-in TINY model" if tiny else (REAL_MODEL_ID if auto else settings.model)
+    return EngineInfo(area, bool(settings.lora), DEFAULT_COST, tiny, f"Loading {name}")
 
 
 class ModelUnavailable(RuntimeError):
@@ -81,12 +106,16 @@ def wants_tiny(settings: Settings, device: str) -> bool:
     return settings.model == "auto" and not device.startswith("cuda") and not settings.transformer_file
 
 
-def load_engine(settings: Settings, plan: Any = None) -> Engine:
+def load_engine(settings: Settings, plan: Any = None, on_progress: ProgressFn | None = None) -> Engine:
     """Load the pipeline once: tiny in-process model, or real weights from hub cache / folder.
 
     Real weights: the memory plan comes first (`preflight` on a GPU, from the real configs and the
     transformer file), so each component loads straight to where the plan puts it. `plan` hands in a
-    plan to load and apply as given (bench/rehearsal.py applies a GPU plan on the CPU)."""
+    plan to load and apply as given (bench/rehearsal.py applies a GPU plan on the CPU).
+    `on_progress(stage, fraction)` is called as each step starts (fraction = steps done / steps,
+    not a time estimate: the weights take most of the time)."""
+    report = on_progress or (lambda _stage, _fraction: None)
+    report(STAGES[0], 0.0)
     import diffusers
     import torch
     import transformers
@@ -99,6 +128,7 @@ def load_engine(settings: Settings, plan: Any = None) -> Engine:
     device = choose_device(settings)
     ranks, ranks_per_host = torchrun.ranks_from_env()  # torchrun: GPUs sharing each segment
     shape = Shape(ranks=ranks)
+    report(STAGES[1], 1 / len(STAGES))
     if wants_tiny(settings, device):
         from wan_demo.model.tiny import TINY_MODEL_NAME, build_tiny_pipeline
 
@@ -118,6 +148,7 @@ def load_engine(settings: Settings, plan: Any = None) -> Engine:
         engine = Engine(pipe, model, False, device, MAX_AREA)
     pipe.set_progress_bar_config(disable=True)
     engine.image_embeds.install(pipe)  # a re-roll of the same picture skips the CLIP encoder
+    report(STAGES[2], 2 / len(STAGES))
     plan = plan or memory_start.plan_for(pipe, settings, device, shape, ranks_per_host)
     memory_apply.apply_plan(pipe, plan, device, getattr(torch, settings.dtype))
     if not plan.layout.te_kept:  # loaded for an encode, freed after it
@@ -128,6 +159,7 @@ def load_engine(settings: Settings, plan: Any = None) -> Engine:
     engine.details["weights"] = memory_apply.weights_info(pipe, plan)
     engine.weights = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in engine.details["weights"].items()
                                if k in ("transformer", "text_encoder"))  # fmt: skip
+    report(STAGES[3], 3 / len(STAGES))
     fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
     engine.fast_available, engine.details["speed"] = fast.fast_available, fast.info()
     engine.details.update(

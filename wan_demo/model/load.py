@@ -55,28 +55,51 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
 def load_transformer_file(source: str, model: str, settings: Settings, device: str | None = None):
     """The transformer from `source`, its config from `model` (hub id or diffusers folder), its
-    weights placed on `device` tensor by tensor (None: they stay in the file mapping, on the host)."""
+    weights placed on `device` tensor by tensor (None: they stay in the file mapping, on the host).
+
+    Where the time goes (bench/load.py, profiled on the 40-block files): building the module tree
+    twice (once here to check the file's layout, once in diffusers), torch's weight initialisation
+    on meta tensors that the file overwrites anyway, and page faults on the mapping afterwards. So:
+    the layout is checked only when diffusers refuses the file or leaves weights unloaded (the
+    check then names the problem), the module is built under diffusers' own `no_init_weights` (as
+    its from_pretrained does), and a GGUF file's pages are read in the background meanwhile
+    (model.gguf.prefetch)."""
     from diffusers import GGUFQuantizationConfig, WanTransformer3DModel
+    from diffusers.models.modeling_utils import no_init_weights
 
     path = resolve_file(source, settings.offline)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path)  # a GGUF file's pages start streaming in now
     dtype = getattr(torch, settings.dtype)
     local = os.path.isdir(model) or settings.offline
     config = WanTransformer3DModel.load_config(model, subfolder="transformer", local_files_only=local)
-    _check_layout(config, checkpoint, path)
     quant = GGUFQuantizationConfig(compute_dtype=dtype) if path.endswith(".gguf") else None
-    try:
-        transformer = WanTransformer3DModel.from_single_file(
-            checkpoint, config=model, subfolder="transformer", quantization_config=quant,
-            torch_dtype=dtype, local_files_only=local, device=device,
-        )  # fmt: skip
+    # no_init_weights: torch.nn.init is a no-op process-wide meanwhile (nothing else builds modules
+    # while the model loads); a weight the file lacks stays on meta and is caught below.
+    try:  # a copy: diffusers renames the keys of the dict it is given in place
+        with no_init_weights():
+            transformer = WanTransformer3DModel.from_single_file(
+                dict(checkpoint), config=model, subfolder="transformer", quantization_config=quant,
+                torch_dtype=dtype, local_files_only=local, device=device,
+            )  # fmt: skip
     except (ValueError, RuntimeError, KeyError) as e:
+        _check_layout(config, checkpoint, path)  # names wrong shapes, missing or unknown tensors
         raise WeightsFileError(path, f"diffusers could not load it: {str(e)[:300]}") from None
     on_meta = [n for n, p in transformer.named_parameters() if p.device.type == "meta"]
-    if on_meta:
+    if on_meta or _unknown(transformer, checkpoint):
+        _check_layout(config, checkpoint, path)
         raise WeightsFileError(path, f"{len(on_meta)} weights were not loaded (still on meta): {on_meta[:3]}")
     transformer.weights_file = path  # for the banner and the metadata
     return transformer
+
+
+def _unknown(transformer, checkpoint: dict[str, torch.Tensor]) -> list[str]:
+    """Tensors of the file the loaded model has no place for (diffusers only warns about them)."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    names = set(transformer.state_dict())
+    if set(checkpoint) <= names:  # already diffusers' names
+        return []
+    return sorted(set(convert_wan_transformer_to_diffusers(dict(checkpoint))) - names)
 
 
 def _check_layout(config: dict, checkpoint: dict[str, torch.Tensor], path: str) -> None:

@@ -1,7 +1,8 @@
 """Speed modes on the pipeline: the step-distilled fast LoRA and the step cache, per request.
 
 The modes' numbers (steps, guidance, shift) live in core.plan. quality = 40 steps with CFG,
-optionally with FirstBlockCache; fast = the lightx2v step- and CFG-distilled LoRA, 4 steps, CFG off.
+optionally with a step cache (FirstBlockCache, or MagCache with the published Wan2.1 I2V 480P
+ratios: model/magcache.py); fast = the lightx2v step- and CFG-distilled LoRA, 4 steps, CFG off.
 The LoRA is loaded once as an unfused adapter; `activate()` switches per request (adapter disabled
 for quality, enabled for fast) and turns the step cache off in fast mode, where it would skip the
 few steps that matter. Compile and attention backend: model.speed_setup.
@@ -14,6 +15,8 @@ import os
 
 from wan_demo.core.choices import CACHES
 from wan_demo.core.settings import Settings
+from wan_demo.model import magcache
+from wan_demo.model.magcache import CALIBRATED_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,9 @@ def set_lora(pipe, fast: bool) -> None:
 
 
 # --- step cache ---------------------------------------------------------------------------------
-def cache_config(settings: Settings):
-    """The diffusers cache config for Settings.cache, or None when off."""
+def cache_config(settings: Settings, steps: int = CALIBRATED_STEPS):
+    """The diffusers cache config for Settings.cache at `steps` denoising steps, or None when off.
+    MagCache: the published Wan2.1 I2V 480P ratios, interpolated to `steps` (model.magcache)."""
     if settings.cache not in CACHES:
         raise ValueError(f"cache {settings.cache!r}: must be one of {', '.join(CACHES)}")
     if settings.cache == "fbcache":
@@ -94,26 +98,33 @@ def cache_config(settings: Settings):
 
         return FirstBlockCacheConfig(threshold=settings.cache_threshold)
     if settings.cache == "magcache":
-        raise ValueError(
-            "cache 'magcache': needs calibrated mag_ratios for Wan2.1 I2V and none are shipped; "
-            "use cache=fbcache"
-        )
+        return magcache.config(settings, steps)
     return None
 
 
-def set_cache(pipe, settings: Settings, on: bool) -> None:
+def set_cache(pipe, settings: Settings, on: bool, steps: int = CALIBRATED_STEPS) -> None:
+    """Cache hooks on or off for the next run. MagCache's config depends on the step count, so a
+    run with another count than the last one re-applies it; every run starts from a clean state
+    (a run that failed half-way leaves its step counter and residuals behind)."""
     transformer = pipe.transformer
-    if on and not transformer.is_cache_enabled:
-        transformer.enable_cache(cache_config(settings))
-    elif not on and transformer.is_cache_enabled:
+    wanted = (settings.cache, steps if settings.cache == "magcache" else None) if on else None
+    applied = getattr(transformer, "wan_demo_cache", None) if transformer.is_cache_enabled else None
+    if applied != wanted and transformer.is_cache_enabled:
         transformer.disable_cache()
+    if wanted is not None and applied != wanted:
+        transformer.enable_cache(cache_config(settings, steps))
+    transformer.wan_demo_cache = wanted
+    if wanted is not None:
+        from diffusers.hooks import HookRegistry
+
+        HookRegistry.check_if_exists_or_initialize(transformer).reset_stateful_hooks()
 
 
 # --- per request --------------------------------------------------------------------------------
-def activate(pipe, mode: str, settings: Settings) -> None:
-    """Put the pipeline in speed mode `mode` ("quality" | "fast", from the run plan) before a
-    generation; cheap when it already is. The plan refused "fast" when no LoRA is loaded."""
+def activate(pipe, mode: str, settings: Settings, steps: int = CALIBRATED_STEPS) -> None:
+    """Put the pipeline in speed mode `mode` ("quality" | "fast", from the run plan) for a run of
+    `steps` denoising steps; cheap when it already is. The plan refused "fast" when no LoRA is loaded."""
     fast = mode == "fast"
     if has_fast_lora(pipe):
         set_lora(pipe, fast)
-    set_cache(pipe, settings, on=settings.cache != "off" and not fast)
+    set_cache(pipe, settings, on=settings.cache != "off" and not fast, steps=steps)

@@ -45,13 +45,14 @@ def setup(pipe, settings: Settings) -> SpeedSetup:
         result.fast_available, result.lora = True, settings.lora
     speed.cache_config(settings)  # validate now: a bad cache setting fails at start, not per request
     result.cache = settings.cache
-    result.cache_threshold = settings.cache_threshold if settings.cache == "fbcache" else None
+    thresholds = {"fbcache": settings.cache_threshold, "magcache": settings.magcache_threshold}
+    result.cache_threshold = thresholds.get(settings.cache)
     try:
         default = resolve_mode(settings, None, result.fast_available)
     except InvalidRequest as e:  # WAN_DEMO_SPEED_MODE=fast without WAN_DEMO_LORA
         raise ValueError(f"speed_mode: {e.rule}") from None
     result.default_mode = default.name
-    speed.activate(pipe, default.name, settings)  # adapter on/off now, as the first request wants
+    speed.activate(pipe, default.name, settings, default.steps)  # as the first request wants
     if settings.compile:
         compile_blocks(pipe)
         warm_up(pipe)

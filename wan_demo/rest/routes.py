@@ -29,6 +29,7 @@ from wan_demo.rest.schema import (
     ErrorBody,
     ModelIds,
     ModelInfo,
+    ModelStatus,
     RequestList,
     RequestView,
     SubmitBody,
@@ -133,7 +134,7 @@ def build_app(service: RestService) -> FastAPI:
             raise ApiError(
                 404, "unknown_model", f"{model_id[:80]!r} is not served here; use {API_MODEL_ID!r}"
             )
-        return model_info()
+        return model_info().model_copy(update={"status": ModelStatus(**service.jobs.model_state().as_dict())})
 
     return app
 

@@ -208,6 +208,16 @@ class Parameter(BaseModel):
     description: str = ""
 
 
+class ModelStatus(BaseModel):
+    """The serving model's load state (jobs/loading.py): submits queue while it is "loading"."""
+
+    state: str = Field(description='"loading" | "ready" | "failed"')
+    stage: str = Field("", description="what the load does now (loading) or what runs the jobs (ready)")
+    progress: float = Field(0.0, description="load steps done / load steps, 0..1 (not a time estimate)")
+    reason: str = Field("", description="why the load failed (failed)")
+    elapsed_s: float = Field(0.0, description="seconds since the load started")
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
@@ -219,6 +229,7 @@ class ModelInfo(BaseModel):
     fps: int
     frames: dict[str, int]
     parameters: dict[str, Parameter]
+    status: ModelStatus | None = None  # None only where no job service answers (schema tools)
 
 
 class ErrorBody(BaseModel):

@@ -26,6 +26,7 @@ from wan_demo.core.settings import API_MODEL_ID, Settings
 from wan_demo.core.validate import validate
 from wan_demo.jobs import logs
 from wan_demo.jobs.common import IdempotentReplay, Job, ParentUnavailable, QueueFull, Status, TooManyActive
+from wan_demo.jobs.loading import LoadFailed
 from wan_demo.jobs.service import JobService
 from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
@@ -242,6 +243,8 @@ def _refusals() -> Iterator[None]:
         raise ApiError(429, "too_many_active", str(e), headers=retry) from None
     except QueueFull as e:
         raise ApiError(429, "queue_full", str(e), headers=retry) from None
+    except LoadFailed as e:  # no Retry-After: it takes a restart with working settings
+        raise ApiError(503, "model_unavailable", f"the model failed to load: {e}") from None
     except ParentUnavailable as e:
         status, code = PARENT_ERRORS[e.reason]
         raise ApiError(status, code, str(e), PARENT_FIELD) from None

@@ -20,6 +20,7 @@ import gradio as gr
 
 from wan_demo.core.request import Progress
 from wan_demo.jobs.common import TERMINAL, Job, Status, StoreUnavailable
+from wan_demo.jobs.loading import READY
 from wan_demo.jobs.service import JobService
 
 HEARTBEAT_S = 0.5  # longest wait between yields: how fast a Cancel click takes effect
@@ -51,10 +52,10 @@ class Follow:
         """Show the progress; the path of a new live preview, or None."""
         try:
             report = live_progress(self.jobs, self.job)
-            alive = report.stage != "queued" or self.jobs.workers_alive()
+            note = waiting_note(self.jobs) if report.stage == "queued" else ""
         except StoreUnavailable:
-            report, alive = self.job.progress_report, True
-        self.message = _show_progress(self.progress, report, self.message, "" if alive else NO_WORKER)
+            report, note = self.job.progress_report, ""
+        self.message = _show_progress(self.progress, report, self.message, note)
         return self._new_preview()
 
     def refresh(self) -> Job | None:
@@ -85,6 +86,15 @@ class Follow:
             self.jobs.cancel(self.job.request_id, self.job.owner)
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def waiting_note(jobs: JobService) -> str:
+    """Why a queued job waits, when it is not just the jobs ahead: the model still loading (or
+    failed), or no worker at all."""
+    state = jobs.model_state()
+    if state.state != READY:
+        return f" - {state.message()}"
+    return "" if jobs.workers_alive() else NO_WORKER
 
 
 def live_progress(jobs: JobService, job: Job) -> Progress:

@@ -22,6 +22,7 @@ from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.validate import check_fields, validate
 from wan_demo.jobs.common import Job, ParentUnavailable, QueueFull, Status, StoreUnavailable, TooManyActive
 from wan_demo.jobs.health import Draining
+from wan_demo.jobs.loading import LoadFailed
 from wan_demo.jobs.service import JobService, SourceImage
 from wan_demo.media.image import decode_image, probe_image
 from wan_demo.web.uploads import probe_upload, upload_parent
@@ -158,6 +159,8 @@ def refusals() -> Iterator[None]:
         raise gr.Error(str(e), title="Invalid input") from None
     except (QueueFull, TooManyActive) as e:
         raise gr.Error(f"The queue is full: {e}.", title="Queue full") from None
+    except LoadFailed as e:
+        raise gr.Error(f"The model failed to load: {e}.", title="Model unavailable") from None
     except ParentUnavailable as e:
         raise gr.Error(f"Cannot extend: {e}.", title="Cannot extend") from None
     except Draining as e:  # this server is shutting down (SIGTERM): jobs/health.py

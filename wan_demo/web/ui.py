@@ -19,6 +19,7 @@ import gradio as gr
 from wan_demo.core.controls import CONTROLS, NUM_VIDEOS
 from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
+from wan_demo.jobs.loading import FAILED, LOADING, Readiness
 from wan_demo.jobs.service import JobService
 from wan_demo.web import batch, panels
 from wan_demo.web.api import example_runner, make_extend, make_generate
@@ -30,8 +31,13 @@ from wan_demo.web.session import Session
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_SWEEP_S = 3600  # how often Gradio sweeps its own copies of outputs, seconds
+LOAD_POLL_S = 1.0  # the banner's refresh while the model loads, seconds
+LOADING_NOTE = "The page works already: **Generate** queues your video; it starts once the model is ready."
+FAILED_NOTE = "Generation is unavailable until the server is restarted with working settings (see its log)."
 CSS = """
 #banner.tiny { border-left: 4px solid #d97706; padding-left: 10px; }
+#banner.loading { border-left: 4px solid #2563eb; padding-left: 10px; }
+#banner.failed { border-left: 4px solid #dc2626; padding-left: 10px; }
 #banner p { margin: 4px 0; }
 """
 TITLE = "Wan2.1 image-to-video (14B, 480P)"
@@ -58,15 +64,26 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[list]:
     return rows
 
 
-def banner_markdown(engine: EngineInfo) -> tuple[str, list[str]]:
+def banner_markdown(engine: EngineInfo, state: Readiness | None = None) -> tuple[str, list[str]]:
+    """The banner: the model loading (with its progress), failed (with the reason), or what runs."""
+    if state is not None and state.state == LOADING:
+        return f"⏳ {_sentence(state.message())} {LOADING_NOTE}", ["loading"]
+    if state is not None and state.state == FAILED:
+        return f"❌ {_sentence(state.message())} {FAILED_NOTE}", ["failed"]
     if engine.is_tiny:
         return f"⚠️ {engine.banner}", ["tiny"]
     return engine.banner, []
 
 
-def _banner_now(jobs: JobService) -> gr.Markdown:
-    text, classes = banner_markdown(jobs.engine_info())
-    return gr.Markdown(text, elem_classes=classes)
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:].rstrip(".") + "."
+
+
+def _banner_now(jobs: JobService) -> tuple[gr.Markdown, gr.Timer]:
+    """The banner as it is now, and the timer that refreshes it: on only while the model loads."""
+    state = jobs.model_state()
+    text, classes = banner_markdown(jobs.engine_info(), state)
+    return gr.Markdown(text, elem_classes=classes), gr.Timer(active=state.state == LOADING)
 
 
 def _inputs(engine) -> list[gr.components.Component]:
@@ -165,10 +182,13 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
     ttl_s = int(settings.output_ttl_h * 3600)
     with gr.Blocks(title=TITLE, delete_cache=(CACHE_SWEEP_S, ttl_s) if ttl_s > 0 else None) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        text, classes = banner_markdown(engine)
+        text, classes = banner_markdown(engine, jobs.model_state())
         banner = gr.Markdown(text, elem_id="banner", elem_classes=classes)
-        if settings.role == "api":  # no model here: show what the workers run now, at each page load
-            demo.load(lambda: _banner_now(jobs), None, banner, api_visibility="private", queue=False)
+        # At each page load, and every LOAD_POLL_S while the model loads: its progress, then what runs
+        # (on an API node: what the workers run now)
+        timer, now = gr.Timer(LOAD_POLL_S, active=False), lambda: _banner_now(jobs)
+        for event in (demo.load, timer.tick):
+            event(now, None, [banner, timer], api_visibility="private", queue=False, show_progress="hidden")
         if oauth_enabled():
             gr.LoginButton()  # the logged-in Hugging Face user owns their history
         token, view, job_box = panels.identity()

@@ -23,13 +23,15 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wan_demo.core.plan import CostModel, EngineInfo, RunPlan, estimate_seconds, plan_run
 from wan_demo.core.request import GenerationCancelled, GenerationResult, ValidRequest
 from wan_demo.core.settings import Settings
-from wan_demo.generate import ProgressFn, generate
 from wan_demo.model.engine import Engine
+
+if TYPE_CHECKING:
+    from wan_demo.generate import ProgressFn
 
 # Cost model for a ZeroGPU "large" slice (half an H200), fitted to published full-H200 figures:
 # 80 transformer forwards at 81x480x832 take ~366 s there (~4.6 s each), so ~9 s on half a card.
@@ -60,8 +62,11 @@ def gpu_seconds(plan: RunPlan) -> int:
 class GpuBridge:
     """Runs `run_fn` (default `generate`) inside spaces.GPU, forwarding progress and Cancel."""
 
-    def __init__(self, engine: Engine, run_fn: RunFn = generate, gpu: Callable | None = None):
+    def __init__(self, engine: Engine, run_fn: RunFn | None = None, gpu: Callable | None = None):
         global _BRIDGE
+        if run_fn is None:
+            from wan_demo.generate import generate as run_fn  # torch: once a model exists
+
         self.engine = engine
         self.run_fn = run_fn
         ctx = multiprocessing.get_context("fork")  # ZeroGPU forks; objects must exist before it
