@@ -1,4 +1,4 @@
-"""The REST layer's rules between HTTP and the job service: auth, rate limit, idempotency, admission,
+"""The REST layer's rules between HTTP and the job service: auth, idempotency, admission,
 views, files, webhooks.
 
 Routes (rest/routes.py) stay thin: they call RestService and render what it returns. Bad input
@@ -30,7 +30,7 @@ from wan_demo.jobs.service import JobService
 from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
 from wan_demo.rest.payload import body_hash, payload_echo, request_of, source_of
-from wan_demo.rest.ratelimit import SubmitLimit
+from wan_demo.rest.ratelimit import SubmitLimit, Ticket, limited_message
 from wan_demo.rest.schema import RequestList, SubmitBody
 from wan_demo.rest.views import Views
 from wan_demo.rest.webhooks import Deliverer, check_webhook
@@ -75,16 +75,21 @@ class RestService:
         """Where outcome links start: Settings.public_url, else this request's scheme and host."""
         return self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
 
-    def rate(self, owner: str, body: SubmitBody | None = None) -> dict[str, str]:
-        """Count a submit against the key's per-minute limit: its RateLimit-* headers, or 429. A
-        batch counts as its number of videos (an out-of-range num_videos as 1: it is refused)."""
-        n = body.payload.num_videos if body is not None else 1
-        allowed, headers = self.limit.hit(owner, n if NUM_VIDEOS.low <= n <= NUM_VIDEOS.high else 1)
-        if not allowed:
+    def rate(self, ticket: Ticket | None, body: SubmitBody) -> None:
+        """Charge the submit's ticket (rest/ratelimit.py; None: no limit) with the jobs the body asks
+        for, a batch its number of videos (an out-of-range num_videos as 1: it is refused): 429 when
+        they do not fit this minute, 422 when they never could."""
+        n = body.payload.num_videos
+        n = n if isinstance(n, int) and NUM_VIDEOS.low <= n <= NUM_VIDEOS.high else 1
+        if ticket is None:
+            return
+        if n > self.limit.per_min:
+            why = f"a batch of {n} is more than this key's {self.limit.per_min} submits per minute"
+            raise InvalidRequest("payload.num_videos", f"{why}; send fewer videos per submit")
+        if not self.limit.charge(ticket, n):
             self.jobs.metrics.refused.labels("rate_limited").inc()
-            message = f"more than {self.limit.per_min} submits in the last minute for this key; retry later"
-            raise ApiError(429, "rate_limited", message, headers=headers)
-        return headers
+            message = limited_message(self.limit.submits) + f" (this submit adds {n})"
+            raise ApiError(429, "rate_limited", message)  # RateLimit-* and Retry-After: SubmitBudgets
 
     def caller(self, request: Request) -> str:
         if not self.keys.enabled:
