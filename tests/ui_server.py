@@ -20,6 +20,7 @@ class RunningApp:
     worker: Worker
     settings: Settings
     demo: object
+    server: object = None  # wan_demo.server.Server: the job service, the sweeper, the REST service
 
 
 def free_port() -> int:
@@ -43,7 +44,7 @@ def running_app(root: Path, **changes) -> Iterator[RunningApp]:
     server = build(settings)
     try:
         launch(server, block=False)
-        yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo)
+        yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo, server)
     finally:
         server.demo.close()
         server.stop()

@@ -4,7 +4,8 @@
 - `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (README "Scale out").
 - `worker`: the model and the worker loop, no HTTP; a torchrun group is one worker (rank 0 claims).
 
-Building opens nothing; `Server.start()` opens the job store and storage and starts the worker.
+Building opens nothing; `Server.start()` opens the job store and storage and starts the worker and
+the clean-up sweeper (every role owns storage: each runs one; a database lock lets one sweep at a time).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from wan_demo.core.settings import ROLES, Settings, from_env
 from wan_demo.jobs import logs
+from wan_demo.jobs.cleanup import Sweeper
 from wan_demo.jobs.common import StoreUnavailable
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.probes import ProbeServer
@@ -47,11 +49,13 @@ class Server:
     jobs: JobService
     worker: Worker | None  # None on an API node
     rest: RestService | None  # None on a worker node
+    sweeper: Sweeper  # expired outputs, inputs, rows and keys, on its own timer (jobs/cleanup.py)
     demo: Any = None  # gradio.Blocks, built by launch() once the store is open (API nodes read workers)
     probes: ProbeServer | None = None  # Settings.metrics_port: /metrics, /healthz, /readyz of its own
 
     def start(self) -> Server:
         self.jobs.start()
+        self.sweeper.start()
         if self.worker is not None:
             self.worker.start()
         if self.rest is not None:  # webhook deliverers run where REST runs (they hold keys and views)
@@ -76,6 +80,7 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
+        self.sweeper.stop()
         if self.probes is not None:
             self.probes.stop()
         if self.rest is not None:
@@ -100,7 +105,7 @@ def build(settings: Settings, group: distributed.Group | None = None) -> Server:
         jobs.worker = worker
         jobs.metrics.watch_gpu(memory_stats)
     rest = None if settings.role == "worker" else RestService(jobs, settings, KeyRing.from_settings(settings))
-    return Server(settings, jobs, worker, rest)
+    return Server(settings, jobs, worker, rest, Sweeper(store, storage, settings))
 
 
 def launch(server: Server, block: bool = True):

@@ -5,7 +5,8 @@ and by every worker process on the same database) under a lease that jobs/heartb
 runs generate(), mirrors progress and live previews (jobs/previews.py) into the store, moves the
 outputs into storage and records the outcome. The store stays the source of truth: a crash at any
 point leaves a row whose lease runs out, and `store.recover` repairs it (requeued once, then
-worker_lost). When idle it reclaims expired leases and runs the clean-up sweeper (jobs.cleanup).
+worker_lost). Between jobs it reclaims expired leases. (The clean-up sweeper has a timer of its own:
+jobs/cleanup.py.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from wan_demo.core.plan import calibrate
 from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
-from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
 from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
 SAFETY_POLL_S = 5.0  # the same while LISTEN/NOTIFY wakes this worker (only a safety net then)
 RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out (at least; lease_s / 6)
-SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
 RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
@@ -62,7 +61,7 @@ class Worker(WorkerOps):
         self._draining = threading.Event()  # claim nothing more; the loop ends after the running job
         self._current: Running | None = None
         self._thread: threading.Thread | None = None
-        self._next_sweep = self._next_reclaim = 0.0
+        self._next_reclaim = 0.0
         self._down_logged = False
         info = lambda: info_dict(self.engine.plan_info())  # noqa: E731  # re-read: the cost model learns
         self.heartbeat = Heartbeat(store, self.worker_id, settings.lease_s, info, lambda: self._current)
@@ -109,8 +108,6 @@ class Worker(WorkerOps):
             try:
                 self._reclaim_when_due()
                 job = self.store.claim_next(self.worker_id, self.settings.lease_s)
-                if job is None:
-                    self._sweep_when_due()
                 self._down_logged = False
             except StoreUnavailable as e:  # the database restarts: wait for it, quietly
                 if not self._down_logged:
@@ -230,14 +227,6 @@ class Worker(WorkerOps):
                     self.metrics.failed.labels("worker_lost").inc(count)
             if any(found.values()):
                 log.warning("jobs whose worker stopped renewing its lease: %s", found)
-
-    def _sweep_when_due(self) -> None:
-        now = time.time()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            removed = cleanup.sweep(self.store, self.settings, now, self.storage)
-            if any(removed.values()):
-                log.info("clean-up: %s", removed)
 
 
 def output_dir(settings: Settings, source: str) -> Path:
