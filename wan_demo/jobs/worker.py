@@ -25,7 +25,7 @@ from wan_demo.core.settings import Settings
 from wan_demo.generate import generate
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
-from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
+from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running, record
 from wan_demo.jobs.logs import job_context
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.previews import PreviewSink
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
 SAFETY_POLL_S = 5.0  # the same while LISTEN/NOTIFY wakes this worker (only a safety net then)
 RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out (at least; lease_s / 6)
-RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
+RECORD_RETRY_S = 1.0  # a release is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
@@ -133,6 +133,7 @@ class Worker(WorkerOps):
         log.info("running %s (claim %d) on %s", job.request_id, job.claims, self.worker_id)
         self.metrics.running(True)
         self.metrics.queue_wait.observe(max(job.updated_at - job.queued_at, 0.0))  # submit -> claim
+        running = self._current = Running(job.request_id, claim_of(job))  # renewed from here on
         if job.damage:  # its stored parameters cannot be trusted: refuse it rather than guess
             why = f"the stored request cannot be read ({job.damage})"
             self._record(job, Status.FAILED, error_code="damaged_record", error_message=why)
@@ -143,16 +144,15 @@ class Worker(WorkerOps):
         except (InvalidRequest, OSError) as e:
             self._record(job, Status.FAILED, error_code="invalid_input", error_message=str(e))
             return
-        running = self._current = Running(job.request_id, claim_of(job))
         previews = PreviewSink(self.storage, job.source, job.request_id)
         try:
             reporter = Reporter(self.store, running, previews)
             result = self.run(request, self.engine, settings, self._progress(reporter), running.stop)
         except GenerationCancelled:
-            if running.lost:
-                return  # reclaimed: the run that took over records the outcome
-            if self._stopping.is_set() and not running.cancelled:
-                self._retry(lambda: self.store.release(job.request_id, running.claim))  # run after restart
+            if running.lost:  # the heartbeat (or the drain's hand-back) logged why when it happened
+                log.info("%s stopped; this run no longer holds the job: nothing recorded", job.request_id)
+            elif self._stopping.is_set() and not running.cancelled:  # run again after the restart
+                self._retry(lambda: running.lost or self.store.release(job.request_id, running.claim))
                 self.metrics.handed_back.inc()
             else:
                 self._record(job, Status.CANCELLED)
@@ -167,12 +167,24 @@ class Worker(WorkerOps):
             previews.clear()  # a preview lives only while its job runs
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
-        if not running.lost:
-            t0 = time.perf_counter()
-            outputs = self._keep_outputs(result, job.source)
-            self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
-            self._record(job, Status.SUCCESS, **outputs)
+        self._finish(job, running, result)
+
+    def _finish(self, job: Job, running: Running, result: GenerationResult) -> None:
+        """Keep the outputs and record the success, unless the lease is lost: then nothing lands."""
+        files = (result.video_path, result.thumbnail_path, result.metadata_path)
+        if running.lost:
+            log.info("%s finished after this run lost the job; its outputs are discarded", job.request_id)
+            for path in files:
+                Path(path).unlink(missing_ok=True)
+            return
+        t0 = time.perf_counter()
+        outcome = self._keep_outputs(result, job.source)
+        self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
+        if self._record(job, Status.SUCCESS, **outcome):
             self.engine.cost = calibrate(self.engine.cost, result)
+        else:  # taken over meanwhile: the run that took over keeps its own outputs
+            for name in ("video_path", "thumbnail_path", "metadata_path"):
+                self.storage.delete(str(outcome[name]))
 
     def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
         """The job's validated request. An extension's input is its parent MP4, whose last frame is
@@ -197,13 +209,13 @@ class Worker(WorkerOps):
         }  # fmt: skip
         return dict(where, final_prompt=result.final_prompt, seed_used=result.seed_used)
 
-    def _record(self, job: Job, status: Status, **outcome: object) -> None:
-        """Finish the job under this run's claim, waiting out a database restart."""
-        claim = self._current.claim if self._current is not None else claim_of(job)
-        if not self._retry(lambda: self.store.finish(job.request_id, status, claim, **outcome)):
-            log.warning("%s was reclaimed before its outcome landed; discarded", job.request_id)
-            return
+    def _record(self, job: Job, status: Status, **outcome: object) -> bool:
+        """Finish the job under this run's claim (heartbeat.record: nothing once the lease is lost)."""
+        running = self._current or Running(job.request_id, claim_of(job))
+        if not record(self.store, running, status, self._stopping, **outcome):
+            return False
         self.metrics.job_finished(status, self._mode(job.params), outcome.get("error_code"))
+        return True
 
     def _retry(self, write: Callable[[], object]) -> object:
         """Run a store write until the database answers (or the worker stops); returns its result."""
