@@ -82,8 +82,8 @@ def settings_request(image, prompt, prompt_extend, seed, video_length, negative_
         seed=-1 if seed is None else seed,
         prompt_extend=bool(prompt_extend),
         negative_prompt=negative_prompt or None,
-        steps=int(steps) if steps else None,
-        guidance=float(guidance) if guidance else None,
+        steps=steps or None,  # as given: core/controls.py bounds numbers before any conversion
+        guidance=guidance or None,
         speed_mode=None if speed_mode in (None, "", AUTO) else speed_mode,
         prompt_2=prompt_2 or None,
         parent=parent,
