@@ -22,7 +22,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]  # fmt: skip
-TIMEOUT_MS = 60_000  # page actions and the generation itself (tiny model: a few seconds)
+TIMEOUT_MS = 120_000  # bounds the waits on state (tiny model: seconds, much slower on a busy CPU)
 
 pytestmark = [
     pytest.mark.browser,
