@@ -154,4 +154,4 @@ def test_the_lost_lease_is_logged_before_the_run_stops(node, image, caplog, monk
             time.sleep(0.02)
     story = lease_log(caplog)
     assert len(story) == 2 and story[0].startswith(f"lost the lease on {job.request_id} (claim 1)"), story
-    assert "stopped after this run lost its lease; nothing recorded" in story[1], story
+    assert "stopped; this run no longer holds the job: nothing recorded" in story[1], story
