@@ -79,6 +79,32 @@ def test_the_pause_follows_the_shortest_retention():
     assert cleanup.pause_s(Settings(output_ttl_h=1 / 3600)) == cleanup.SWEEP_MIN_S
 
 
+@pytest.mark.parametrize("role", ["all", "api", "worker"])
+def test_every_role_sweeps_on_its_own_timer(tmp_path, role):
+    """Server.start/stop (wan_demo/server.py) own the sweeper in each role: it deletes an expired
+    output with no job submitted (no worker idling, no request), and stop() ends its thread."""
+    from ui_server import app_settings
+
+    from wan_demo.server import build
+
+    server = build(app_settings(tmp_path, role=role, output_ttl_h=1 / 3600))
+    server.start()
+    try:
+        old = time.time() - 60
+        expired_file = Path(server.jobs.storage.put_bytes("outputs/rest/left-over.mp4", b"x"))
+        os.utime(expired_file, (old, old))
+        deadline = time.monotonic() + 60  # the first run comes after SWEEP_MIN_S here (1 s)
+        while expired_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # poll for the file's removal, the state this test waits on
+        assert not expired_file.exists() and server.sweeper.runs >= 1
+        assert (server.worker is None) == (role == "api") and (server.rest is None) == (role == "worker")
+        thread = server.sweeper._thread
+        assert thread is not None and thread.is_alive()
+    finally:
+        server.stop()
+    assert not thread.is_alive() and server.sweeper._thread is None
+
+
 OUTPUT_TTL_S, HISTORY_TTL_S = 2.0, 4.0
 SUBMIT_EVERY_S, SUBMIT_FOR_S = 0.5, 14.0  # 2 submits/s; a tiny job takes ~1-2 s (idle): the queue grows
 SUBMIT_AT_MOST_S = 60.0  # a busy machine finishes fewer jobs: go on until enough have expired
