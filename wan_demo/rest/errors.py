@@ -14,6 +14,7 @@ import uuid
 from fastapi.responses import JSONResponse
 
 from wan_demo.core.validate import encodable
+from wan_demo.jobs import logs
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ class InternalErrors:
         try:
             await self.app(scope, receive, tracked)
         except Exception:  # noqa: BLE001  # the point of this middleware: answer, log, go on
-            error_id = uuid.uuid4().hex
+            # the request's own id when RequestScope (rest/ops.py) gave it one: one id in the answer,
+            # its X-Request-Id header and every log line of the request
+            error_id = (logs.request_fields.get() or {}).get("request_id") or uuid.uuid4().hex
             where = f"{scope.get('method')} {scope.get('path')!r}"
             log.exception("internal error %s on %s", error_id, where)
             if not started:
