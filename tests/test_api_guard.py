@@ -48,6 +48,8 @@ BROKEN_URLS = [
 @pytest.mark.parametrize("url", BROKEN_URLS)
 def test_a_broken_url_answers_422_naming_the_field(client, url):
     refused(client.post(BASE, json=body(url), headers=auth()), "payload.path_input_image")
+    end = body(PNG, path_last_image=url)  # issue 24's end frame goes through the same parser
+    refused(client.post(BASE, json=end, headers=auth()), "payload.path_last_image")
     refused(client.post(BASE, json={**body(PNG), "webhook_url": url}, headers=auth()), "webhook_url")
 
 
@@ -66,6 +68,8 @@ def test_ipv6_forms_that_carry_a_private_ipv4_are_refused(client, url):
     refused(hook, "webhook_url", "not a public address")
     refused(client.post(BASE, json=body(url + "a.png"), headers=auth()), "payload.path_input_image",
             "not a public address")  # fmt: skip
+    end = body(PNG, path_last_image=url + "b.png")
+    refused(client.post(BASE, json=end, headers=auth()), "payload.path_last_image", "not a public address")
 
 
 HUGE = [2**1024, 10**400, -(10**400), 2**1024 + 1]

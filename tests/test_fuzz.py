@@ -200,14 +200,16 @@ URLS = st.builds(lambda *parts: "{}://{}{}{}{}".format(*parts), SCHEMES, USERINF
 )
 HUGE = st.integers(-(10**400), 10**400) | st.sampled_from([2**1024, -(2**1024), 10**400, 2**63, -(2**63) - 1])
 NUMBERS = {name: HUGE for name in ("num_inference_steps", "fps", "guidance_scale", "flow_shift", "seed",
-                                   "video_length")}  # fmt: skip
+                                   "video_length", "num_videos", "nag_scale", "nag_tau", "nag_alpha",
+                                   "interpolate")}  # fmt: skip
 URL_BODIES = st.builds(
-    lambda image, numbers, top: {
+    lambda image, end, numbers, top: {
         **top,
         "model": API_MODEL_ID,
-        "payload": {"prompt": "a cat", **image, **numbers},
+        "payload": {"prompt": "a cat", **image, **end, **numbers},
     },
     st.just({"path_input_image": PNG}) | URLS.map(lambda url: {"path_input_image": url}),
+    st.just({}) | URLS.map(lambda url: {"path_last_image": url}),  # issue 24's end frame: the same parser
     st.fixed_dictionaries({}, optional=NUMBERS),
     st.just({}) | URLS.map(lambda url: {"webhook_url": url}),
 )
