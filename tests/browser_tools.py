@@ -5,8 +5,8 @@ Two waits, both on state:
 1. each control until its committed value shows where the component renders it from its own state
    (a slider's range input, the checked radio, the field itself);
 2. then the app itself is asked: "Show code for these settings" sends the form exactly as Generate
-   does (the same inputs, the same event path), and that request is read off the wire: the helper
-   returns once the page sent every value set (and the image, by its file name).
+   does (the same inputs, the batch size aside, the same event path), and that request is read off
+   the wire: the helper returns once the page sent every value set (and the image, by its name).
 A value the app did not take (a keystroke lost while the page was busy) is set again, up to
 ATTEMPTS times; then the test fails showing the snippet.
 
@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from wan_demo.web.handlers import INPUT_FIELDS
+
 ATTEMPTS = 3  # times a control is set before the test fails
-# The form in the order Generate (and "Show code") sends it: ui._inputs, the public /generate order
-FORM = ("image", "prompt", "prompt_extend", "seed", "video_length_s", "negative_prompt", "steps", "guidance",
-        "speed_mode", "prompt_2")  # fmt: skip
+# The form in the order "Show code" (and Generate, which adds the batch size) sends it: the public
+# /generate order, read from the app (issue 24 appended fields); the snippet's name for the length
+FORM = tuple("video_length_s" if name == "video_length" else name for name in INPUT_FIELDS)
 CONTROLS = {  # the Python snippet's name -> (element id, kind)
     "prompt": ("#prompt", "text"),
     "seed": ("#seed", "number"),
