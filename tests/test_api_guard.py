@@ -157,8 +157,12 @@ def test_a_batch_uses_one_submit_per_video(engine, tmp_path):
     fit this minute answers 429 and queues nothing; one that never could is a field error."""
     settings = api_settings(tmp_path, submits_per_min=3, max_active_per_key=12)
     with serve(settings, engine, run_worker=False) as (url, service, _), httpx.Client(base_url=url) as c:
-        pair = c.post(BASE, json=body(PNG, num_videos=2), headers=auth())
+        keyed = {**auth(), "Idempotency-Key": "pair"}
+        pair = c.post(BASE, json=body(PNG, num_videos=2), headers=keyed)
         assert pair.status_code == 200 and remaining(pair) == 1, pair.text
+        replay = c.post(BASE, json=body(PNG, num_videos=2), headers=keyed)  # not charged as 2 new jobs
+        assert replay.headers["idempotent-replayed"] == "true" and remaining(replay) == 1, replay.text
+        assert replay.json()["request_ids"] == pair.json()["request_ids"]
         again = c.post(BASE, json=body(PNG, num_videos=2, seed=9), headers=auth())
         assert again.status_code == 429 and remaining(again) == 1 and again.headers["retry-after"], again.text
         assert "this submit adds 2" in again.json()["error"]["message"]

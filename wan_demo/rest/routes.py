@@ -73,8 +73,8 @@ def build_app(service: RestService) -> FastAPI:
 
     @app.post("/apikey/requests", response_model=Submitted, **kw)
     def submit_request(body: SubmitBody, request: Request, owner: str = caller, key: IdempotencyKey = None):
-        service.rate(ticket_of(request.scope), body)  # a batch counts its videos (rest/ratelimit.py)
-        jobs, replayed = service.submit(body, owner, service.base(request), key)
+        # the ticket: this submit's place in the key's budgets (rest/ratelimit.py; a batch per video)
+        jobs, replayed = service.submit(body, owner, service.base(request), key, ticket_of(request.scope))
         rec = jobs[0]
         location = request.url_for("get_request", request_id=rec.request_id).path
         data = Submitted(

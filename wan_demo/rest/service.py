@@ -1,5 +1,5 @@
-"""The REST layer's rules between HTTP and the job service: auth, idempotency, admission,
-views, files, webhooks.
+"""The REST layer's rules between HTTP and the job service: auth, a batch's rate-limit cost,
+idempotency, admission, views, files, webhooks.
 
 Routes (rest/routes.py) stay thin: they call RestService and render what it returns. Bad input
 arrives as InvalidRequest (core/validate.py, rest/inputs.py, rest/webhooks.py); refusals of our own
@@ -107,16 +107,18 @@ class RestService:
         return owner
 
     def submit(
-        self, body: SubmitBody, owner: str, base: str, key: str | None = None
+        self, body: SubmitBody, owner: str, base: str, key: str | None = None, ticket: Ticket | None = None
     ) -> tuple[list[Job], bool]:
         """Queue the request, num_videos jobs with seeds seed, seed + 1, ... (or, for an
-        Idempotency-Key used within 24 h with the same body, find what it queued then).
+        Idempotency-Key used within 24 h with the same body, find what it queued then). `ticket`:
+        the submit's rate-limit ticket, charged with the batch once it is not a replay.
         Returns (jobs, replayed)."""
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
         digest = body_hash(body) if key is not None else ""
         if key is not None and (found := self.jobs.replay(owner, key)) is not None:
             return self._batch(self._replayed(IdempotentReplay(found[0], found[1] == digest), owner)), True
+        self.rate(ticket, body)  # before any work on the body (image, webhook address)
         hook = None
         if body.webhook_url is not None:
             hook = check_webhook(body.webhook_url, body.webhook_events, self.settings, base)
