@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_tools import set_form, start_job
 from conftest import make_image
 from ui_server import CHROMIUM, CHROMIUM_ARGS, running_app
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sunset_sea.jpg"
-TIMEOUT_MS = 60_000  # page actions and the generation itself (tiny model: a few seconds)
+TIMEOUT_MS = 120_000  # bounds the waits on state (tiny model: seconds, much slower on a busy CPU)
 
 pytestmark = [
     pytest.mark.browser,
@@ -48,8 +49,7 @@ def test_banner_says_the_tiny_model_is_active(page):
 def test_missing_prompt_is_flagged_on_the_field(page, tmp_path):
     picture = tmp_path / "input.png"
     make_image(96, 64).save(picture)
-    page.set_input_files("#input-image input[type=file]", str(picture))
-    page.fill("#prompt textarea", "")
+    set_form(page, picture, prompt="")
     page.click("#generate")
     page.wait_for_selector("text=must not be empty")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -57,10 +57,8 @@ def test_missing_prompt_is_flagged_on_the_field(page, tmp_path):
 
 
 def test_upload_prompt_generate_shows_the_video(page):
-    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-    page.fill("#prompt textarea", "The sun slowly sinks into a calm sea")
-    page.fill("#seed input", "42")
-    page.click("#generate")
+    set_form(page, EXAMPLE, prompt="The sun slowly sinks into a calm sea", seed=42)
+    start_job(page)
     page.wait_for_selector("#output-video video[src]")
     page.wait_for_function("document.querySelector('#seed-used input').value === '42'")
     assert page.input_value("#final-prompt textarea") == "The sun slowly sinks into a calm sea"
@@ -70,13 +68,8 @@ def test_upload_prompt_generate_shows_the_video(page):
 
 
 def test_progress_shows_steps_and_cancel_ends_the_run(page):
-    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-    page.fill("#prompt textarea", "A long run to watch and cancel")
-    page.click("text=Advanced")
-    page.fill("#steps input[type=number]", "100")
-    page.press("#steps input[type=number]", "Enter")
-    page.click("#video-length >> text=10")
-    page.click("#generate")
+    set_form(page, EXAMPLE, prompt="A long run to watch and cancel", steps=100, video_length_s="10")
+    start_job(page)
     page.wait_for_selector("text=/step \\d+\\/200/")  # progress from the worker's step callback
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui_progress.png"), full_page=True)
@@ -98,15 +91,11 @@ def preview_sources(page, until: str, timeout_s: float = 240) -> list[str]:
 
 
 def test_live_preview_changes_during_a_run_and_extend_makes_a_longer_video(page):
-    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-    page.fill("#prompt textarea", "The sun slowly sinks into a calm sea")
-    page.fill("#seed input", "7")
-    if not page.is_visible("#steps input[type=number]"):
-        page.click("text=Advanced")
-    page.fill("#steps input[type=number]", "100")  # the most allowed: several previews on CPU
-    page.press("#steps input[type=number]", "Enter")
-    page.click("#video-length >> text=5")
-    page.click("#generate")
+    # 100 steps, the most allowed: several previews on CPU
+    set_form(
+        page, EXAMPLE, prompt="The sun slowly sinks into a calm sea", seed=7, steps=100, video_length_s="5"
+    )
+    start_job(page)
     page.wait_for_selector("#preview img")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui_preview.png"), full_page=True)
@@ -117,10 +106,8 @@ def test_live_preview_changes_during_a_run_and_extend_makes_a_longer_video(page)
     assert not page.is_visible("#preview")  # the video took its place
     page.wait_for_function("document.querySelector('#output-video video').duration > 5")  # 81 frames
     first = page.get_attribute("#output-video video", "src")
-    page.fill("#extend-prompt textarea", "The sky turns dark blue and the first stars appear")
-    page.fill("#steps input[type=number]", "4")
-    page.press("#steps input[type=number]", "Enter")
-    page.click("#extend")
+    set_form(page, steps=4, next_prompt="The sky turns dark blue and the first stars appear")
+    start_job(page, "#extend")
     longer = "first => (v => v && v.getAttribute('src') !== first && v.duration > 10)(document.querySelector('#output-video video'))"  # noqa: E501
     page.wait_for_function(longer, arg=first, timeout=240_000)  # 161 frames at 16 fps = 10.06 s
     page.screenshot(path=str(ARTIFACTS / "ui_extended.png"), full_page=True)

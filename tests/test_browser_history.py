@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_tools import open_section, set_control, set_form, start_job
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import free_port, running_app
 
@@ -48,20 +49,9 @@ def open_page(context, url: str):
 
 
 def start(page, prompt: str, seed: int, steps: int, length: str = "5") -> str:
-    """Fill the form, press Generate; returns the job id once the URL carries it."""
-    page.click("text=Advanced")
-    page.fill("#steps input[type=number]", str(steps))
-    page.press("#steps input[type=number]", "Enter")
-    # the slider takes the typed value on Enter; wait for it, or Generate can run the old steps
-    typed = f"document.querySelector('#steps input[type=range]').value === '{steps}'"
-    page.wait_for_function(typed, polling=100)  # a timer: animation frames may not run headless
-    page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-    page.fill("#prompt textarea", prompt)
-    page.fill("#seed input", str(seed))
-    page.click(f"#video-length >> text={length}")
-    page.click("#generate")
-    page.wait_for_function("new URLSearchParams(location.search).has('job')")
-    return page.evaluate("new URLSearchParams(location.search).get('job')")
+    """Fill the form (the app holds every value), press Generate; returns the new job's id."""
+    set_form(page, EXAMPLE, prompt=prompt, seed=seed, steps=steps, video_length_s=length)
+    return start_job(page)
 
 
 def current_step(page) -> tuple[int, int]:
@@ -98,22 +88,21 @@ def test_reload_history_restore_privacy_and_delete(browser, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "ui_history.png"), full_page=True)
 
-        page.fill("#prompt textarea", "something else")
-        page.fill("#seed input", "7")
+        set_form(page, prompt="something else", seed=7)
         page.click("#restore")  # the open result's settings back into the form
         page.wait_for_function("document.querySelector('#seed input').value === '42'")
         assert page.input_value("#prompt textarea") == PROMPT
-        page.click("text=Advanced")  # closed again after the reload
-        assert page.input_value("#steps input[type=number]") == "100"
+        open_section(page, "Advanced", "#steps input[type=number]")  # closed again after the reload
+        page.wait_for_function("document.querySelector('#steps input[type=range]').value === '100'")
         assert "Settings restored" in page.inner_text("#job-message")
 
-        page.click("text=Copy as code")
+        open_section(page, "Copy as code", "#show-code")
         page.click("#show-code")
         page.wait_for_selector("#code-python >> text=validate(")
         assert "api_name" in page.inner_text("#code-gradio") and "Bearer" in page.inner_text("#code-curl")
 
         video = next((Path(app.settings.output_dir) / "ui").glob("*.mp4"))
-        page.fill("#prompt textarea", "again something else")
+        set_control(page, "prompt", "again something else")
         page.set_input_files("#restore-file input[type=file]", str(video))  # dropping our MP4
         page.wait_for_function(f"document.querySelector('#prompt textarea').value === {PROMPT!r}")
         foreign = tmp_path / "foreign.mp4"

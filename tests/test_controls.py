@@ -22,6 +22,14 @@ IMAGE = make_image(96, 64)
         ({"fps": 61}, "fps", "61 is out of range 4..60"),
         ({"fps": [16]}, "fps", "must be a number"),
         ({"steps": 101}, "steps", "101 is out of range 1..100"),
+        # issue 27: bounded before any conversion (float() of 2**1024 overflows; JSON allows 10**400)
+        ({"steps": 2**1024}, "steps", "an integer of about 309 digits is out of range 1..100"),
+        ({"fps": -(10**400)}, "fps", "an integer of about 401 digits is out of range 4..60"),
+        ({"fps": 10**5000}, "fps", "an integer of about 5001 digits"),  # too long for Python to print
+        ({"guidance": 10**400}, "guidance", "an integer of about 401 digits is out of range 1.0..20.0"),
+        ({"flow_shift": float("inf")}, "flow_shift", "must be a finite number, got inf"),
+        ({"steps": float("nan")}, "steps", "must be a finite number, got nan"),
+        ({"seed": 10**400}, "seed", "an integer of about 401 digits is out of range"),
         ({"guidance": 0.5}, "guidance", "0.5 is out of range 1.0..20.0"),
         ({"negative_prompt": 3}, "negative_prompt", "must be a string"),
         ({"speed_mode": "turbo"}, "speed_mode", "'turbo' is unknown; use one of quality, fast"),

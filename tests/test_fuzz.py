@@ -6,6 +6,9 @@
 2. Hypothesis builds request bodies from any JSON plus hostile text (lone surrogates, NUL): each
    answers 2xx, or a 4xx JSON error naming a field; after an accepted one, GET, list and cancel of
    that key answer 2xx.
+3. Hypothesis builds URLs (broken brackets, odd ports, userinfo, IPv6 forms that carry a private
+   IPv4 address, control characters) for `webhook_url` and `path_input_image`, and integers up to
+   10**400 for every numeric field, against a server with URL inputs and webhooks on: the same rule.
 
 The worker does not run here: accepted requests stay queued and are cancelled (nothing generates).
 Budget: FUZZ_EXAMPLES per operation / property in the default run, FUZZ_EXAMPLES_SLOW under -m slow.
@@ -170,6 +173,72 @@ def test_any_json_body_answers_2xx_or_a_4xx_naming_a_field(server, body):
 @settings(max_examples=FUZZ_EXAMPLES_SLOW * 5, **QUIET)
 def test_any_json_body_long(server, body):
     with httpx.Client(base_url=server[0], timeout=30) as client:
+        check_payload_property(client, body)
+
+
+# --- property: URLs and huge integers (issue 27) ------------------------------------------------
+SCHEMES = st.sampled_from(["https", "http", "HTTPS", "ftp", "file", "javascript", "", "https:"])
+USERINFO = st.sampled_from(["", "", "", "user@", "u:p@", "@", ":@", "a@b@", "%40@", "u\\@"])
+BROKEN_HOSTS = ["[::1", "::1]", "[", "]", "[[::1]]", "[::1]x", "[zz]", "[v1.x]", "a..b", "-a.b", "é.c", ""]
+HOSTS = (
+    st.sampled_from([  # addresses no URL may reach, in many spellings (no DNS needed)
+        "127.0.0.1", "localhost", "169.254.169.254", "0x7f.1", "2130706433", "10.0.0.1", "[::1]",
+        "[::ffff:10.0.0.1]", "[::7f00:1]", "[2002:7f00:1::1]", "[2002:a9fe:a9fe::1]", "[64:ff9b::a9fe:a9fe]",
+        "[64:ff9b:1::a00:1]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]", "[fe80::1%25eth0]", "[fc00::1]",
+    ])
+    | st.sampled_from(BROKEN_HOSTS)
+    | st.text(max_size=12)
+)  # fmt: skip
+PORTS = st.sampled_from(["", ":", ":0", ":443", ":65535", ":65536", ":-1", ":+80", ":8o", ": 80", ":٣"]) | (
+    st.integers(0, 10**30).map(lambda n: f":{n}")
+)
+PATHS = st.sampled_from(["", "/", "/a.png", "/?q=1", "#f", "/a b", "/\x00", "/%00", "/\u2028", "\\x"]) | (
+    st.text(max_size=12).map(lambda t: "/" + t)
+)
+URLS = st.builds(lambda *parts: "{}://{}{}{}{}".format(*parts), SCHEMES, USERINFO, HOSTS, PORTS, PATHS) | (
+    st.text(max_size=40)
+)
+HUGE = st.integers(-(10**400), 10**400) | st.sampled_from([2**1024, -(2**1024), 10**400, 2**63, -(2**63) - 1])
+NUMBERS = {name: HUGE for name in ("num_inference_steps", "fps", "guidance_scale", "flow_shift", "seed",
+                                   "video_length", "num_videos", "nag_scale", "nag_tau", "nag_alpha",
+                                   "interpolate")}  # fmt: skip
+URL_BODIES = st.builds(
+    lambda image, end, numbers, top: {
+        **top,
+        "model": API_MODEL_ID,
+        "payload": {"prompt": "a cat", **image, **end, **numbers},
+    },
+    st.just({"path_input_image": PNG}) | URLS.map(lambda url: {"path_input_image": url}),
+    st.just({}) | URLS.map(lambda url: {"path_last_image": url}),  # issue 24's end frame: the same parser
+    st.fixed_dictionaries({}, optional=NUMBERS),
+    st.just({}) | URLS.map(lambda url: {"webhook_url": url}),
+)
+
+
+@pytest.fixture(scope="module")
+def url_server(engine, tmp_path_factory):
+    """URL inputs and webhooks on (no private allow-list); nothing generates."""
+    settings_ = api_settings(
+        tmp_path_factory.mktemp("fuzz_urls"), allow_url_inputs=True, webhook_secret="w" * 40
+    )
+    with serve(settings_, engine, run_worker=False) as running:
+        yield running
+
+
+@given(body=URL_BODIES)
+@settings(max_examples=FUZZ_EXAMPLES * 5, **QUIET)
+def test_urls_and_huge_integers_answer_2xx_or_a_4xx_naming_a_field(url_server, body):
+    STATS["url cases"] += 1
+    with httpx.Client(base_url=url_server[0], timeout=30) as client:
+        check_payload_property(client, body)
+
+
+@pytest.mark.slow
+@given(body=URL_BODIES)
+@settings(max_examples=FUZZ_EXAMPLES_SLOW * 5, **QUIET)
+def test_urls_and_huge_integers_long(url_server, body):
+    STATS["url cases"] += 1
+    with httpx.Client(base_url=url_server[0], timeout=30) as client:
         check_payload_property(client, body)
 
 

@@ -13,7 +13,7 @@ from wan_demo.jobs.common import Job, Status
 from wan_demo.jobs.store.postgres import PostgresJobStore
 from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL, OUTBOX_CHANNEL
 from wan_demo.jobs.store.sqlite import SqliteJobStore
-from wan_demo.rest.ratelimit import SubmitLimit
+from wan_demo.rest.ratelimit import QUEUED, REFUSED, Budget, SubmitLimit
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -75,13 +75,25 @@ def test_concurrent_hits_never_exceed_the_limit(two_nodes):
 
 
 def test_submit_limit_through_limits_counts_in_the_store(two_nodes):
-    """rest/ratelimit.py's SubmitLimit on each node: 5 per minute from one key across both."""
+    """rest/ratelimit.py's SubmitLimit on each node: 5 queued jobs per minute from one key across both
+    (a batch counts its videos), refusals in their own budget, in the same store."""
     nodes = [SubmitLimit(5, store).start() for store in two_nodes]
-    answers = [nodes[i % 2].hit("key_a") for i in range(8)]
-    assert [ok for ok, _ in answers] == [True] * 5 + [False] * 3
-    ok, headers = answers[-1]
-    assert headers["RateLimit-Remaining"] == "0" and 1 <= int(headers["Retry-After"]) <= 60
-    assert answers[0][1]["RateLimit-Remaining"] == "4"
+    answers = []
+    for i in range(6):
+        ticket = nodes[i % 2].admit("key_a")
+        if isinstance(ticket, Budget):
+            answers.append((False, nodes[i % 2].headers(ticket, "key_a", limited=True)))
+            continue
+        cost = 2 if i == 1 else 1
+        if not nodes[i % 2].charge(ticket, cost):
+            answers.append((False, nodes[i % 2].settle(ticket, REFUSED)))
+            continue
+        answers.append((True, nodes[i % 2].settle(ticket, QUEUED)))
+    assert [ok for ok, _ in answers] == [True] * 4 + [False] * 2
+    assert [h["RateLimit-Remaining"] for _, h in answers] == ["4", "2", "1", "0", "0", "0"]
+    assert 1 <= int(answers[-1][1]["Retry-After"]) <= 60
+    refused = nodes[1].headers(nodes[1].refused, "key_a")
+    assert refused["RateLimit-Limit"] == "50" and refused["RateLimit-Remaining"] == "50"
 
 
 def test_stats_for_metrics(two_nodes):

@@ -150,7 +150,7 @@ def test_recover_requeues_once_then_fails(connect):
     assert store.recover() == {"requeued": 0, "failed": 1, "cancelled": 0}
     lost = store.get("crash")
     assert (lost.status, lost.error_code, lost.attempts) == (FAILED, "worker_lost", 2)
-    assert "2 times" in lost.error_message
+    assert lost.error_message == "the worker stopped while running this request 2 times"
 
 
 def test_restarts_before_the_first_step_do_not_use_up_attempts(connect):
@@ -164,6 +164,20 @@ def test_restarts_before_the_first_step_do_not_use_up_attempts(connect):
     crash_while_processing(connect, "early", ran=False)
     assert store.recover(max_attempts=2)["failed"] == 1
     assert (store.get("early").attempts, store.get("early").claims) == (0, 2 * CLAIMS_PER_ATTEMPT)
+    assert store.get("early").error_message == (  # issue 27: not "stopped while running 2 times"
+        "a worker claimed this request 6 times and stopped each time before the first denoising step"
+    )
+
+
+def test_worker_lost_names_claims_and_runs_truthfully(connect):
+    store = connect()
+    add(store, "mixed")
+    for ran in (False, True, False, True):  # 4 takes, 2 of them reached denoising
+        crash_while_processing(connect, "mixed", ran=ran)
+        store.recover(max_attempts=2)
+    lost = store.get("mixed")
+    assert (lost.status, lost.attempts, lost.claims) == (FAILED, 2, 4)
+    assert lost.error_message == "the worker stopped while running this request 2 times (claimed 4 times)"
 
 
 def test_max_attempts_is_a_setting(connect):

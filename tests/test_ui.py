@@ -82,6 +82,11 @@ def test_missing_image_is_an_invalid_request(picture):
         ({"speed_mode": "fast", "guidance": 5}, "guidance", "ignored in fast mode"),
         ({"speed_mode": "quality", "nag_scale": 5}, "nag_scale", "ignored in quality mode"),
         ({"guidance": 0.5}, "guidance", "out of range 1.0..20.0"),
+        # issue 27: widget numbers reach the bound check as given (no float() of 2**1024 or inf first)
+        ({"steps": 2**1024}, "steps", "an integer of about 309 digits is out of range 1..100"),
+        ({"guidance": float("nan")}, "guidance", "must be a finite number"),
+        ({"nag_tau": float("inf")}, "nag_tau", "must be a finite number"),
+        ({"nag_scale": 10**400}, "nag_scale", "an integer of about 401 digits is out of range"),
     ],
 )
 def test_validator_flags_only_the_bad_field(picture, changes, field, words):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from wan_demo.core.settings import Settings
 from wan_demo.jobs.worker import Worker
@@ -19,6 +21,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--no-first-run", "--disable-sync",
 ]  # fmt: skip
 LOAD_TIMEOUT_S = 300  # the tiny model loads in seconds; a shared CI machine can be slow
+LAUNCH_CHECK_S = 90.0  # how long launch() may wait for its own URL to answer (busy machine)
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RunningApp:
     worker: Worker
     settings: Settings
     demo: object
+    server: object = None  # wan_demo.server.Server: the job service, the sweeper, the REST service
 
 
 def free_port() -> int:
@@ -49,9 +53,31 @@ def running_app(root: Path, **changes) -> Iterator[RunningApp]:
     settings = app_settings(root, **changes)
     server = build(settings)
     try:
-        launch(server, block=False)  # the page answers now; the model loads in the background
+        with patient_launch_check():
+            launch(server, block=False)  # the page answers now; the model loads in the background
         assert server.loader.wait(LOAD_TIMEOUT_S).ready, server.loader.readiness()
-        yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo)
+        yield RunningApp(f"http://127.0.0.1:{settings.port}/", server.worker, settings, server.demo, server)
     finally:
         server.demo.close()
         server.stop()
+
+
+@contextmanager
+def patient_launch_check() -> Iterator[None]:
+    """Gradio's launch() checks that its own URL answers, but gives up at the first 3 s timeout and
+    then raises "When localhost is not accessible, a shareable link must be created": on a busy
+    2-core machine that happens. Here the check waits for the answer itself, up to LAUNCH_CHECK_S."""
+    from gradio import networking
+
+    real = networking.url_ok
+
+    def patient(url: str) -> bool:
+        deadline = time.monotonic() + LAUNCH_CHECK_S
+        while not real(url):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)  # poll interval (a refused connection returns at once)
+        return True
+
+    with mock.patch.object(networking, "url_ok", patient):
+        yield

@@ -4,8 +4,10 @@
 - `api`: the UI, the Gradio API and REST, no model; workers elsewhere run the jobs (docs/scale-out.md).
 - `worker`: the model and the worker loop, no HTTP; a torchrun group is one worker (rank 0 claims).
 
-Building opens nothing; `Server.start()` opens the job store and storage; `launch()` serves the page
-and REST at once and loads the model in the background (jobs/loading.py), then starts the worker.
+Building opens nothing; `Server.start()` opens the job store and storage and starts the clean-up
+sweeper (every role owns storage: each runs one; a database lock lets one sweep at a time); `launch()`
+serves the page and REST at once and loads the model in the background (jobs/loading.py), then starts
+the worker.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from wan_demo.core.cli import SettingsError
 from wan_demo.core.settings import Settings, from_cli, settings_problems
 from wan_demo.jobs import logs
+from wan_demo.jobs.cleanup import Sweeper
 from wan_demo.jobs.common import StoreUnavailable
 from wan_demo.jobs.loading import LoadFailed, ModelLoader
 from wan_demo.jobs.metrics import Metrics
@@ -46,6 +49,7 @@ class Server:
     jobs: JobService
     loader: ModelLoader | None  # None on an API node (no model in this process)
     rest: RestService | None  # None on a worker node
+    sweeper: Sweeper  # expired outputs, inputs, rows and keys, on its own timer (jobs/cleanup.py)
     demo: Any = None  # gradio.Blocks, built by launch() once the store is open (API nodes read workers)
     probes: ProbeServer | None = None  # Settings.metrics_port: /metrics, /healthz, /readyz of its own
 
@@ -56,6 +60,7 @@ class Server:
 
     def start(self) -> Server:
         self.jobs.start()
+        self.sweeper.start()
         if self.rest is not None:  # webhook deliverers run where REST runs (they hold keys and views)
             self.rest.start()
         if self.settings.metrics_port:
@@ -78,6 +83,7 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
+        self.sweeper.stop()
         if self.probes is not None:
             self.probes.stop()
         if self.rest is not None:
@@ -112,7 +118,7 @@ def build(settings: Settings, group: distributed.Group | None = None) -> Server:
     if settings.role != "worker":  # queue gauges where HTTP is served (not once per worker)
         jobs.metrics.watch_queue(jobs.queue_figures)
     rest = None if settings.role == "worker" else RestService(jobs, settings, KeyRing.from_settings(settings))
-    return Server(settings, jobs, loader, rest)
+    return Server(settings, jobs, loader, rest, Sweeper(store, storage, settings))
 
 
 def launch(server: Server, block: bool = True):

@@ -9,6 +9,7 @@ always means "the speed mode's default", so requests that leave them out behave 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,7 +163,11 @@ def api_field(name: str) -> str:
     return CONTROLS[name].api_name if name in CONTROLS else name
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def short_repr(value: Any, limit: int = 40) -> str:
+    """`value` for a message: its repr, cut to `limit`; a huge integer by its size (Python refuses to
+    print integers over 4300 digits, and a JSON integer can be that long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -176,15 +181,19 @@ def check_control(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise InvalidRequest(name, f"must be a string, got {type(value).__name__}")
         if c.choices and value not in c.choices:
-            raise InvalidRequest(name, f"{_short(value)} is unknown; use one of {', '.join(c.choices)}")
+            raise InvalidRequest(name, f"{short_repr(value)} is unknown; use one of {', '.join(c.choices)}")
         return value  # free text is checked by validate.check_text (length, NUL, surrogates)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(name, f"must be a number, got {_short(value)}")
-    if c.kind is int and not float(value).is_integer():
-        raise InvalidRequest(name, f"must be a whole number, got {value}")
+        raise InvalidRequest(name, f"must be a number, got {short_repr(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(name, f"must be a finite number, got {value}")
+    if c.kind is int and isinstance(value, float) and not value.is_integer():
+        raise InvalidRequest(name, f"must be a whole number, got {short_repr(value)}")
+    # Bounded before any conversion: comparing an int with a float is exact in Python at any size,
+    # while float() of an integer of 2**1024 or more raises OverflowError (JSON allows 10**400).
     if not c.low <= value <= c.high:
         low, high = (int(c.low), int(c.high)) if c.kind is int else (c.low, c.high)
-        raise InvalidRequest(name, f"{value} is out of range {low}..{high}")
+        raise InvalidRequest(name, f"{short_repr(value)} is out of range {low}..{high}")
     return c.kind(value)
 
 
@@ -198,7 +207,7 @@ def check_mode(values: dict[str, Any], mode: str | None, guidance: float | None)
         allowed = c.fixed[mode]
         if allowed is None or value != allowed:
             keep = "leave it unset" + ("" if allowed is None else f" or {allowed:g}")
-            raise InvalidRequest(c.name, f"{_short(value)} is ignored in {mode} mode ({c.why}); {keep}")
+            raise InvalidRequest(c.name, f"{short_repr(value)} is ignored in {mode} mode ({c.why}); {keep}")
     no_cfg = guidance is not None and guidance <= 1.0 and mode != "fast"  # fast: NAG uses it
     if values.get("negative_prompt") is not None and no_cfg:
         raise InvalidRequest(

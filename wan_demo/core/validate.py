@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from wan_demo.core.controls import CONTROLS, check_control, check_mode
+from wan_demo.core.controls import CONTROLS, check_control, check_mode, short_repr
 from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip, ValidRequest
 from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, SIZE_MULTIPLE, VIDEO_LENGTHS_S
 
@@ -24,11 +24,6 @@ MAX_PARENT_S = 60.0  # longest video that can be extended, seconds (bounds the j
 MAX_VIDEO_PIXELS = 1920 * 1080  # per frame of an uploaded MP4: bounds the decode work
 MAX_VIDEO_FPS = 120.0  # frame rate of an uploaded MP4: bounds the decode work
 END_FRAME_ASPECT_TOLERANCE = 0.02  # relative; the end frame is fitted (cover + crop) to the first's size
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_encodable(text: str) -> bool:
@@ -75,9 +70,9 @@ def check_seed(seed: Any) -> int:
         if isinstance(seed, float) and seed.is_integer():
             seed = int(seed)
         else:
-            raise InvalidRequest("seed", f"must be an integer, got {_short(seed)}")
+            raise InvalidRequest("seed", f"must be an integer, got {short_repr(seed)}")
     if not -1 <= seed <= SEED_MAX:
-        raise InvalidRequest("seed", f"{seed} is out of range; use -1 (random) or 0..{SEED_MAX}")
+        raise InvalidRequest("seed", f"{short_repr(seed)} is out of range; use -1 (random) or 0..{SEED_MAX}")
     return seed
 
 
@@ -86,7 +81,7 @@ def check_video_length(value: Any) -> int:
         value = int(value)
     if isinstance(value, bool) or value not in VIDEO_LENGTHS_S:
         allowed = " or ".join(str(v) for v in VIDEO_LENGTHS_S)
-        raise InvalidRequest("video_length", f"{_short(value)} is not allowed; use {allowed} (seconds)")
+        raise InvalidRequest("video_length", f"{short_repr(value)} is not allowed; use {allowed} (seconds)")
     return int(value)
 
 
@@ -133,7 +128,8 @@ def check_fields(request: GenerationRequest) -> dict[str, Any]:
     controls["negative_prompt"] = negative
     check_mode(controls, controls["speed_mode"], controls["guidance"])
     if not isinstance(request.prompt_extend, bool):
-        raise InvalidRequest("prompt_extend", f"must be true or false, got {_short(request.prompt_extend)}")
+        got = short_repr(request.prompt_extend)
+        raise InvalidRequest("prompt_extend", f"must be true or false, got {got}")
     length = check_video_length(request.video_length_s)
     return dict(
         prompt=check_prompt(request.prompt),

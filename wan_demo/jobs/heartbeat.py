@@ -1,9 +1,15 @@
-"""A worker's heartbeat thread and its progress reporter: how a running job stays claimed.
+"""A worker's heartbeat thread, its progress reporter and the outcome write: how a running job stays
+claimed, and how a run that lost it records nothing.
 
 Every `lease_s / 3` seconds the heartbeat publishes the worker (the workers table: alive, and what
 it runs) and renews the running job's lease. It stops the run when the job was cancelled from any
-node, or when the lease was lost (the job was reclaimed and may already run elsewhere): a lost run
-records nothing. While the database is down it retries every second; generation goes on.
+node, or when the lease was lost (the job was reclaimed and may already run elsewhere). While the
+database is down it retries every second; generation goes on.
+
+A lost run records nothing: no progress, no preview, no outputs, no outcome. The renewal and the
+outcome write (`record`) take the run's lock, so they happen in one order and the log tells it:
+once the outcome is recorded the lease is no longer renewed (a finished job has none), and once the
+lease is known lost no outcome is written.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wan_demo.core.request import Progress
-from wan_demo.jobs.common import Claim, StoreUnavailable, progress_percent
+from wan_demo.jobs.common import Claim, Status, StoreUnavailable, progress_percent
 from wan_demo.jobs.store.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ class Running:
     stop: threading.Event = field(default_factory=threading.Event)
     lost: bool = False  # the lease was lost: the run must record nothing
     cancelled: bool = False  # a user asked to cancel (on any node)
+    recorded: bool = False  # the outcome is written: nothing left to renew
+    lock: threading.Lock = field(default_factory=threading.Lock)  # renewal vs outcome write
 
 
 class Heartbeat:
@@ -67,19 +75,26 @@ class Heartbeat:
         try:
             self.store.beat_worker(self.worker_id, self.info())
             running = self.current()
-            if running is not None and not running.lost:
-                job = self.store.renew(running.request_id, running.claim, self.lease_s)
-                if job is None:
-                    log.warning("lost the lease on %s; stopping it without recording", running.request_id)
-                    running.lost = True
-                    running.stop.set()
-                elif job.cancel_requested:
-                    running.cancelled = True
-                    running.stop.set()
+            if running is not None:
+                self._renew(running)
         except StoreUnavailable as e:
             log.warning("heartbeat: %s", e)
             return False
         return True
+
+    def _renew(self, running: Running) -> None:
+        with running.lock:  # never between an outcome write and its `recorded` mark
+            if running.lost or running.recorded:
+                return
+            job = self.store.renew(running.request_id, running.claim, self.lease_s)
+            if job is None:
+                running.lost = True
+                log.warning("lost the lease on %s (claim %d): it may run elsewhere now; stopping this run, "
+                            "which records nothing", running.request_id, running.claim[1])  # fmt: skip
+                running.stop.set()
+            elif job.cancel_requested:
+                running.cancelled = True
+                running.stop.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -101,6 +116,8 @@ class Reporter:
         self._started = self._ran = False
 
     def __call__(self, progress: Progress) -> None:
+        if self.running.lost:  # the job may run elsewhere: its progress and previews are not ours
+            return
         now = time.monotonic()
         first, ran = not self._started, progress.stage == "denoise" and not self._ran
         shown = progress.preview is not None and self.preview is not None
@@ -133,3 +150,33 @@ class Reporter:
         except StoreUnavailable:
             return False
         return job is None or job.cancel_requested
+
+
+def record(
+    store: JobStore, running: Running, status: Status, stopping: threading.Event, **outcome: Any
+) -> bool:
+    """Write the run's outcome under its claim, waiting out a database restart (until `stopping`).
+    True when it landed; False, logged, when the run lost its lease (before, or as the write found
+    the job reclaimed) or the worker stops with the database down."""
+    rid = running.request_id
+    while True:
+        with running.lock:
+            if running.lost:
+                log.warning("%s: outcome %s not recorded: this run lost its lease", rid, status)
+                return False
+            try:
+                done = store.finish(rid, status, running.claim, **outcome)
+            except StoreUnavailable as e:
+                down = e
+            else:
+                running.recorded, running.lost = done, not done
+                if done:
+                    log.info("%s: %s recorded (claim %d)", rid, status, running.claim[1])
+                else:
+                    log.warning("%s: outcome %s not recorded: the job was taken over (its lease ran out) "
+                                "or deleted before it landed", rid, status)  # fmt: skip
+                return done
+        if stopping.is_set():
+            log.warning("%s: stopping with the database down (%s); the lease will run out", rid, down)
+            return False
+        time.sleep(RETRY_S)

@@ -5,7 +5,8 @@ and by every worker process on the same database) under a lease that jobs/heartb
 runs generate(), mirrors progress and live previews (jobs/previews.py) into the store, moves the
 outputs into storage and records the outcome. The store stays the source of truth: a crash at any
 point leaves a row whose lease runs out, and `store.recover` repairs it (requeued once, then
-worker_lost). When idle it reclaims expired leases and runs the clean-up sweeper (jobs.cleanup).
+worker_lost). Between jobs it reclaims expired leases. (The clean-up sweeper has a timer of its own:
+jobs/cleanup.py.)
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from pathlib import Path
 from wan_demo.core.plan import calibrate
 from wan_demo.core.request import GenerationCancelled, GenerationResult, InvalidRequest, ValidRequest
 from wan_demo.core.settings import Settings
-from wan_demo.jobs import cleanup
 from wan_demo.jobs.common import Job, Status, StoreUnavailable, claim_of
 from wan_demo.jobs.directory import info_dict
-from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running
+from wan_demo.jobs.heartbeat import Heartbeat, Reporter, Running, record
 from wan_demo.jobs.logs import job_context
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.previews import PreviewSink
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # idle: how often the store is checked for new jobs (a submit in-process wakes at once)
 SAFETY_POLL_S = 5.0  # the same while LISTEN/NOTIFY wakes this worker (only a safety net then)
 RECLAIM_EVERY_S = 2.0  # how often an idle worker looks for jobs whose lease ran out (at least; lease_s / 6)
-SWEEP_EVERY_S = 600.0  # clean-up cadence while idle
-RECORD_RETRY_S = 1.0  # an outcome is retried this often while the database is down
+RECORD_RETRY_S = 1.0  # a release is retried this often while the database is down
 
 RunFn = Callable[..., GenerationResult]  # generate(), or a wrapper with its signature (ZeroGPU)
 
@@ -61,7 +60,7 @@ class Worker(WorkerOps):
         self._draining = threading.Event()  # claim nothing more; the loop ends after the running job
         self._current: Running | None = None
         self._thread: threading.Thread | None = None
-        self._next_sweep = self._next_reclaim = 0.0
+        self._next_reclaim = 0.0
         self._down_logged = False
         info = lambda: info_dict(self.engine.plan_info())  # noqa: E731  # re-read: the cost model learns
         self.heartbeat = Heartbeat(store, self.worker_id, settings.lease_s, info, lambda: self._current)
@@ -108,8 +107,6 @@ class Worker(WorkerOps):
             try:
                 self._reclaim_when_due()
                 job = self.store.claim_next(self.worker_id, self.settings.lease_s)
-                if job is None:
-                    self._sweep_when_due()
                 self._down_logged = False
             except StoreUnavailable as e:  # the database restarts: wait for it, quietly
                 if not self._down_logged:
@@ -135,6 +132,7 @@ class Worker(WorkerOps):
         log.info("running %s (claim %d) on %s", job.request_id, job.claims, self.worker_id)
         self.metrics.running(True)
         self.metrics.queue_wait.observe(max(job.updated_at - job.queued_at, 0.0))  # submit -> claim
+        running = self._current = Running(job.request_id, claim_of(job))  # renewed from here on
         if job.damage:  # its stored parameters cannot be trusted: refuse it rather than guess
             why = f"the stored request cannot be read ({job.damage})"
             self._record(job, Status.FAILED, error_code="damaged_record", error_message=why)
@@ -145,16 +143,15 @@ class Worker(WorkerOps):
         except (InvalidRequest, OSError) as e:
             self._record(job, Status.FAILED, error_code="invalid_input", error_message=str(e))
             return
-        running = self._current = Running(job.request_id, claim_of(job))
         previews = PreviewSink(self.storage, job.source, job.request_id)
         try:
             reporter = Reporter(self.store, running, previews)
             result = self.run(request, self.engine, settings, self._progress(reporter), running.stop)
         except GenerationCancelled:
-            if running.lost:
-                return  # reclaimed: the run that took over records the outcome
-            if self._stopping.is_set() and not running.cancelled:
-                self._retry(lambda: self.store.release(job.request_id, running.claim))  # run after restart
+            if running.lost:  # the heartbeat (or the drain's hand-back) logged why when it happened
+                log.info("%s stopped; this run no longer holds the job: nothing recorded", job.request_id)
+            elif self._stopping.is_set() and not running.cancelled:  # run again after the restart
+                self._retry(lambda: running.lost or self.store.release(job.request_id, running.claim))
                 self.metrics.handed_back.inc()
             else:
                 self._record(job, Status.CANCELLED)
@@ -169,12 +166,24 @@ class Worker(WorkerOps):
             previews.clear()  # a preview lives only while its job runs
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
-        if not running.lost:
-            t0 = time.perf_counter()
-            outputs = self._keep_outputs(result, job.source)
-            self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
-            self._record(job, Status.SUCCESS, **outputs)
+        self._finish(job, running, result)
+
+    def _finish(self, job: Job, running: Running, result: GenerationResult) -> None:
+        """Keep the outputs and record the success, unless the lease is lost: then nothing lands."""
+        files = (result.video_path, result.thumbnail_path, result.metadata_path)
+        if running.lost:
+            log.info("%s finished after this run lost the job; its outputs are discarded", job.request_id)
+            for path in files:
+                Path(path).unlink(missing_ok=True)
+            return
+        t0 = time.perf_counter()
+        outcome = self._keep_outputs(result, job.source)
+        self.metrics.stages(result.timings_s, self._mode(job.params), time.perf_counter() - t0)
+        if self._record(job, Status.SUCCESS, **outcome):
             self.engine.cost = calibrate(self.engine.cost, result)
+        else:  # taken over meanwhile: the run that took over keeps its own outputs
+            for name in ("video_path", "thumbnail_path", "metadata_path"):
+                self.storage.delete(str(outcome[name]))
 
     def _restore(self, job: Job, folder: Path) -> tuple[ValidRequest, Path | None]:
         """The job's validated request. An extension's input is its parent MP4, whose last frame is
@@ -199,13 +208,13 @@ class Worker(WorkerOps):
         }  # fmt: skip
         return dict(where, final_prompt=result.final_prompt, seed_used=result.seed_used)
 
-    def _record(self, job: Job, status: Status, **outcome: object) -> None:
-        """Finish the job under this run's claim, waiting out a database restart."""
-        claim = self._current.claim if self._current is not None else claim_of(job)
-        if not self._retry(lambda: self.store.finish(job.request_id, status, claim, **outcome)):
-            log.warning("%s was reclaimed before its outcome landed; discarded", job.request_id)
-            return
+    def _record(self, job: Job, status: Status, **outcome: object) -> bool:
+        """Finish the job under this run's claim (heartbeat.record: nothing once the lease is lost)."""
+        running = self._current or Running(job.request_id, claim_of(job))
+        if not record(self.store, running, status, self._stopping, **outcome):
+            return False
         self.metrics.job_finished(status, self._mode(job.params), outcome.get("error_code"))
+        return True
 
     def _retry(self, write: Callable[[], object]) -> object:
         """Run a store write until the database answers (or the worker stops); returns its result."""
@@ -229,14 +238,6 @@ class Worker(WorkerOps):
                     self.metrics.failed.labels("worker_lost").inc(count)
             if any(found.values()):
                 log.warning("jobs whose worker stopped renewing its lease: %s", found)
-
-    def _sweep_when_due(self) -> None:
-        now = time.time()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            removed = cleanup.sweep(self.store, self.settings, now, self.storage)
-            if any(removed.values()):
-                log.info("clean-up: %s", removed)
 
 
 def _generate(*args, **kwargs) -> GenerationResult:

@@ -31,7 +31,8 @@ class WorkerOps:
             log.info("drain: %s still running after %g s; handing it back", running.request_id, grace_s)
         self.stop(HANDBACK_WAIT_S)
         if self._thread is not None and self._thread.is_alive() and running is not None:
-            running.lost = True  # whatever the thread does later is discarded
+            with running.lock:  # not between an outcome write and its mark (jobs/heartbeat.record)
+                running.lost = True  # whatever the thread does later is discarded
             self._retry(lambda: self.store.release(running.request_id, running.claim))
             self.metrics.handed_back.inc()
             self._thread = None  # left to end on its own (a daemon): nobody waits for it again

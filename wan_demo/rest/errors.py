@@ -18,6 +18,8 @@ from wan_demo.jobs import logs
 
 log = logging.getLogger(__name__)
 
+STORE_RETRY_S = 5  # Retry-After while the job database is unreachable (a restart takes seconds)
+
 
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers=None, **extra: str
@@ -26,6 +28,12 @@ def error_response(
     field = None if field is None else encodable(field)
     error = {"code": code, "message": encodable(message), "field": field}
     return JSONResponse({"error": {**error, **extra}}, status_code=status, headers=headers)
+
+
+def store_unavailable() -> JSONResponse:
+    """The answer while the job database cannot be reached (StoreUnavailable)."""
+    message = "the job database is unavailable; retry shortly"
+    return error_response(503, "unavailable", message, headers={"Retry-After": str(STORE_RETRY_S)})
 
 
 class BodyLimit:

@@ -14,14 +14,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from PIL import Image
 
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.media.image import decode_image
-from wan_demo.rest.netguard import PinnedHTTPS, Resolver, check_address, resolve, split_url
+from wan_demo.rest.netguard import PinnedHTTPS, Resolver, Url, check_address, parse_url, reachable
 
 FIELD = "payload.path_input_image"
 DATA_URI_TYPES = ("image/jpeg", "image/jpg", "image/png", "image/webp")
@@ -97,40 +96,35 @@ def fetch_url(
     address (no DNS rebinding), no redirects, a whole-fetch time cap and a byte cap."""
     if not settings.allow_url_inputs:
         raise InvalidRequest(field, "URL inputs are disabled on this server; send base64 or a data URI")
-    parts, port = split_url(url, field, ("https",))
-    addresses = (resolver or partial(resolve, field=field))(parts.hostname, port)
-    if not addresses or not all(allow(a) for a in addresses):
-        raise InvalidRequest(field, f"host {parts.hostname!r} is not a public address; URL refused")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = parse_url(url, field, ("https",))
+    addresses = reachable(target, field, allow, resolver)
     try:
-        return _get(
-            parts.hostname, addresses[0], port, path, max_bytes, context or ssl.create_default_context()
-        )
+        return _get(target, addresses[0], max_bytes, context or ssl.create_default_context(), field)
     except InvalidRequest:
         raise
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a bad header line
         raise InvalidRequest(field, f"could not fetch the URL ({type(e).__name__})") from None
 
 
-def _get(host: str, ip: str, port: int, path: str, max_bytes: int, context: ssl.SSLContext) -> bytes:
+def _get(url: Url, ip: str, max_bytes: int, context: ssl.SSLContext, field: str) -> bytes:
     deadline = time.monotonic() + URL_TIMEOUT_S
-    conn = PinnedHTTPS(host, ip, port, URL_TIMEOUT_S, context)
+    conn = PinnedHTTPS(url.hostname, ip, url.port, URL_TIMEOUT_S, context)
     try:
-        conn.request("GET", path, headers={"User-Agent": "wan-demo/1", "Accept": "image/*"})
+        conn.request("GET", url.target, headers={"User-Agent": "wan-demo/1", "Accept": "image/*"})
         resp = conn.getresponse()
         if 300 <= resp.status < 400:
             raise InvalidRequest(
-                FIELD, f"URL answered {resp.status} (a redirect); redirects are not followed"
+                field, f"URL answered {resp.status} (a redirect); redirects are not followed"
             )
         if resp.status != 200:
-            raise InvalidRequest(FIELD, f"URL answered HTTP {resp.status}")
+            raise InvalidRequest(field, f"URL answered HTTP {resp.status}")
         chunks, size = [], 0
         while chunk := resp.read(64 * 1024):
             size += len(chunk)
             if size > max_bytes:
-                raise InvalidRequest(FIELD, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
+                raise InvalidRequest(field, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
             if time.monotonic() > deadline:
-                raise InvalidRequest(FIELD, f"URL took longer than {URL_TIMEOUT_S:g} s")
+                raise InvalidRequest(field, f"URL took longer than {URL_TIMEOUT_S:g} s")
             chunks.append(chunk)
         return b"".join(chunks)
     finally:

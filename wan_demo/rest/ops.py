@@ -54,7 +54,8 @@ class RequestScope:
         rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
         async def tagged(event):
-            if event["type"] == "http.response.start":
+            sent = [name.lower() for name, _ in event.get("headers", [])]
+            if event["type"] == "http.response.start" and b"x-request-id" not in sent:  # one, not two
                 event = {**event, "headers": [*event.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(event)
 

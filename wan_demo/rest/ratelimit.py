@@ -1,54 +1,254 @@
-"""Per-key rate limit on REST submits (Settings.submits_per_min), with the `limits` library.
+"""Per-key budgets on REST submits (Settings.submits_per_min), with the `limits` library: a moving
+window of 60 s per API key.
 
-A moving window of 60 s per API key: a submit over the limit answers 429 with `Retry-After` (when a
-slot frees) and the IETF draft's `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` /
-`RateLimit-Policy` headers, which accepted submits carry too. The hits are counted in the job store
-(rest/limitstore.py), so API nodes on one database share each key's window; without a store (unit
-use) `limits`' in-process memory storage counts them. Building opens nothing; `start()` creates the
-storage.
+The accounting rule:
+- a submit that queues jobs counts against the submit budget, `submits_per_min`, once per job (a
+  batch counts its number of videos);
+- a submit that queues nothing (refused with a 4xx: bad input, too many active, a parent that is
+  gone, a body over the size limit ...; or answered from an Idempotency-Key replay) counts once
+  against a separate budget REFUSED_FACTOR times larger. A budget, because a refused submit still
+  costs work (decoding up to max_file_size_mb of image, a DNS lookup for a webhook and, with URL
+  inputs on, an outbound fetch of up to 10 s): unmetered, a key could make the server fetch without
+  end. Larger, because a client fixing its requests must not lose its real submits: 60 malformed
+  requests no longer lock a key out for a minute;
+- an answer that is the server's fault (5xx, e.g. the job database restarting) counts nowhere.
+Both budgets are checked before the work (a spent budget answers 429 without reading the body), the
+submit budget again once the body says how many videos it asks for, and counted when the answer is
+known. Submits still in flight on this node count as taken, so parallel submits from one key cannot
+overshoot a budget on one node; across nodes each node sees the others' counted submits only.
+
+Every submit answer for a valid key (2xx, 4xx, 5xx) carries the IETF draft's RateLimit-Limit /
+RateLimit-Remaining / RateLimit-Reset / RateLimit-Policy headers: the submit budget's, or on a 429
+the budget that is spent (with Retry-After: when its oldest counted submit leaves the window).
+
+Where counts live (`Windows`): in the job store (rest/limitstore.py, the `rate_hits` table), so every
+API node on one database shares each key's windows; without a store (unit use), `limits`' memory
+storage of this process. Building opens nothing; `start()` creates the storage.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
-WINDOW_S = 60  # the limit is per minute
+from starlette.concurrency import run_in_threadpool
+
+from wan_demo.jobs.common import StoreUnavailable
+from wan_demo.rest.errors import error_response, store_unavailable
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 60  # the budgets are per minute
+REFUSED_FACTOR = 10  # the refused-submit budget is this many times the submit budget
+SUBMIT_PATH = "/apikey/requests"  # POST here is a submit (below the /api/v1 mount)
+QUEUED, REFUSED = "queued", "refused"  # what a submit's answer counts as
+UNCAPPED = 2**31 - 1  # `limit` of a hit that must count whatever the window holds (the job is queued)
+SCOPE_KEY = "wan_demo.submit"  # the ASGI scope entry holding a submit's Ticket
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str  # "submits" | "refused"
+    per_min: int
+    words: str  # what it counts, for the 429 message
+
+
+@dataclass
+class Ticket:
+    """One submit in flight: who, how many jobs it would queue, and the budget that refused it."""
+
+    owner: str
+    cost: int = 1  # reserved in the submit budget until settled (a batch: its number of videos)
+    spent: Budget | None = None  # set when the submit budget has no room for `cost` (answer 429)
+
+
+class Windows:
+    """Moving-window counts per (budget, owner) in a `limits` storage (the moving-window calls only)."""
+
+    def __init__(self, store=None) -> None:
+        from limits import storage
+
+        from wan_demo.rest.limitstore import JobStoreStorage
+
+        self.storage = JobStoreStorage(store) if store is not None else storage.MemoryStorage()
+
+    @staticmethod
+    def _key(budget: Budget, owner: str) -> str:
+        from limits import RateLimitItemPerMinute
+
+        return RateLimitItemPerMinute(budget.per_min).key_for(budget.name, owner)
+
+    def _window(self, budget: Budget, owner: str) -> tuple[float, int]:
+        return self.storage.get_moving_window(self._key(budget, owner), budget.per_min, WINDOW_S)
+
+    def room(self, budget: Budget, owner: str, n: int) -> bool:
+        """True when `n` more submits fit in the window."""
+        return self._window(budget, owner)[1] + n <= budget.per_min
+
+    def hit(self, budget: Budget, owner: str, n: int = 1) -> None:
+        """Count `n` submits whatever the window holds (room was checked before the work)."""
+        self.storage.acquire_entry(self._key(budget, owner), UNCAPPED, WINDOW_S, n)
+
+    def stats(self, budget: Budget, owner: str) -> tuple[float, int]:
+        """(unix seconds when the oldest counted submit leaves the window, submits left)."""
+        first, count = self._window(budget, owner)
+        return first + WINDOW_S, budget.per_min - count
 
 
 class SubmitLimit:
     def __init__(self, per_min: int, store=None):
-        self.per_min = per_min  # 0 = no limit
-        self.store = store  # the JobStore that counts the hits (shared by every API node on it)
-        self._limiter = None
-        self._item = None
+        self.per_min = per_min  # 0 = no limit (both budgets off)
+        self.store = store  # the JobStore that counts (shared by every API node on it); None: memory
+        self.submits = Budget("submits", per_min, "submits")
+        self.refused = Budget("refused", per_min * REFUSED_FACTOR, "refused submits (4xx or replays)")
+        self._windows: Windows | None = None
+        self._lock = threading.Lock()
+        self._requests: Counter[str] = Counter()  # submits in flight per owner (refused budget)
+        self._jobs: Counter[str] = Counter()  # jobs they reserve (submit budget)
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_min > 0
 
     def start(self) -> SubmitLimit:
-        if self.per_min > 0 and self._limiter is None:
-            from limits import RateLimitItemPerMinute, storage, strategies
-
-            from wan_demo.rest.limitstore import JobStoreStorage
-
-            self._item = RateLimitItemPerMinute(self.per_min)
-            counted = JobStoreStorage(self.store) if self.store is not None else storage.MemoryStorage()
-            self._limiter = strategies.MovingWindowRateLimiter(counted)
+        if self.enabled and self._windows is None:
+            self._windows = Windows(self.store)
         return self
 
-    def hit(self, owner: str, cost: int = 1) -> tuple[bool, dict[str, str]]:
-        """Count a submit of `cost` jobs (a batch counts each video) for `owner`: (allowed, headers
-        to send either way)."""
-        if self.per_min <= 0:
-            return True, {}
+    def admit(self, owner: str) -> Ticket | Budget:
+        """Before the work: a Ticket reserving one job until `settle`, or the budget that is spent."""
         self.start()
-        allowed = self._limiter.hit(self._item, "submit", owner, cost=cost)
-        reset_at, remaining = self._limiter.get_window_stats(self._item, "submit", owner)
+        with self._lock:
+            wanted = ((self.submits, self._jobs[owner] + 1), (self.refused, self._requests[owner] + 1))
+            for budget, n in wanted:
+                if not self._windows.room(budget, owner, n):
+                    return budget
+            self._requests[owner] += 1
+            self._jobs[owner] += 1
+        return Ticket(owner)
+
+    def charge(self, ticket: Ticket, cost: int) -> bool:
+        """The body asks for `cost` jobs: reserve them, or mark the ticket spent (False: answer 429)."""
+        with self._lock:
+            owner, extra = ticket.owner, cost - ticket.cost
+            if extra > 0 and not self._windows.room(self.submits, owner, self._jobs[owner] + extra):
+                ticket.spent = self.submits
+                return False
+            self._jobs[owner] += extra
+            ticket.cost = cost
+        return True
+
+    def settle(self, ticket: Ticket, outcome: str | None) -> dict[str, str]:
+        """The answer is known: count it (QUEUED: `cost` submits, REFUSED: one refusal, None: the
+        server's own failure, nothing) and return the headers it carries."""
+        owner = ticket.owner
+        with self._lock:
+            for held, n in ((self._requests, 1), (self._jobs, ticket.cost)):
+                held[owner] -= n
+                if held[owner] <= 0:
+                    del held[owner]
+            if outcome == QUEUED:
+                self._windows.hit(self.submits, owner, ticket.cost)
+            elif outcome == REFUSED:
+                self._windows.hit(self.refused, owner)
+        if ticket.spent is not None:
+            return self.headers(ticket.spent, owner, limited=True)
+        return self.headers(self.submits, owner)
+
+    def headers(self, budget: Budget, owner: str, limited: bool = False) -> dict[str, str]:
+        reset_at, remaining = self._windows.stats(budget, owner)
         reset_in = max(0, math.ceil(reset_at - time.time()))
         headers = {
-            "RateLimit-Limit": str(self.per_min),
+            "RateLimit-Limit": str(budget.per_min),
             "RateLimit-Remaining": str(max(0, remaining)),
             "RateLimit-Reset": str(reset_in),
-            "RateLimit-Policy": f"{self.per_min};w={WINDOW_S}",
+            "RateLimit-Policy": f"{budget.per_min};w={WINDOW_S}",
         }
-        if not allowed:
+        if limited:
             headers["Retry-After"] = str(max(1, reset_in))
-        return allowed, headers
+        return headers
+
+
+def ticket_of(scope: dict) -> Ticket | None:
+    """The submit's Ticket that SubmitBudgets put in the request's ASGI scope (None: no limit)."""
+    return scope.get(SCOPE_KEY)
+
+
+def limited_message(budget: Budget) -> str:
+    return f"more than {budget.per_min} {budget.words} in the last minute for this key; retry later"
+
+
+class SubmitBudgets:
+    """ASGI middleware around the REST app: applies SubmitLimit to every submit (POST
+    /apikey/requests) that carries a valid key, whatever answers it (the route, a validation error,
+    the body limit). Added inside InternalErrors, so a crash still settles as the server's fault.
+    The route charges a batch's cost on the ticket (RestService.rate); `on_limited` counts each 429."""
+
+    def __init__(
+        self, app, limit: SubmitLimit, owner_of: Callable[[str | None], str | None],
+        on_limited: Callable[[], None] = lambda: None,
+    ):  # fmt: skip
+        self.app, self.limit, self.owner_of, self.on_limited = app, limit, owner_of, on_limited
+
+    async def __call__(self, scope, receive, send):
+        owner = self._owner(scope)
+        if owner is None:  # not a submit, no limit, or no valid key (the app answers 401)
+            return await self.app(scope, receive, send)
+        try:  # the counts may live in the job store: blocking calls, off the event loop
+            ticket = await run_in_threadpool(self.limit.admit, owner)
+        except StoreUnavailable:
+            return await store_unavailable()(scope, receive, send)
+        if not isinstance(ticket, Ticket):  # a spent budget
+            self.on_limited()
+            headers = await run_in_threadpool(self.limit.headers, ticket, owner, True)
+            answer = error_response(429, "rate_limited", limited_message(ticket), headers=headers)
+            return await answer(scope, receive, send)
+        scope[SCOPE_KEY] = ticket
+        settled = False
+
+        async def counted(event):
+            nonlocal settled
+            if event["type"] == "http.response.start" and not settled:
+                settled = True
+                outcome = _outcome(event["status"], dict(event.get("headers") or []))
+                headers = await run_in_threadpool(self._settle, ticket, outcome)
+                extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+                event = {**event, "headers": [*event.get("headers", []), *extra]}
+            await send(event)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            if not settled:  # an exception before any answer: InternalErrors answers 500
+                await run_in_threadpool(self._settle, ticket, None)
+
+    def _settle(self, ticket: Ticket, outcome: str | None) -> dict[str, str]:
+        """settle(); with the database down the answer goes out uncounted and without RateLimit-*
+        (it is already decided: a queued job must not turn into an error)."""
+        try:
+            return self.limit.settle(ticket, outcome)
+        except StoreUnavailable as e:
+            log.warning("a submit's answer went out uncounted: %s", e)
+            return {}
+
+    def _owner(self, scope) -> str | None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.limit.enabled:
+            return None
+        path, root = scope["path"], scope.get("root_path", "")
+        if (path[len(root) :] if path.startswith(root) else path) != SUBMIT_PATH:
+            return None
+        authorization = dict(scope.get("headers") or []).get(b"authorization")
+        return self.owner_of(authorization.decode("latin-1") if authorization is not None else None)
+
+
+def _outcome(status: int, headers: dict[bytes, bytes]) -> str | None:
+    """What an answer counts as: new jobs, a refusal (4xx, or a replay that queued nothing), or
+    nothing (the server's own failure)."""
+    if 200 <= status < 300:
+        return REFUSED if headers.get(b"idempotent-replayed") == b"true" else QUEUED
+    return REFUSED if status < 500 else None

@@ -22,9 +22,10 @@ from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import API_MODEL_ID
 from wan_demo.jobs.common import Status, StoreUnavailable
 from wan_demo.jobs.health import RETRY_AFTER_S, Draining
-from wan_demo.rest.errors import BodyLimit, InternalErrors, error_response
+from wan_demo.rest.errors import BodyLimit, InternalErrors, error_response, store_unavailable
 from wan_demo.rest.keys import SETUP_HINT
 from wan_demo.rest.ops import RequestScope
+from wan_demo.rest.ratelimit import SubmitBudgets, ticket_of
 from wan_demo.rest.schema import (
     ErrorBody,
     ModelIds,
@@ -47,7 +48,6 @@ MAX_ID_CHARS = 64  # request ids are 36-character UUIDs
 MAX_MODEL_ID_CHARS = 128  # model ids are short names like Wan-AI_Wan2.1-I2V-14B-480P
 RequestId = Annotated[str, Path(max_length=MAX_ID_CHARS)]
 ModelId = Annotated[str, Path(max_length=MAX_MODEL_ID_CHARS)]
-STORE_RETRY_S = 5  # Retry-After while the job database is unreachable (a restart takes seconds)
 MAX_KEY_CHARS = 255  # Idempotency-Key: a UUID or any printable ASCII token up to this length
 IdempotencyKey = Annotated[
     str | None,
@@ -63,7 +63,10 @@ def build_app(service: RestService) -> FastAPI:
     app = FastAPI(title="Wan2.1 I2V REST API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     limit = service.settings.max_file_size_mb * 1024 * 1024 * 4 // 3 + 64 * 1024  # base64 + JSON overhead
     app.add_middleware(BodyLimit, max_bytes=limit)
-    app.add_middleware(InternalErrors)  # added late = outer: it also covers BodyLimit
+    # every submit answer is counted and carries RateLimit-* (the 413 of BodyLimit too)
+    refused = service.jobs.metrics.refused.labels("rate_limited").inc
+    app.add_middleware(SubmitBudgets, limit=service.limit, owner_of=service.keys.owner_of, on_limited=refused)
+    app.add_middleware(InternalErrors)  # added late = outer: it also covers the others
     app.add_middleware(RequestScope, drain=service.jobs.drain)  # outermost: request id, in-flight count
     _add_handlers(app)
     caller = Depends(service.caller)
@@ -71,8 +74,8 @@ def build_app(service: RestService) -> FastAPI:
 
     @app.post("/apikey/requests", response_model=Submitted, **kw)
     def submit_request(body: SubmitBody, request: Request, owner: str = caller, key: IdempotencyKey = None):
-        limits = service.rate(owner, body)
-        jobs, replayed = service.submit(body, owner, service.base(request), key)
+        # the ticket: this submit's place in the key's budgets (rest/ratelimit.py; a batch per video)
+        jobs, replayed = service.submit(body, owner, service.base(request), key, ticket_of(request.scope))
         rec = jobs[0]
         location = request.url_for("get_request", request_id=rec.request_id).path
         data = Submitted(
@@ -85,7 +88,7 @@ def build_app(service: RestService) -> FastAPI:
             request_ids=[j.request_id for j in jobs],
             batch_id=rec.batch_id,
         )
-        headers = {"Location": location, **limits, **({"Idempotent-Replayed": "true"} if replayed else {})}
+        headers = {"Location": location, **({"Idempotent-Replayed": "true"} if replayed else {})}
         return JSONResponse(data.model_dump(), headers=headers)
 
     @app.get("/apikey/requests", response_model=RequestList, **kw)
@@ -146,8 +149,7 @@ def _add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def store_down(_request, e: StoreUnavailable):
-        message = "the job database is unavailable; retry shortly"
-        return error_response(503, "unavailable", message, headers={"Retry-After": str(STORE_RETRY_S)})
+        return store_unavailable()
 
     @app.exception_handler(Draining)
     async def draining(_request, e: Draining):

@@ -1,5 +1,5 @@
-"""The REST layer's rules between HTTP and the job service: auth, rate limit, idempotency, admission,
-views, files, webhooks.
+"""The REST layer's rules between HTTP and the job service: auth, a batch's rate-limit cost,
+idempotency, admission, views, files, webhooks.
 
 Routes (rest/routes.py) stay thin: they call RestService and render what it returns. Bad input
 arrives as InvalidRequest (core/validate.py, rest/inputs.py, rest/webhooks.py); refusals of our own
@@ -31,7 +31,7 @@ from wan_demo.jobs.service import JobService
 from wan_demo.rest.inputs import InputImage, load_input_image
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
 from wan_demo.rest.payload import body_hash, payload_echo, request_of, source_of
-from wan_demo.rest.ratelimit import SubmitLimit
+from wan_demo.rest.ratelimit import SubmitLimit, Ticket, limited_message
 from wan_demo.rest.schema import RequestList, SubmitBody
 from wan_demo.rest.views import Views
 from wan_demo.rest.webhooks import Deliverer, check_webhook
@@ -76,16 +76,21 @@ class RestService:
         """Where outcome links start: Settings.public_url, else this request's scheme and host."""
         return self.settings.public_url.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
 
-    def rate(self, owner: str, body: SubmitBody | None = None) -> dict[str, str]:
-        """Count a submit against the key's per-minute limit: its RateLimit-* headers, or 429. A
-        batch counts as its number of videos (an out-of-range num_videos as 1: it is refused)."""
-        n = body.payload.num_videos if body is not None else 1
-        allowed, headers = self.limit.hit(owner, n if NUM_VIDEOS.low <= n <= NUM_VIDEOS.high else 1)
-        if not allowed:
+    def rate(self, ticket: Ticket | None, body: SubmitBody) -> None:
+        """Charge the submit's ticket (rest/ratelimit.py; None: no limit) with the jobs the body asks
+        for, a batch its number of videos (an out-of-range num_videos as 1: it is refused): 429 when
+        they do not fit this minute, 422 when they never could."""
+        n = body.payload.num_videos
+        n = n if isinstance(n, int) and NUM_VIDEOS.low <= n <= NUM_VIDEOS.high else 1
+        if ticket is None:
+            return
+        if n > self.limit.per_min:
+            why = f"a batch of {n} is more than this key's {self.limit.per_min} submits per minute"
+            raise InvalidRequest("payload.num_videos", f"{why}; send fewer videos per submit")
+        if not self.limit.charge(ticket, n):
             self.jobs.metrics.refused.labels("rate_limited").inc()
-            message = f"more than {self.limit.per_min} submits in the last minute for this key; retry later"
-            raise ApiError(429, "rate_limited", message, headers=headers)
-        return headers
+            message = limited_message(self.limit.submits) + f" (this submit adds {n})"
+            raise ApiError(429, "rate_limited", message)  # RateLimit-* and Retry-After: SubmitBudgets
 
     def caller(self, request: Request) -> str:
         if not self.keys.enabled:
@@ -103,16 +108,18 @@ class RestService:
         return owner
 
     def submit(
-        self, body: SubmitBody, owner: str, base: str, key: str | None = None
+        self, body: SubmitBody, owner: str, base: str, key: str | None = None, ticket: Ticket | None = None
     ) -> tuple[list[Job], bool]:
         """Queue the request, num_videos jobs with seeds seed, seed + 1, ... (or, for an
-        Idempotency-Key used within 24 h with the same body, find what it queued then).
+        Idempotency-Key used within 24 h with the same body, find what it queued then). `ticket`:
+        the submit's rate-limit ticket, charged with the batch once it is not a replay.
         Returns (jobs, replayed)."""
         if body.model != API_MODEL_ID:
             raise InvalidRequest("model", f"{body.model[:80]!r} is not served here; use {API_MODEL_ID!r}")
         digest = body_hash(body) if key is not None else ""
         if key is not None and (found := self.jobs.replay(owner, key)) is not None:
             return self._batch(self._replayed(IdempotentReplay(found[0], found[1] == digest), owner)), True
+        self.rate(ticket, body)  # before any work on the body (image, webhook address)
         hook = None
         if body.webhook_url is not None:
             hook = check_webhook(body.webhook_url, body.webhook_events, self.settings, base)

@@ -40,14 +40,15 @@ from wan_demo.rest.netguard import (
     check_address,
     in_networks,
     parse_networks,
+    parse_url,
+    reachable,
     resolve,
-    split_url,
 )
 
 log = logging.getLogger(__name__)
 
 FIELD = "webhook_url"
-MAX_URL_CHARS = 2048
+SCHEMES = ("https", "http")
 TIMEOUT_S = 10.0  # one attempt: connect, send, read the answer
 RETRY_MAX_S = 3600.0  # the backoff stops doubling here
 GIVE_UP_S = IDEMPOTENCY_S  # 24 h after its event, an undelivered webhook is given up
@@ -72,16 +73,11 @@ def check_webhook(
         raise InvalidRequest(
             FIELD, "webhooks are disabled on this server (no WAN_DEMO_WEBHOOK_SECRET is set)"
         )
-    if len(url) > MAX_URL_CHARS:
-        raise InvalidRequest(FIELD, f"is {len(url)} characters; the limit is {MAX_URL_CHARS}")
-    parts, port = split_url(url, FIELD, ("https", "http"))
-    addresses = (resolver or partial(resolve, field=FIELD))(parts.hostname, port)
-    if not addresses or not all(allowed(a, settings) for a in addresses):
-        raise InvalidRequest(
-            FIELD, f"host {parts.hostname!r} is not a public address (nor in WAN_DEMO_WEBHOOK_ALLOW_PRIVATE)"
-        )
+    target = parse_url(url, FIELD, SCHEMES)
+    allow = partial(allowed, settings=settings)
+    addresses = reachable(target, FIELD, allow, resolver, " (nor in WAN_DEMO_WEBHOOK_ALLOW_PRIVATE)")
     private = not all(check_address(a) for a in addresses)
-    if parts.scheme.lower() == "http" and not private:
+    if target.scheme == "http" and not private:
         raise InvalidRequest(FIELD, "use https (plain http only to allow-listed private addresses)")
     chosen = list(dict.fromkeys(WEBHOOK_EVENTS if events is None else events))
     unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
@@ -199,10 +195,9 @@ class Deliverer:
             log.warning("could not record webhook %s: %s", d.event_id, e)
 
     def _post(self, d: Delivery) -> tuple[int | None, str | None]:
-        url = d.job.webhook.get("url", "")
         try:
-            parts, port = split_url(url, FIELD, ("https", "http"))
-            addresses = self.resolver(parts.hostname, port)
+            target = parse_url(d.job.webhook.get("url", ""), FIELD, SCHEMES)
+            addresses = self.resolver(target.hostname, target.port)
         except InvalidRequest as e:
             return None, e.rule
         if not addresses or not all(allowed(a, self.settings) for a in addresses):
@@ -211,19 +206,19 @@ class Deliverer:
         headers = signed_headers(
             webhook_secret(self.settings.webhook_secret, d.owner), d.event_id, body, d.event
         )
-        if parts.scheme.lower() == "https":
-            conn = PinnedHTTPS(parts.hostname, addresses[0], port, TIMEOUT_S, ssl.create_default_context())
+        host, ip, port = target.hostname, addresses[0], target.port
+        if target.scheme == "https":
+            conn = PinnedHTTPS(host, ip, port, TIMEOUT_S, ssl.create_default_context())
         else:
-            conn = PinnedHTTP(parts.hostname, addresses[0], port, TIMEOUT_S)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn = PinnedHTTP(host, ip, port, TIMEOUT_S)
         deadline = time.monotonic() + TIMEOUT_S
         try:
-            conn.request("POST", path, body=body, headers=headers)
+            conn.request("POST", target.target, body=body, headers=headers)
             answer = conn.getresponse()
             answer.read(ANSWER_BYTES)
         except TimeoutError:
             return None, f"no answer within {TIMEOUT_S:g} s"
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed answer
             return None, f"connection failed ({type(e).__name__})"
         finally:
             conn.close()

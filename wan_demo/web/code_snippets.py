@@ -9,6 +9,7 @@ code that runs as shown.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -48,15 +49,24 @@ class FormValues:
         nag_scale=0, nag_tau=0, nag_alpha=0, interpolate=False,
     ) -> FormValues:  # fmt: skip
         return cls(
-            prompt=prompt or "", prompt_extend=bool(extend), seed=-1 if seed is None else int(seed),
-            video_length=str(length or "5"), negative_prompt=negative or "", steps=int(steps or 0),
-            guidance=float(guidance or 0), speed_mode=mode or "auto", prompt_2=prompt_2 or "",
-            last_image=last_image or "", nag_scale=float(nag_scale or 0), nag_tau=float(nag_tau or 0),
-            nag_alpha=float(nag_alpha or 0), interpolate=bool(interpolate),
+            prompt=prompt or "", prompt_extend=bool(extend), seed=int(_number(seed, -1)),
+            video_length=str(length or "5"), negative_prompt=negative or "", steps=int(_number(steps, 0)),
+            guidance=_number(guidance, 0.0), speed_mode=mode or "auto", prompt_2=prompt_2 or "",
+            last_image=last_image or "", nag_scale=_number(nag_scale, 0.0), nag_tau=_number(nag_tau, 0.0),
+            nag_alpha=_number(nag_alpha, 0.0), interpolate=bool(interpolate),
         )  # fmt: skip
 
     def nag(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("nag_scale", "nag_tau", "nag_alpha") if getattr(self, k)}
+
+
+def _number(value: Any, default: float) -> float:
+    """A widget's number for a snippet: `default` for None, text, infinity, NaN or a huge integer."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return number if math.isfinite(number) else default
 
 
 def image_name(path: str | None) -> str:

@@ -83,15 +83,15 @@ def settings_request(image, prompt, prompt_extend, seed, video_length, negative_
         seed=-1 if seed is None else seed,
         prompt_extend=bool(prompt_extend),
         negative_prompt=negative_prompt or None,
-        steps=int(steps) if steps else None,
-        guidance=float(guidance) if guidance else None,
+        steps=steps or None,  # as given: core/controls.py bounds numbers before any conversion
+        guidance=guidance or None,
         speed_mode=None if speed_mode in (None, "", AUTO) else speed_mode,
         prompt_2=prompt_2 or None,
         parent=parent,
         last_image=last_image or None,
-        nag_scale=float(nag_scale) if nag_scale else None,
-        nag_tau=float(nag_tau) if nag_tau else None,
-        nag_alpha=float(nag_alpha) if nag_alpha else None,
+        nag_scale=nag_scale or None,  # as given, like steps
+        nag_tau=nag_tau or None,
+        nag_alpha=nag_alpha or None,
         interpolate=2 if interpolate is True or interpolate == 2 else None,
     )
 
@@ -135,7 +135,7 @@ def submit(jobs: JobService, values: tuple, owner: str, num_videos: Any = 1) -> 
     with seeds seed, seed + 1, ... (random each for -1); errors become gr.Error with the rule."""
     with refusals():
         request, data = to_request(*values)
-        count = check_control(NUM_VIDEOS.name, int(num_videos or 1))
+        count = check_control(NUM_VIDEOS.name, num_videos or 1)  # a slider's 3.0 is 3; inf a field error
         source = SourceImage(data, request.image.format)  # kept as uploaded, not re-encoded
         valid = validate(request)
         requests = [replace(valid, seed=seed) for seed in batch_seeds(valid.seed, count)]

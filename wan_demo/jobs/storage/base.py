@@ -51,8 +51,9 @@ class Storage(Protocol):
         ...
 
     def delete(self, location: str) -> None: ...
-    def older_than(self, area: str, cutoff: float) -> list[str]:
-        """Locations in `area` ("inputs" | "outputs") last written before `cutoff` (unix seconds)."""
+    def older_than(self, area: str, cutoff: float, limit: int | None = None) -> list[str]:
+        """Locations in `area` ("inputs" | "outputs") last written before `cutoff` (unix seconds);
+        at most `limit` of them (the listing stops there: the sweeper's bounded batch)."""
         ...
 
     def local_path(self, location: str) -> Path | None:

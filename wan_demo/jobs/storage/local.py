@@ -3,7 +3,9 @@ a location is the file's path (see jobs/storage/base.py for the interface)."""
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -57,23 +59,26 @@ class LocalStorage:
     def delete(self, location: str) -> None:
         Path(location).unlink(missing_ok=True)
 
-    def older_than(self, area: str, cutoff: float) -> list[str]:
+    def older_than(self, area: str, cutoff: float, limit: int | None = None) -> list[str]:
         if area == "inputs":
-            return [str(p) for p in old_files(self.inputs_dir, None, cutoff)]
-        out = self.output_dir
-        folders = [out, *(d for d in out.iterdir() if d.is_dir())] if out.is_dir() else []
-        return [str(p) for folder in folders for p in old_files(folder, OUTPUT_SUFFIXES, cutoff)]
+            found = old_files(self.inputs_dir, None, cutoff)
+        else:
+            out = self.output_dir
+            folders = [out, *(d for d in out.iterdir() if d.is_dir())] if out.is_dir() else []
+            found = (p for folder in folders for p in old_files(folder, OUTPUT_SUFFIXES, cutoff))
+        return [str(p) for p in itertools.islice(found, limit)]
 
     def local_path(self, location: str) -> Path | None:
         return Path(location)
 
 
-def old_files(folder: Path, suffixes: tuple[str, ...] | None, cutoff: float) -> list[Path]:
-    """Files in `folder` (not below it) last modified before `cutoff` (unix seconds)."""
+def old_files(folder: Path, suffixes: tuple[str, ...] | None, cutoff: float) -> Iterator[Path]:
+    """Files in `folder` (not below it) last modified before `cutoff` (unix seconds), lazily."""
     if not folder.is_dir():
-        return []
-    return [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and (suffixes is None or p.suffix in suffixes) and p.stat().st_mtime < cutoff
-    ]
+        return
+    for p in folder.iterdir():
+        try:
+            if p.is_file() and (suffixes is None or p.suffix in suffixes) and p.stat().st_mtime < cutoff:
+                yield p
+        except FileNotFoundError:  # deleted meanwhile (a job's own clean-up, another sweeper)
+            continue

@@ -8,6 +8,7 @@ with one PUT each (an acknowledged PUT is durable); outcome links can be presign
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -103,16 +104,17 @@ class S3Storage:
     def delete(self, location: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key_of(location))
 
-    def older_than(self, area: str, cutoff: float) -> list[str]:
+    def older_than(self, area: str, cutoff: float, limit: int | None = None) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}{area}/"
         )
-        return [
+        found = (
             self._location(item["Key"])
-            for page in pages
+            for page in pages  # fetched one page (up to 1000 keys) at a time, as the batch needs
             for item in page.get("Contents", [])
             if item["LastModified"].timestamp() < cutoff
-        ]
+        )
+        return list(itertools.islice(found, limit))
 
     def local_path(self, location: str) -> Path | None:
         return None

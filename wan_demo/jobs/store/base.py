@@ -21,6 +21,7 @@ its lease can never overwrite the run that took over.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,7 +56,7 @@ class JobStore(Protocol):
         """(request_id, body hash) of this owner's key used within the last 24 h, or None."""
         ...
 
-    def forget_keys(self, cutoff: float) -> int: ...
+    def forget_keys(self, cutoff: float, limit: int | None = None) -> int: ...
 
     def get(self, request_id: str) -> Job | None: ...
     def list_jobs(
@@ -106,8 +107,16 @@ class JobStore(Protocol):
         (max_attempts real runs, or max_attempts x CLAIMS_PER_ATTEMPT claims), else requeued."""
         ...
 
-    def finished_before(self, cutoff: float) -> list[Job]:
-        """Terminal jobs completed before `cutoff` (unix seconds), for the clean-up sweeper."""
+    def finished_before(self, cutoff: float, limit: int | None = None) -> list[Job]:
+        """Terminal jobs completed before `cutoff` (unix seconds), oldest first, at most `limit`, for
+        the clean-up sweeper."""
+        ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """Held by one process at a time on this database while the block runs: yields True for the
+        holder, False at once (no waiting) when another process holds it. PostgreSQL: a session
+        advisory lock on its own connection; SQLite: an flock on a file beside the database. Either
+        is released when its holder dies."""
         ...
 
     def delete(self, request_ids: list[str]) -> int: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL, OUTBOX_CHANNEL
 OPEN_TIMEOUT_S = 60.0  # open(): wait this long for the first connection (a database still starting)
 LOCK_MIGRATE, LOCK_ADMIT = 7_761_001, 7_761_002  # pg advisory lock keys (any constant bigints)
 LOCK_RATE = 7_761_003  # int4 class of the per-key rate-limit locks (the key's hashtext is the other half)
+LOCK_BASE = 7_761_100  # exclusive(name): this + a stable number per name
 
 MIGRATIONS = (
     # 0 -> 1: jobs and workers
@@ -194,6 +196,29 @@ class PostgresJobStore(SqlJobStore):
                 yield _Connection(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as e:
             raise StoreUnavailable(f"the job database is unavailable ({type(e).__name__})") from e
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """A session advisory lock on a connection of its own (not the pool's: the block uses the
+        pool, which may have one connection); PostgreSQL releases it if this process dies."""
+        import psycopg
+
+        key = LOCK_BASE + zlib.crc32(name.encode()) % 1000
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=math.ceil(self.timeout_s))
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"the job database is unavailable ({type(e).__name__})") from e
+        with conn:
+            if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except psycopg.Error:  # the connection is gone: so is the lock
+                    pass
 
     def _lock_admission(self, db: Any) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (LOCK_ADMIT,))  # released at commit

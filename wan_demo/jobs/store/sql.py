@@ -28,6 +28,14 @@ from wan_demo.jobs.store.sql_events import SqlEvents
 from wan_demo.jobs.store.sql_ops import JOBS_CHANNEL, SqlOps
 
 WORKER_FORGET_S = 24 * 3600.0  # worker rows unseen this long are deleted by recover()
+# worker_lost says what happened, from the row's own counts: takes that never reached a denoising
+# step (a crash loop while loading, encoding the prompt ...) vs runs that did (attempts)
+LOST_MESSAGE = (
+    "CASE WHEN attempts = 0 THEN 'a worker claimed this request ' || claims || ' times and stopped each"
+    " time before the first denoising step' ELSE 'the worker stopped while running this request '"
+    " || attempts || ' times' || CASE WHEN claims > attempts THEN ' (claimed ' || claims || ' times)'"
+    " ELSE '' END END"
+)
 
 
 class SqlJobStore(SqlEvents, SqlOps):
@@ -194,7 +202,6 @@ class SqlJobStore(SqlEvents, SqlOps):
 
     def recover(self, max_attempts: int = MAX_ATTEMPTS, expired_only: bool = False) -> dict[str, int]:
         now = time.time()
-        message = f"the worker stopped while running this request {max_attempts} times"
         gone = f"status = ? AND lease_until < {self.NOW}" if expired_only else "status = ?"
         processing, max_claims = str(Status.PROCESSING), max_attempts * CLAIMS_PER_ATTEMPT
         with self._tx() as db:
@@ -210,10 +217,10 @@ class SqlJobStore(SqlEvents, SqlOps):
                 (str(Status.CANCELLED), now, now, processing),
             ).rowcount
             failed = db.execute(
-                "UPDATE requests SET status = ?, error_code = 'worker_lost', error_message = ?,"
+                f"UPDATE requests SET status = ?, error_code = 'worker_lost', error_message = {LOST_MESSAGE},"
                 f" lease_until = NULL, updated_at = ?, completed_at = ?"
                 f" WHERE {gone} AND (attempts >= ? OR claims >= ?)",
-                (str(Status.FAILED), message, now, now, processing, max_attempts, max_claims),
+                (str(Status.FAILED), now, now, processing, max_attempts, max_claims),
             ).rowcount
             requeued = db.execute(
                 "UPDATE requests SET status = ?, progress = 0, progress_info = '{}', started_at = NULL,"

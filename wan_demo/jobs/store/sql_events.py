@@ -213,8 +213,17 @@ class SqlEvents(SqlReads):
             (job.owner, key, body_hash, job.request_id, job.created_at),
         )
 
-    def forget_keys(self, cutoff: float) -> int:
-        """Delete idempotency keys created before `cutoff` (unix seconds); the sweeper's 24 h rule."""
+    def forget_keys(self, cutoff: float, limit: int | None = None) -> int:
+        """Delete idempotency keys created before `cutoff` (unix seconds), at most `limit` of them
+        (the oldest first); the sweeper's 24 h rule."""
+        if limit is None:
+            sql, args = "DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,)
+        else:
+            sql = (
+                "DELETE FROM idempotency_keys WHERE (owner, key) IN (SELECT owner, key FROM"
+                " idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)"
+            )
+            args = (cutoff, limit)
         with self._tx() as db:
             self._forget_hits(db, cutoff)  # rate-limit hits of keys idle since then (sql_ops.py)
-            return db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (cutoff,)).rowcount
+            return db.execute(sql, args).rowcount

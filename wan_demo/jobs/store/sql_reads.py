@@ -79,11 +79,12 @@ class SqlReads:
             for r in self._rows("SELECT * FROM requests WHERE status = ?", (str(Status.PROCESSING),))
         ]
 
-    def finished_before(self, cutoff: float) -> list[Job]:
+    def finished_before(self, cutoff: float, limit: int | None = None) -> list[Job]:
         marks = ", ".join("?" for _ in TERMINAL)
         rows = self._rows(
-            f"SELECT * FROM requests WHERE status IN ({marks}) AND completed_at < ?",
-            [*map(str, TERMINAL), cutoff],
+            f"SELECT * FROM requests WHERE status IN ({marks}) AND completed_at < ?"
+            f" ORDER BY completed_at{' LIMIT ?' if limit is not None else ''}",
+            [*map(str, TERMINAL), cutoff, *([limit] if limit is not None else [])],
         )
         return [self._job(r) for r in rows]
 

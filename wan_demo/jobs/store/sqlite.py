@@ -8,6 +8,7 @@ user_version and migrated forward at open() (MIGRATIONS[i] takes version i to i 
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -183,6 +184,21 @@ class SqliteJobStore(SqlJobStore):
     def _notify(self, db: sqlite3.Connection, channel: str, payload: str = "") -> None:
         """In-process wake-ups only: other processes on the same file find new work by polling."""
         self._pending.append((channel, payload))
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """An flock on `<database>.<name>.lock`: one holder across the processes on this file."""
+        lock = self.path.with_name(f"{self.path.name}.{name}.lock")
+        with open(lock, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def claim_next(self, worker_id: str, lease_s: float) -> Job | None:
         with self._tx() as db:

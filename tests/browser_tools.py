@@ -1,0 +1,122 @@
+"""How the browser tests fill the form: one helper, `set_form`, sets controls the way a user does and
+waits until the app holds every value, never on time alone.
+
+Two waits, both on state:
+1. each control until its committed value shows where the component renders it from its own state
+   (a slider's range input, the checked radio, the field itself);
+2. then the app itself is asked: "Show code for these settings" sends the form exactly as Generate
+   does (the same inputs, the batch size aside, the same event path), and that request is read off
+   the wire: the helper returns once the page sent every value set (and the image, by its name).
+A value the app did not take (a keystroke lost while the page was busy) is set again, up to
+ATTEMPTS times; then the test fails showing the snippet.
+
+Jobs are followed by state as well: `start_job` presses Generate and waits until the page's URL
+carries the new job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wan_demo.web.handlers import INPUT_FIELDS
+
+ATTEMPTS = 3  # times a control is set before the test fails
+# The form in the order "Show code" (and Generate, which adds the batch size) sends it: the public
+# /generate order, read from the app (issue 24 appended fields); the snippet's name for the length
+FORM = tuple("video_length_s" if name == "video_length" else name for name in INPUT_FIELDS)
+CONTROLS = {  # the Python snippet's name -> (element id, kind)
+    "prompt": ("#prompt", "text"),
+    "seed": ("#seed", "number"),
+    "video_length_s": ("#video-length", "radio"),
+    "steps": ("#steps", "slider"),
+    "guidance": ("#guidance", "slider"),
+    "next_prompt": ("#extend-prompt", "text"),  # Extend's prompt (not part of the Generate form)
+}
+ADVANCED = ("steps", "guidance")  # inside the "Advanced" accordion
+BUTTON_ID = "id => window.gradio_config.components.find(c => c.props?.elem_id === id)?.id"
+
+
+def open_section(page, title: str, inside: str) -> None:
+    """Open an accordion (clicking its title toggles it) unless `inside` already shows."""
+    if not page.is_visible(inside):
+        page.click(f"text={title}")
+        page.wait_for_selector(inside, state="visible")
+
+
+def set_control(page, name: str, value) -> None:
+    """One control, as a user sets it; returns once its committed value shows."""
+    element, kind = CONTROLS[name]
+    if name in ADVANCED:
+        open_section(page, "Advanced", f"{element} input[type=number]")
+    text = str(value)
+    if kind == "radio":
+        page.click(f"{element} >> text={text}")
+        checked = f"document.querySelector('{element} input[type=radio][value=\"{text}\"]')?.checked === true"
+        page.wait_for_function(checked, polling=100)
+        return
+    field = {
+        "text": f"{element} textarea",
+        "number": f"{element} input",
+        "slider": f"{element} input[type=number]",
+    }
+    page.fill(field[kind], text)
+    if kind in ("number", "slider"):
+        page.press(field[kind], "Enter")  # the slider takes a typed value on Enter (or on blur)
+    shown = f"{element} input[type=range]" if kind == "slider" else field[kind]
+    # polling on a timer: animation frames may not run in a headless page
+    page.wait_for_function(
+        "([s, v]) => document.querySelector(s)?.value === v", arg=[shown, text], polling=100
+    )
+
+
+def set_form(page, image: Path | None = None, **values) -> None:
+    """Upload `image` and set `values` (by GenerationRequest name: prompt, seed, video_length_s,
+    steps, guidance); returns once the app holds all of them."""
+    if image is not None:
+        page.set_input_files("#input-image input[type=file]", str(image))
+        page.wait_for_selector(f"#input-image img[src*='{image.name}']")  # uploaded and shown
+    for _ in range(ATTEMPTS):
+        for name, value in values.items():
+            set_control(page, name, value)
+        sent = form_sent(page)
+        wrong = {n: sent[n] for n, value in values.items() if n in sent and not same(sent[n], value)}
+        if image is not None and (sent["image"] or {}).get("orig_name") != image.name:
+            wrong["image"] = sent["image"]
+        if not wrong:
+            return
+    raise AssertionError(f"after {ATTEMPTS} tries the page still sends {wrong}, not {values}")
+
+
+def same(sent, value) -> bool:
+    """A value as the page sends it (numbers as numbers, the length as a string) equals `value`."""
+    if isinstance(value, (int, float)) and isinstance(sent, (int, float)):
+        return float(sent) == float(value)
+    return str(sent) == str(value)
+
+
+def form_sent(page) -> dict:
+    """The form as the page sends it with an event, by name: "Show code for these settings" takes
+    the same inputs as Generate, and its request to the queue is read off the wire."""
+    open_section(page, "Copy as code", "#show-code")
+    button = page.evaluate(BUTTON_ID, "show-code")
+
+    def ours(request) -> bool:  # other events (a follower, an upload check) may join meanwhile
+        return (
+            "/queue/join" in request.url and json.loads(request.post_data or "{}").get("trigger_id") == button
+        )
+
+    with page.expect_request(ours) as request:
+        page.click("#show-code")
+    return dict(zip(FORM, json.loads(request.value.post_data)["data"], strict=True))
+
+
+JOB_PARAM = "new URLSearchParams(location.search).get('job')"
+
+
+def start_job(page, button: str = "#generate") -> str:
+    """Press Generate (or Extend) and return the new job's id once the page's URL carries it."""
+    before = page.evaluate(JOB_PARAM)
+    page.click(button)
+    page.wait_for_function(f"before => {JOB_PARAM} && {JOB_PARAM} !== before", arg=before, polling=100)
+    return page.evaluate(JOB_PARAM)
