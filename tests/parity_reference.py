@@ -117,21 +117,15 @@ def generator(seed: int) -> torch.Generator:
 
 def write_lora(folder: str | Path, out: Path) -> Path:
     """A random rank-4 LoRA on the tiny transformer's attention and FFN projections (the layers
-    lightx2v's LoRA targets), saved in the diffusers/peft layout `load_lora_weights` reads."""
-    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
-    from peft import LoraConfig, get_peft_model_state_dict
+    lightx2v's LoRA targets), saved in the diffusers/peft layout `load_lora_weights` reads
+    (bench/lora_files.py writes every layout)."""
+    from diffusers import WanTransformer3DModel
+
+    from bench.lora_files import write_peft
 
     transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer")
     targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        # init_lora_weights=False: random A and B (peft's default B = 0 would be a no-op LoRA)
-        config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
-        transformer.add_adapter(config)
-    WanImageToVideoPipeline.save_lora_weights(
-        out, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name="fast.safetensors"
-    )
-    return out / "fast.safetensors"
+    return write_peft(transformer, out, targets, name="fast", seed=1)
 
 
 def end_frame_clip_tokens(pipe) -> None:

@@ -90,6 +90,8 @@ def build(settings: Settings, group: distributed.Group | None = None) -> Server:
     jobs = JobService(store, settings, engine.plan_info if engine else None, storage, Metrics())
     if settings.role != "worker":  # queue gauges where HTTP is served (not once per worker)
         jobs.metrics.watch_queue(jobs.queue_figures)
+    if engine is not None and engine.loras is not None:
+        jobs.loras = engine.loras.library  # checks against the loaded transformer; one digest cache
     worker = None
     if engine is not None:
         # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)

@@ -6,7 +6,8 @@
 - stored input images older than that, unless their job is still queued or running;
 - finished job rows older than Settings.history_ttl_h (their files are gone long before), with
   their webhook events;
-- Idempotency-Keys older than 24 h (a retry after that is a new request).
+- Idempotency-Keys older than 24 h (a retry after that is a new request);
+- cached LoRA files (data_dir/loras: downloads and uploads) unused for Settings.output_ttl_h.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from wan_demo.jobs.common import ACTIVE, IDEMPOTENCY_S
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.local import LocalStorage
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.model.lora_library import LoraLibrary
 
 HOUR_S = 3600.0
 
@@ -50,4 +52,7 @@ def sweep(
     keys = store.forget_keys(now - IDEMPOTENCY_S)
     if keys:
         removed["keys"] = keys
+    loras = LoraLibrary(settings).sweep(now)
+    if loras:
+        removed["loras"] = loras
     return removed

@@ -8,6 +8,7 @@ engine info comes from the workers table (jobs/directory.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.model.engine import transformer_config
+from wan_demo.model.lora_library import Fetch, LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,26 @@ class JobService:
         self.engine_info = engine_info or self.directory.engine_info
         self.inputs_dir = Path(settings.data_dir) / "inputs"  # local storage only
         self.worker: WorkerHandle | None = None  # set when a Worker runs in this process
+        self._loras: LoraLibrary | None = None  # the engine's when it runs here (server.build)
+
+    @property
+    def loras(self) -> LoraLibrary:
+        """The LoRA library and cache (model/lora_library.py); built from Settings on an API node."""
+        if self._loras is None:
+            self._loras = LoraLibrary(self.settings, lambda: transformer_config(self.settings))
+        return self._loras
+
+    @loras.setter
+    def loras(self, library: LoraLibrary) -> None:
+        self._loras = library
+
+    def resolve_loras(self, request: ValidRequest, fetch: Fetch | None = None) -> ValidRequest:
+        """The request with each LoRA's file found and checked (name, sha256, layout filled); a refused
+        file raises InvalidRequest naming it and is not kept. `fetch` downloads https URLs (REST)."""
+        if all(lora.sha256 for lora in request.loras):
+            return request
+        loras = tuple(self.loras.resolve(lora, i, fetch) for i, lora in enumerate(request.loras))
+        return dataclasses.replace(request, loras=loras)
 
     def start(self) -> JobService:
         self.store.open()
@@ -121,6 +144,7 @@ class JobService:
         queued in one transaction or none is (the queue cap and the per-key limit count each job);
         they share a batch_id when there are several. Each job keeps its own copy of the inputs."""
         plans = [plan_run(r, self.settings, self.engine_info()) for r in requests]  # InvalidRequest
+        requests = [self.resolve_loras(r) for r in requests]  # library names, hub files, uploads
         per_owner = source == "rest"
         self.check_capacity(owner, per_owner, len(requests))
         batch_id = str(uuid.uuid4()) if len(requests) > 1 else None

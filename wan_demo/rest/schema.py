@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_demo.core.controls import CONTROLS, NUM_VIDEOS, Control
+from wan_demo.core.controls import CONTROLS, LORA_SCALE, LORA_SCALE_DEFAULT, MAX_LORAS, NUM_VIDEOS, Control
+from wan_demo.core.loras import FORMS, MAX_SOURCE_CHARS
 from wan_demo.core.plan import frames_for
 from wan_demo.core.settings import (
     API_MODEL_ID,
@@ -58,6 +59,20 @@ LAST_IMAGE_DOC = (
 MAX_IMAGE_FIELD_CHARS = 40 * 2**20  # documentation; the body limit (max_file_size_mb) binds first
 
 
+class LoraItem(BaseModel):
+    """One community LoRA (additive; docs/loras.md): where its .safetensors file is, and its weight."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    path: str = Field(
+        description=f"{FORMS}; https URLs when the server allows URL inputs",
+        examples=["orbit_shot.safetensors"], json_schema_extra={"maxLength": MAX_SOURCE_CHARS},
+    )  # fmt: skip
+    scale: float = Field(
+        LORA_SCALE_DEFAULT, description=LORA_SCALE.help,
+        json_schema_extra={"minimum": LORA_SCALE.low, "maximum": LORA_SCALE.high},
+    )  # fmt: skip
+
+
 class SubmitPayload(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     prompt: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_PROMPT_CHARS})
@@ -99,6 +114,11 @@ class SubmitPayload(BaseModel):
     num_videos: int = Field(
         1, description=NUM_VIDEOS.help, examples=[NUM_VIDEOS.example], json_schema_extra=_limits(NUM_VIDEOS)
     )
+    loras: list[LoraItem] | None = Field(
+        None, description=f"up to {MAX_LORAS} community LoRAs, stacked in order (beside the fast LoRA in "
+        "fast mode); echoed with the name and sha256 of the file that ran",
+        json_schema_extra={"maxItems": MAX_LORAS},
+    )  # fmt: skip
 
 
 class SubmitBody(BaseModel):
@@ -271,6 +291,16 @@ def model_info() -> ModelInfo:
                 description=LAST_IMAGE_DOC,
             ),
             "num_videos": _parameter(NUM_VIDEOS).model_copy(update={"default": 1}),
+            "loras": Parameter(
+                type="array",
+                required=False,
+                description=f"[{{path, scale}}]: path is {FORMS}",
+                constraints={
+                    "max_items": MAX_LORAS,
+                    "scale_min": LORA_SCALE.low,
+                    "scale_max": LORA_SCALE.high,
+                },
+            ),
         },  # fmt: skip
     )
 
