@@ -179,7 +179,19 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     layout, names = normalise(list(read_header(path)[0]))
-    return convert({names[k]: v for k, v in load_file(str(path)).items()}, layout)
+    return _complete_biases(convert({names[k]: v for k, v in load_file(str(path)).items()}, layout))
+
+
+def _complete_biases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """peft gives every layer of an adapter a bias once any layer has one (`diff_b`); a layer the file
+    gives none would keep an uninitialised (meta) bias. A zero bias is what the file means there."""
+    if not any(k.endswith(".lora_B.bias") for k in state):
+        return state
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith(".lora_B.weight"):
+            out.setdefault(key.removesuffix("weight") + "bias", value.new_zeros(value.shape[0]))
+    return out
 
 
 def inspect(path: Path, shapes: dict[str, tuple[int, int]]) -> LoraInfo:
@@ -206,8 +218,8 @@ def inspect(path: Path, shapes: dict[str, tuple[int, int]]) -> LoraInfo:
         fits.add(module)
         rank = max(rank, got[0]) if kind == "A.weight" else rank
     if not fits:
-        raise LoraFileError(f"matches no layer of this model (e.g. {missing[0][:60]!r}): nothing would be "
-                            "applied (a LoRA for another model?)")  # fmt: skip
+        raise LoraFileError(f"matches no layer of this model: nothing would be applied (its layers are "
+                            f"like {missing[0][:60]!r}: a LoRA for another model?)")  # fmt: skip
     if wrong:
         raise LoraFileError(
             f"was made for a model of other widths ({len(wrong)} mismatches, e.g. {wrong[0]}): "
