@@ -128,6 +128,7 @@ def tuner_layers(module: torch.nn.Module) -> list:
     return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
 
 
+@torch.no_grad()
 def merge(transformer, chosen: list[tuple[str, float]]) -> Merged:
     """Add the adapters `chosen` (already activated at their weights) into the weights they target."""
     started, names = time.perf_counter(), [name for name, _ in chosen]
@@ -147,6 +148,7 @@ def merge(transformer, chosen: list[tuple[str, float]]) -> Merged:
     return merged
 
 
+@torch.no_grad()
 def unmerge(merged: Merged) -> None:
     """Put every original tensor back (exactly: the same bytes)."""
     for base, data, quant, bias in merged.saved:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,6 +55,22 @@ def activate(pipe, fast: bool, chosen: list[tuple[str, float]]) -> None:
     if not adapters_enabled(pipe):
         pipe.enable_lora()
     pipe.set_adapters(names, adapter_weights=[1.0] * fast + [scale for _, scale in chosen])
+
+
+@contextmanager
+def offload_paused(pipe) -> Iterator[None]:
+    """Model offload off while adapters are added, then on again on its own device: diffusers'
+    load_lora_weights re-enables it without the device (it then needs an accelerator, so on a CPU
+    host loading fails)."""
+    device = getattr(pipe, "_offload_device", None) if getattr(pipe, "_all_hooks", None) else None
+    if device is None:
+        yield
+        return
+    pipe.remove_all_hooks()
+    try:
+        yield
+    finally:
+        pipe.enable_model_cpu_offload(device=device)
 
 
 def adapters_in_compute_dtype(transformer) -> None:
@@ -106,7 +124,8 @@ class WarmAdapters:
             )
         targets = {k.rsplit(".lora_", 1)[0] for k in state}
         try:
-            pipe.load_lora_weights(state, adapter_name=name)
+            with offload_paused(pipe):
+                pipe.load_lora_weights(state, adapter_name=name)
         except (ValueError, KeyError, RuntimeError) as e:
             self._drop(pipe, name)
             raise InvalidRequest(

@@ -36,17 +36,22 @@ def load_fast_lora(pipe, source: str) -> None:
     A file that is not a LoRA for this transformer fails start-up with one message naming it."""
     before = _lora_layers(pipe.transformer)
     try:
-        if os.path.exists(source):
-            pipe.load_lora_weights(source, adapter_name=ADAPTER)
-        elif len(parts := source.split("/")) > 2:
-            pipe.load_lora_weights("/".join(parts[:2]), weight_name="/".join(parts[2:]), adapter_name=ADAPTER)
-        else:
-            pipe.load_lora_weights(source, adapter_name=ADAPTER)
+        with loras.offload_paused(pipe):
+            _load(pipe, source)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise ValueError(f"lora {source!r}: cannot load it onto this transformer: {str(e)[:300]}") from None
     if not has_fast_lora(pipe) or _lora_layers(pipe.transformer) == before:
         raise ValueError(f"lora {source!r}: none of its keys match this transformer (another model's LoRA?)")
     adapters_in_compute_dtype(pipe.transformer)
+
+
+def _load(pipe, source: str) -> None:
+    if os.path.exists(source):
+        pipe.load_lora_weights(source, adapter_name=ADAPTER)
+    elif len(parts := source.split("/")) > 2:
+        pipe.load_lora_weights("/".join(parts[:2]), weight_name="/".join(parts[2:]), adapter_name=ADAPTER)
+    else:
+        pipe.load_lora_weights(source, adapter_name=ADAPTER)
 
 
 def _lora_layers(module) -> int:
