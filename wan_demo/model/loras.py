@@ -73,13 +73,21 @@ def offload_paused(pipe) -> Iterator[None]:
         pipe.enable_model_cpu_offload(device=device)
 
 
-def adapters_in_compute_dtype(transformer) -> None:
+def adapters_in_compute_dtype(transformer, state: dict | None = None, adapter: str = "") -> None:
     """peft gives an adapter its base layer's dtype: float8 under fp8 storage, where torch has no
-    matmul. Keep adapters in the compute dtype (the storage hooks upcast the base layer to it)."""
+    matmul (and 3 mantissa bits would round the LoRA). Keep adapters in the compute dtype (the storage
+    hooks upcast the base layer to it); with the adapter's loaded `state`, its values come from there
+    rather than from their float8 copies."""
     compute = transformer.dtype if transformer.dtype.itemsize > 1 else torch.bfloat16
+    exact = {}
+    for key, value in (state or {}).items():  # transformer.X.lora_A.weight -> X.lora_A.<adapter>.weight
+        module, _, kind = key.removeprefix("transformer.").partition(".lora_")
+        side, _, leaf = kind.partition(".")
+        exact[f"{module}.lora_{side}.{adapter}.{leaf}"] = value
     for name, param in transformer.named_parameters():
         if ".lora_" in name and param.dtype.itemsize == 1 and param.dtype.is_floating_point:
-            param.data = param.data.to(compute)
+            source = exact.get(name, param.data)
+            param.data = source.to(device=param.device, dtype=compute)
 
 
 def adapter_bytes(transformer, name: str) -> int:
@@ -135,7 +143,7 @@ class WarmAdapters:
             found = wrapped(pipe.transformer, name)
             self._drop(pipe, name)
             raise InvalidRequest(field, f"{label!r}: only {found} of its {len(targets)} layers took it")
-        adapters_in_compute_dtype(pipe.transformer)
+        adapters_in_compute_dtype(pipe.transformer, state, name)
         self.sizes[name] = adapter_bytes(pipe.transformer, name)
         self.loads += 1
         log.info("LoRA %s loaded as adapter %s (%.1f MB)", label, name, self.sizes[name] / 1e6)
