@@ -68,7 +68,8 @@ class LoraFile:
 class _Writer:
     """Random tensors of one file, with their deltas recorded as they are made."""
 
-    def __init__(self, transformer: torch.nn.Module, seed: int, size: float = 0.1):
+    def __init__(self, transformer: torch.nn.Module, seed: int, size: float = 0.1, record: bool = True):
+        self.record = record  # False: no deltas (real-width benches: a 5120x13824 float64 delta is 566 MB)
         self.modules = dict(transformer.named_modules())
         self.by_original = {original_key(k + "."): k for k in self.modules}  # "blocks.0.self_attn.q." -> ours
         self.gen, self.size = torch.Generator().manual_seed(seed), size
@@ -91,7 +92,8 @@ class _Writer:
         if alpha is not None:
             self.tensors[f"{key}.alpha"] = torch.tensor(float(alpha))
         scale = (alpha / rank) if alpha is not None else 1.0
-        self.deltas.setdefault(name, Delta()).weight = scale * (b.double() @ a.double())
+        if self.record:
+            self.deltas.setdefault(name, Delta()).weight = scale * (b.double() @ a.double())
         return name, layer
 
     def bias(self, key: str, name: str, layer: torch.nn.Module) -> None:
@@ -112,10 +114,10 @@ class _Writer:
 def write_wan(
     transformer: torch.nn.Module, path: Path, rank: int = 4, alpha: float | None = 2.0, *,
     names: tuple[str, str] = ("lora_down", "lora_up"), diff_b: bool = True, image_attn: bool = True,
-    norm_diffs: bool = True, diff_m: bool = True, extras: bool = False, seed: int = 1,
+    norm_diffs: bool = True, diff_m: bool = True, extras: bool = False, seed: int = 1, record: bool = True,
 ) -> LoraFile:  # fmt: skip
     """The original Wan layout (`diffusion_model.` prefix); see the module docstring."""
-    w = _Writer(transformer, seed)
+    w = _Writer(transformer, seed, record=record)
     linears = LINEARS if image_attn else [n for n in LINEARS if n not in IMAGE_ATTN]
     for i in range(len(transformer.blocks)):
         for original in linears:
@@ -138,9 +140,11 @@ def write_wan(
     return w.save(path, "wan")
 
 
-def write_lightx2v(transformer: torch.nn.Module, path: Path, rank: int = 4, seed: int = 1) -> LoraFile:
+def write_lightx2v(
+    transformer: torch.nn.Module, path: Path, rank: int = 4, seed: int = 1, record: bool = True
+) -> LoraFile:
     """The published lightx2v distill LoRA's keys: no `.alpha`, diff_b, zero norm diffs, diff_m."""
-    lora = write_wan(transformer, path, rank, alpha=None, seed=seed)
+    lora = write_wan(transformer, path, rank, alpha=None, seed=seed, record=record)
     lora.layout = "wan (lightx2v)"
     return lora
 
@@ -166,11 +170,11 @@ def write_wan_diff(transformer: torch.nn.Module, path: Path, seed: int = 1) -> L
 
 def write_musubi(
     transformer: torch.nn.Module, path: Path, rank: int = 4, alpha: float | None = 1.0, seed: int = 1,
-    image_attn: bool = True,
+    image_attn: bool = True, record: bool = True,
 ) -> LoraFile:  # fmt: skip
     """musubi-tuner / kohya: `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha` (kohya's
     convention: a missing alpha means alpha = rank, i.e. scale 1)."""
-    w = _Writer(transformer, seed)
+    w = _Writer(transformer, seed, record=record)
     linears = LINEARS if image_attn else [n for n in LINEARS if n not in IMAGE_ATTN]
     for i in range(len(transformer.blocks)):
         for original in linears:
@@ -184,18 +188,19 @@ def write_diffusers(
     targets: tuple[str, ...] = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q",
                                 "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj",
                                 "attn2.add_v_proj", "ffn.net.0.proj", "ffn.net.2"),
-    prefix: str = "transformer.",
+    prefix: str = "transformer.", record: bool = True,
 ) -> LoraFile:  # fmt: skip
     """diffusers / ai-toolkit: `transformer.blocks.0.attn1.to_q.lora_A.weight` (r, in), `lora_B.weight`
     (out, r) and, with `bias`, `lora_B.bias`; no alpha (scale 1)."""
-    w = _Writer(transformer, seed)
+    w = _Writer(transformer, seed, record=record)
     for i in range(len(transformer.blocks)):
         for target in targets:
             name = f"blocks.{i}.{target}"
             layer = w.modules[name]
             a, b = w.randn(rank, layer.in_features), w.randn(layer.out_features, rank)
             w.tensors |= {f"{prefix}{name}.lora_A.weight": a, f"{prefix}{name}.lora_B.weight": b}
-            w.deltas[name] = Delta(weight=b.double() @ a.double())
+            if record:
+                w.deltas[name] = Delta(weight=b.double() @ a.double())
             if bias:
                 w.bias(f"{prefix}{name}.lora_B.bias", name, layer)
     return w.save(path, "diffusers")
