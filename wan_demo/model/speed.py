@@ -67,7 +67,7 @@ def lora_active(pipe) -> bool:
     """The fast adapter is enabled (fast mode's weights)."""
     if not adapters_enabled(pipe):
         return False
-    layers = [m for m in pipe.transformer.modules() if hasattr(m, "active_adapters") and ADAPTER in m.lora_A]
+    layers = [m for m in loras.tuner_layers(pipe.transformer) if ADAPTER in m.lora_A]
     return bool(layers) and ADAPTER in layers[0].active_adapters
 
 
