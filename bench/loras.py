@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 
 from bench.lora_files import write_diffusers, write_lightx2v, write_musubi, write_wan
-from bench.wan_files import write_gguf
 from wan_demo.core.request import LoraChoice
 from wan_demo.core.settings import Settings
 from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG
@@ -207,11 +206,14 @@ def child(phase: str, folder: Path, a) -> None:
     """One phase in its own process: write the files, or measure one kind of weights."""
     settings = Settings(lora_dir=folder / "loras", data_dir=folder / "data", lora_warm_gb=8.0, offline=True)
     if phase == "write":
-        from bench.wan_files import write_safetensors
+        from bench import gguf_files
+        from bench.wan_files import original_state_dict, write_safetensors
 
         model = build(a.blocks, folder)
         write_safetensors(model, folder / "transformer-bf16.safetensors")
-        write_gguf(model, folder / "transformer-Q8_0.gguf", "Q8_0")
+        state = original_state_dict(model)  # GGUF in city96's layout, one float32 tensor at a time
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        gguf_files.write(folder / "transformer-Q8_0.gguf", shapes, "Q8_0", weights=AsFloat(state))
         write_library(model, folder / "loras", a.rank)
         return
     from wan_demo.model.load import load_transformer_file
@@ -224,6 +226,16 @@ def child(phase: str, folder: Path, a) -> None:
 
 
 WEIGHTS = {"bf16": "bf16", "gguf": "GGUF Q8_0"}
+
+
+class AsFloat:
+    """The state dict as float32 arrays, one at a time (gguf_files.write reads `.get(name)`)."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def get(self, name: str):
+        return self.state[name].float().numpy()
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ PLACEMENTS = ["resident_te_cpu", "model_offload", "group_block", "group_leaf"]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A tiny folder 32 wide (GGUF's 32-weight blocks fit), GGUF files of its transformer, and a
-    library of four LoRAs in four layouts."""
+    """A tiny folder 64 wide (head_dim 32: city96's layout keeps tensors of <= 1024 weights in F32, so
+    64x64 linears are the smallest quantized ones), GGUF files of its transformer, and a library of
+    four LoRAs in four layouts."""
     root = tmp_path_factory.mktemp("lora-plans")
-    folder = save_tiny_pipeline(str(root / "tiny32"), head_dim=16)
+    folder = save_tiny_pipeline(str(root / "tiny64"), head_dim=32)
     transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer")
     library = root / "loras"
     library.mkdir()
@@ -109,14 +110,21 @@ def test_merged_gguf_is_within_gguf_rounding_of_unfused_and_switches_back_exactl
     e = engine(setup, transformer_file=str(ggufs[quant]), lora_merge_after=2)
     t = e.pipe.transformer
     originals = {n: p.detach().clone() for n, p in t.named_parameters() if "lora_" not in n}
+    types = {n: p.quant_type.name for n, p in t.named_parameters() if hasattr(p, "quant_type")}
     plain = forward(t)
     first = e.loras.apply(e.pipe, FOUR, fast=False)
     unfused = forward(t)
     second = e.loras.apply(e.pipe, FOUR, fast=False)  # the second run in a row: merged
     merged = forward(t)
     assert {d["applied"] for d in first} == {"unfused adapter"}
-    assert {d["applied"] for d in second} == {f"merged into {quant} weights"}
-    assert t.blocks[0].attn1.to_q.base_layer.weight.quant_type.name == quant  # maintained: same type
+    (applied,) = {d["applied"] for d in second}
+    assert applied.startswith(f"merged into {quant} weights")  # city96's mixes keep a few other types
+    after = {
+        n.replace(".base_layer", ""): p.quant_type.name
+        for n, p in t.named_parameters()
+        if hasattr(p, "quant_type")
+    }
+    assert after == types  # maintained quantizers: every layer stored back in its own type
     # "GGUF rounding": what storing the bf16 model as `quant` changes, measured on the same forward.
     # Merging rounds W + delta once more to the same type: the same order, never more than 1.5x.
     scale = unfused.abs().mean()

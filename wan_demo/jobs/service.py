@@ -67,8 +67,10 @@ class JobService:
     @property
     def loras(self) -> LoraLibrary:
         """The LoRA library and cache (model/lora_library.py); built from Settings on an API node."""
-        if self._loras is None:
-            self._loras = LoraLibrary(self.settings, lambda: transformer_config(self.settings))
+        if self._loras is None:  # the served model: the tiny one when the engine info says so
+            self._loras = LoraLibrary(
+                self.settings, lambda: transformer_config(self.settings, self.engine_info().is_tiny)
+            )
         return self._loras
 
     @loras.setter

@@ -83,13 +83,14 @@ def wants_tiny(settings: Settings, device: str) -> bool:
     return settings.model == "auto" and not device.startswith("cuda") and not settings.transformer_file
 
 
-def transformer_config(settings: Settings) -> dict:
+def transformer_config(settings: Settings, tiny: bool | None = None) -> dict:
     """The transformer config of the model `settings` name, without loading it (an API node checks
     LoRA files against it): the tiny model's, a folder's config.json, the real model's known config,
-    or a hub repo's config.json."""
+    or a hub repo's config.json. `tiny`: whether the served model is the tiny one (an API node knows
+    it from its workers); None = as load_engine would decide here."""
     from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG
 
-    if wants_tiny(settings, choose_device(settings)):
+    if wants_tiny(settings, choose_device(settings)) if tiny is None else tiny:
         from wan_demo.model.tiny import TRANSFORMER_CONFIG as TINY
 
         return dict(TINY)
