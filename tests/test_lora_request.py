@@ -95,3 +95,18 @@ def test_copy_as_code_carries_the_loras_in_all_three_snippets(tmp_path):
 def test_validate_keeps_the_loras_in_order():
     request = validate(GenerationRequest(make_image(), "x", loras=[("b", 1), ("a", 0.5)]))
     assert [c.source for c in request.loras] == ["b", "a"]
+
+
+def test_one_file_under_two_names_is_refused(tmp_path):
+    from bench.lora_files import write_diffusers
+    from wan_demo.core.settings import Settings
+    from wan_demo.model.lora_library import LoraLibrary
+    from wan_demo.model.tiny import build_tiny_pipeline
+
+    transformer = build_tiny_pipeline().transformer
+    (tmp_path / "loras").mkdir()
+    write_diffusers(transformer, tmp_path / "loras" / "a.safetensors")
+    (tmp_path / "loras" / "b.safetensors").write_bytes((tmp_path / "loras" / "a.safetensors").read_bytes())
+    library = LoraLibrary(Settings(lora_dir=tmp_path / "loras", data_dir=tmp_path), dict(transformer.config))
+    with pytest.raises(InvalidRequest, match=r"loras\[1\]: 'b.safetensors' is the same file as loras\[0\]"):
+        library.resolve_all((LoraChoice("a"), LoraChoice("b", 0.5)))

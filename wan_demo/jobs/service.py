@@ -82,8 +82,7 @@ class JobService:
         file raises InvalidRequest naming it and is not kept. `fetch` downloads https URLs (REST)."""
         if all(lora.sha256 for lora in request.loras):
             return request
-        loras = tuple(self.loras.resolve(lora, i, fetch) for i, lora in enumerate(request.loras))
-        return dataclasses.replace(request, loras=loras)
+        return dataclasses.replace(request, loras=self.loras.resolve_all(request.loras, fetch))
 
     def start(self) -> JobService:
         self.store.open()

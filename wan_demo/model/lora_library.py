@@ -116,6 +116,18 @@ class LoraLibrary:
         self.cache.touch(path)
         return replace(choice, name=name, sha256=sha, layout=verdict.layout)
 
+    def resolve_all(
+        self, choices: tuple[LoraChoice, ...], fetch: Fetch | None = None
+    ) -> tuple[LoraChoice, ...]:
+        """Every choice resolved (already resolved ones kept); one file given twice is refused."""
+        out = tuple(c if c.sha256 else self.resolve(c, i, fetch) for i, c in enumerate(choices))
+        for i, choice in enumerate(out):
+            first = next(j for j, c in enumerate(out) if c.sha256 == choice.sha256)
+            if first != i:
+                rule = f"{choice.name!r} is the same file as loras[{first}]; give it once with its scale"
+                raise InvalidRequest(f"loras[{i}]", rule)
+        return out
+
     def path_of(self, choice: LoraChoice, index: int = 0) -> Path:
         """The local file of a resolved choice: the library file while it still has that content, else
         the cached copy; a hub source is fetched again when both are gone."""

@@ -177,7 +177,7 @@ class LoraState:
     def apply(self, pipe, choices: tuple[LoraChoice, ...], fast: bool) -> list[dict]:
         """Put the run's adapters on: resolve and load what is missing, merge or switch, activate.
         Returns what ran, per LoRA, for the metadata (name, sha256, scale, layout, source, applied)."""
-        choices = tuple(c if c.sha256 else self.library.resolve(c, i) for i, c in enumerate(choices))
+        choices = self.library.resolve_all(choices)
         wanted = [(adapter_name(c.sha256), self.library.path_of(c, i), c.name) for i, c in enumerate(choices)]
         self.adapters.ensure(pipe, wanted)
         chosen = [(name, c.scale) for (name, _, _), c in zip(wanted, choices, strict=True)]
