@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_demo.core.controls import CONTROLS, LORA_SCALE, LORA_SCALE_DEFAULT, MAX_LORAS, NUM_VIDEOS, Control
-from wan_demo.core.loras import FORMS, MAX_SOURCE_CHARS
+from wan_demo.core.controls import CONTROLS, NUM_VIDEOS, Control
 from wan_demo.core.plan import frames_for
 from wan_demo.core.settings import (
     API_MODEL_ID,
@@ -24,6 +23,8 @@ from wan_demo.core.settings import (
     VIDEO_LENGTHS_S,
 )
 from wan_demo.jobs.common import WEBHOOK_EVENTS
+from wan_demo.rest import lora_schema
+from wan_demo.rest.lora_schema import LoraItem
 
 STATUS_DOC = "queued | processing | success | failed | cancelled (the last three never change)"
 MAX_WEBHOOK_URL = 2048
@@ -57,20 +58,6 @@ LAST_IMAGE_DOC = (
     "aspect ratio within 2 %"
 )
 MAX_IMAGE_FIELD_CHARS = 40 * 2**20  # documentation; the body limit (max_file_size_mb) binds first
-
-
-class LoraItem(BaseModel):
-    """One community LoRA (additive; docs/loras.md): where its .safetensors file is, and its weight."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-    path: str = Field(
-        description=f"{FORMS}; https URLs when the server allows URL inputs",
-        examples=["orbit_shot.safetensors"], json_schema_extra={"maxLength": MAX_SOURCE_CHARS},
-    )  # fmt: skip
-    scale: float = Field(
-        LORA_SCALE_DEFAULT, description=LORA_SCALE.help,
-        json_schema_extra={"minimum": LORA_SCALE.low, "maximum": LORA_SCALE.high},
-    )  # fmt: skip
 
 
 class SubmitPayload(BaseModel):
@@ -114,11 +101,7 @@ class SubmitPayload(BaseModel):
     num_videos: int = Field(
         1, description=NUM_VIDEOS.help, examples=[NUM_VIDEOS.example], json_schema_extra=_limits(NUM_VIDEOS)
     )
-    loras: list[LoraItem] | None = Field(
-        None, description=f"up to {MAX_LORAS} community LoRAs, stacked in order (beside the fast LoRA in "
-        "fast mode); echoed with the name and sha256 of the file that ran",
-        json_schema_extra={"maxItems": MAX_LORAS},
-    )  # fmt: skip
+    loras: list[LoraItem] | None = lora_schema.loras_field()  # additive, issue 23 (docs/loras.md)
 
 
 class SubmitBody(BaseModel):
@@ -294,12 +277,8 @@ def model_info() -> ModelInfo:
             "loras": Parameter(
                 type="array",
                 required=False,
-                description=f"[{{path, scale}}]: path is {FORMS}",
-                constraints={
-                    "max_items": MAX_LORAS,
-                    "scale_min": LORA_SCALE.low,
-                    "scale_max": LORA_SCALE.high,
-                },
+                description=lora_schema.PARAMETER_DOC,
+                constraints=lora_schema.CONSTRAINTS,
             ),
         },  # fmt: skip
     )
