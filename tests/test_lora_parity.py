@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import parity_reference as ref
 import pytest
+import torch
+from conftest import make_image
 from diffusers import WanTransformer3DModel
 from test_parity import IMAGE, PARITY_AREA, PROMPT, SEED, run_ours, used
 
@@ -21,6 +23,7 @@ from bench.lora_files import write_diffusers, write_lightx2v, write_musubi, writ
 from bench.wan_files import write_gguf
 from wan_demo.core.settings import Settings
 from wan_demo.model.engine import load_engine
+from wan_demo.model.nag import nag_processors
 from wan_demo.model.tiny import save_tiny_pipeline
 
 QUALITY = ref.Mode(steps=2, guidance=5.0, shift=3.0)
@@ -114,3 +117,38 @@ def test_under_fp8_storage(files):
     pipe = ref.load(files["tiny"], QUALITY)
     ref.store_fp8(pipe)
     np.testing.assert_array_equal(run.frames, reference(pipe, files, "tiny", loras, QUALITY))
+
+
+# --- with issue 24's end frame and NAG ---------------------------------------------------------
+END_IMAGE = make_image(96, 64, seed=8)  # test_parity's end frame
+
+
+def test_with_an_end_frame(files):
+    """A LoRA and the end frame together: the reference's end-frame recipe plus its LoRA recipe."""
+    loras = [("musubi.safetensors", 0.9)]
+    run = run_ours(*ours(files), last_image=END_IMAGE, **quality_request(loras))
+    pipe = ref.load(files["tiny"], QUALITY)
+    ref.end_frame_clip_tokens(pipe)
+    ref.add_loras(pipe, [(files["loras-tiny"] / n, s) for n, s in loras])
+    image, end = ref.resize(IMAGE, PARITY_AREA), ref.resize(END_IMAGE, PARITY_AREA)
+    frames = ref.run(pipe, image, PROMPT, NEGATIVE, QUALITY, ref.generator(SEED), end)
+    np.testing.assert_array_equal(run.frames, frames, err_msg=used(run))
+    assert run.result.settings["end_frame"] is True and run.result.settings["loras"][0]["scale"] == 0.9
+
+
+def test_with_nag_in_fast_mode(files):
+    """Fast LoRA + a community LoRA + NAG (a negative prompt in fast mode): the reference's adapters,
+    with NAG's processors (model/nag.py, tested on its own in test_nag.py) around the same call."""
+    loras = [("wan.safetensors", 0.6)]
+    engine, settings = ours(files, lora=str(files["fast"]))
+    run = run_ours(engine, settings, speed_mode="fast", negative_prompt=NEGATIVE,
+                   loras=[{"path": n, "scale": s} for n, s in loras])  # fmt: skip
+    nag = run.result.settings["nag"]
+    pipe = ref.load(files["tiny"], ref.FAST)
+    ref.add_loras(pipe, [(files["loras-tiny"] / n, s) for n, s in loras], fast=files["fast"])
+    with torch.no_grad():  # as the app's prompt cache: with grad on, CPU bf16 kernels round differently
+        negative, _ = pipe.encode_prompt(NEGATIVE, do_classifier_free_guidance=False, max_sequence_length=512)
+    image = ref.resize(IMAGE, PARITY_AREA)
+    with torch.no_grad(), nag_processors(pipe.transformer, negative, nag["scale"], nag["tau"], nag["alpha"]):
+        frames = ref.run(pipe, image, PROMPT, "", ref.FAST, ref.generator(SEED))
+    np.testing.assert_array_equal(run.frames, frames, err_msg=used(run))
