@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -195,11 +196,13 @@ def main() -> None:
         str(a.repeats),
     ]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # large frees go back to the OS between phases
-    for phase in ("write", "bf16", "gguf"):
-        subprocess.run(
-            [sys.executable, "-m", "bench.loras", "--child", phase, str(folder), *extra], env=env, check=True
-        )
-    report(folder, a)
+    try:
+        for phase in ("write", "bf16", "gguf"):
+            command = [sys.executable, "-m", "bench.loras", "--child", phase, str(folder), *extra]
+            subprocess.run(command, env=env, check=True)
+        report(folder, a)
+    finally:  # ~2.6 GB of weights per block
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def child(phase: str, folder: Path, a) -> None:
