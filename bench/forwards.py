@@ -20,19 +20,11 @@ AREA = 64 * 64  # tiny output keeps the run short; forward counts do not depend 
 
 def write_tiny_lora(folder: Path) -> Path:
     """A random LoRA on the tiny transformer's attention projections, saved as diffusers LoRA."""
-    from diffusers import WanImageToVideoPipeline
-    from peft import LoraConfig, get_peft_model_state_dict
-
+    from bench.lora_files import write_peft
     from wan_demo.model.tiny import build_tiny_pipeline
 
     transformer = build_tiny_pipeline(seed=1).transformer
-    targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    # init_lora_weights=False: random A and B (peft's default B = 0 would be a no-op LoRA)
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
-    WanImageToVideoPipeline.save_lora_weights(
-        folder, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name="fast.safetensors"
-    )
-    return folder / "fast.safetensors"
+    return write_peft(transformer, folder, ["to_q", "to_k", "to_v", "to_out.0"], name="fast")
 
 
 class ForwardCounter:

@@ -144,21 +144,15 @@ def generator(seed: int) -> torch.Generator:
 
 def write_lora(folder: str | Path, out: Path) -> Path:
     """A random rank-4 LoRA on the tiny transformer's attention and FFN projections (the layers
-    lightx2v's LoRA targets), saved in the diffusers/peft layout `load_lora_weights` reads."""
-    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
-    from peft import LoraConfig, get_peft_model_state_dict
+    lightx2v's LoRA targets), saved in the diffusers/peft layout `load_lora_weights` reads
+    (bench/lora_files.py writes every layout)."""
+    from diffusers import WanTransformer3DModel
+
+    from bench.lora_files import write_peft
 
     transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer")
     targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        # init_lora_weights=False: random A and B (peft's default B = 0 would be a no-op LoRA)
-        config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
-        transformer.add_adapter(config)
-    WanImageToVideoPipeline.save_lora_weights(
-        out, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name="fast.safetensors"
-    )
-    return out / "fast.safetensors"
+    return write_peft(transformer, out, targets, name="fast", seed=1)
 
 
 def end_frame_clip_tokens(pipe) -> None:
@@ -175,3 +169,75 @@ def end_frame_clip_tokens(pipe) -> None:
         return single(image, device)
 
     pipe.encode_image = encode_image
+
+
+# --- community LoRAs (tests/test_lora_parity.py) ---------------------------------------------------
+# fp8 storage as diffusers documents it (enable_layerwise_casting); the text encoder keeps T5's
+# embeddings, norms, relative attention bias and `wo` (whose input transformers casts to wo's dtype).
+T5_FP8_SKIP = ("shared", "embed_tokens", "layer_norm", "relative_attention_bias", r"\.wo$")
+
+
+def load_gguf(folder: str | Path, gguf_file: str | Path, mode: Mode):
+    """The pipeline with its transformer from a GGUF file (diffusers' from_single_file recipe). Files
+    in city96's layout store the 5-D patch embedding as 4-D with its shape under
+    `comfy.gguf.orig_shape.<name>` (ComfyUI-GGUF's convention), which diffusers' reader does not
+    apply: the reference reshapes it (what city96's fix_5d_tensors.py describes)."""
+    import gguf
+    from diffusers import GGUFQuantizationConfig, WanImageToVideoPipeline, WanTransformer3DModel
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    state = load_gguf_checkpoint(str(gguf_file))
+    for name, field in gguf.GGUFReader(str(gguf_file)).fields.items():
+        if name.startswith("comfy.gguf.orig_shape."):
+            key = name.removeprefix("comfy.gguf.orig_shape.")
+            state[key] = state[key].reshape(tuple(int(field.parts[i][0]) for i in field.data))
+    transformer = WanTransformer3DModel.from_single_file(
+        state, quantization_config=GGUFQuantizationConfig(compute_dtype=torch.bfloat16),
+        config=str(folder), subfolder="transformer", torch_dtype=torch.bfloat16,
+    )  # fmt: skip
+    pipe = WanImageToVideoPipeline.from_pretrained(folder, transformer=transformer, dtype=DTYPES)
+    return _with_mode(pipe, mode)
+
+
+def store_fp8(pipe) -> None:
+    """Transformer and text encoder weights stored in float8_e4m3fn, computed in bf16."""
+    from diffusers.hooks import apply_layerwise_casting
+
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    apply_layerwise_casting(pipe.text_encoder, torch.float8_e4m3fn, torch.bfloat16, T5_FP8_SKIP)
+
+
+def add_loras(pipe, loras: list[tuple[Path, float]], fast: Path | None = None) -> None:
+    """diffusers' multi-adapter recipe: each file as a named adapter (`load_lora_weights`), then one
+    `set_adapters(names, weights)`, the fast LoRA first at weight 1."""
+    files = ([(fast, 1.0)] if fast else []) + list(loras)
+    names = [f"adapter{i}" for i in range(len(files))]
+    for name, (path, _) in zip(names, files, strict=True):
+        pipe.load_lora_weights(path, adapter_name=name)
+        _adapter_in_bf16(pipe, name, path)
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in files])
+
+
+def _adapter_in_bf16(pipe, name: str, path: Path) -> None:
+    """Under fp8 storage peft stores an adapter in its base layer's float8 (torch has no fp8 matmul,
+    and 3 mantissa bits round the LoRA): give it its file's values back, in bf16."""
+    from diffusers import WanImageToVideoPipeline
+
+    params = {n: p for n, p in pipe.transformer.named_parameters() if f".{name}." in n}
+    if not any(p.dtype.itemsize == 1 for p in params.values()):
+        return
+    for key, value in WanImageToVideoPipeline.lora_state_dict(str(path)).items():
+        module, _, kind = key.removeprefix("transformer.").partition(".lora_")
+        side, _, leaf = kind.partition(".")
+        if f"{module}.lora_{side}.{name}.{leaf}" in params:
+            params[f"{module}.lora_{side}.{name}.{leaf}"].data = value.to(torch.bfloat16)
+    for param in params.values():  # what the file does not hold (zeros diffusers added)
+        param.data = param.data.to(torch.bfloat16)
+
+
+def _with_mode(pipe, mode: Mode):
+    from diffusers import UniPCMultistepScheduler
+
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=mode.shift)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

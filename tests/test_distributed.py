@@ -84,9 +84,12 @@ BARE_FOLLOWER = (
 )
 
 
-def start_follower(port: int, timeout_s: float, bare: bool = False) -> subprocess.Popen:
-    """Rank 1 as torchrun would start it: `python app.py` with RANK/WORLD_SIZE/MASTER_* set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAN_DEMO_")}
+def start_follower(
+    port: int, timeout_s: float, bare: bool = False, extra: dict | None = None
+) -> subprocess.Popen:
+    """Rank 1 as torchrun would start it: `python app.py` with RANK/WORLD_SIZE/MASTER_* set
+    (`extra`: more environment, e.g. WAN_DEMO_* settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAN_DEMO_")} | (extra or {})
     env.update(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                WAN_DEMO_MODEL="tiny", WAN_DEMO_DEVICE="cpu", WAN_DEMO_TINY_MAX_AREA=str(TEST_AREA),
                WAN_DEMO_DIST_TIMEOUT_S=str(timeout_s), OMP_NUM_THREADS="1")  # fmt: skip

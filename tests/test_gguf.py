@@ -3,7 +3,8 @@ Settings.transformer_file), the lightx2v LoRA layout on them, memory plans, and 
 
 Default tier: a tiny transformer 64 wide (head_dim 32: city96's converter keeps tensors of <= 1024
 weights in F32, so 64x64 linears are the smallest it quantizes), written in the published key layout
-and city96's per-tensor types by bench/wan_files.py. K-quant files: tests/test_gguf_kquants.py.
+and city96's per-tensor types by bench/wan_files.py (LoRAs: bench/lora_files.py). K-quant files:
+tests/test_gguf_kquants.py.
 The real-width loader test is in the slow tier (test_real_width_files_load_and_stay_close): 2 blocks
 of the real 5120-wide model are ~1 B params.
 """
@@ -19,7 +20,8 @@ from conftest import tiny_latents
 from diffusers import WanTransformer3DModel
 from diffusers.quantizers.gguf.utils import GGUFLinear
 
-from bench.wan_files import write_gguf, write_lightx2v_lora, write_transformer_files
+from bench.lora_files import write_lightx2v
+from bench.wan_files import write_gguf, write_transformer_files
 from wan_demo.core.settings import Settings
 from wan_demo.model import speed
 from wan_demo.model.engine import ModelUnavailable, load_engine
@@ -110,9 +112,9 @@ def test_gguf_transformer_runs_under_every_plan_on_cpu(folder, files, mode):
 @pytest.fixture(scope="module")
 def lightx2v(folder, tmp_path_factory) -> Path:
     transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer")
-    return write_lightx2v_lora(
+    return write_lightx2v(
         transformer, tmp_path_factory.mktemp("lightx2v") / "lightx2v_rank4.safetensors"
-    )
+    ).path
 
 
 # every linear of every block; the norms' zero `diff` and the modulation `diff_m` are dropped by diffusers

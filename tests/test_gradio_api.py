@@ -65,9 +65,9 @@ def mp4_count(app) -> int:
     return len(list((Path(app.settings.output_dir) / "ui").glob("*.mp4")))
 
 
-def test_api_lists_exactly_the_generate_and_extend_endpoints(client):
+def test_api_lists_exactly_the_generate_extend_and_lora_endpoints(client):
     info = client.view_api(print_info=False, return_format="dict")
-    assert list(info["named_endpoints"]) == ["/generate", "/extend"]
+    assert list(info["named_endpoints"]) == ["/generate", "/extend", "/generate_with_loras"]
     assert info["unnamed_endpoints"] == {}
     endpoint = info["named_endpoints"]["/generate"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == PARAMETERS
@@ -78,6 +78,8 @@ def test_api_lists_exactly_the_generate_and_extend_endpoints(client):
     extend = info["named_endpoints"]["/extend"]
     assert [p["parameter_name"] for p in extend["parameters"]] == ["video", *SETTINGS]
     assert [r["label"] for r in extend["returns"]] == RETURNS and "Continue a video" in extend["description"]
+    with_loras = info["named_endpoints"]["/generate_with_loras"]  # /generate's, then the LoRAs
+    assert [p["parameter_name"] for p in with_loras["parameters"]] == [*PARAMETERS, "loras"]
 
 
 def test_generate_returns_a_5s_mp4_and_echoes_the_seed(client, picture, app):
@@ -218,10 +220,10 @@ def test_docs_curl_example_with_only_the_first_ten_values_runs(app):
     assert data[0]["path"].endswith(".mp4") and data[3] == 42
 
 
-def test_mcp_lists_generate_and_extend_as_tools(app):
+def test_mcp_lists_generate_extend_and_the_lora_endpoint_as_tools(app):
     schema = httpx.get(app.url + "gradio_api/mcp/schema", timeout=10).json()
     tools = {tool["name"]: tool for tool in schema}
-    assert list(tools) == ["generate", "extend"]
+    assert list(tools) == ["generate", "extend", "generate_with_loras"]
     assert "video_length" in tools["generate"]["inputSchema"]["properties"]
     assert "video" in tools["extend"]["inputSchema"]["properties"]
 

@@ -4,14 +4,12 @@ self-signed certificate for `images.test` (the resolver and address check are in
 from __future__ import annotations
 
 import base64
-import datetime
-import http.server
 import io
 import ssl
-import threading
 
 import pytest
 from conftest import make_image
+from tlstools import tls_server as serve_tls
 
 from wan_demo.core.request import InvalidRequest
 from wan_demo.core.settings import Settings
@@ -79,58 +77,15 @@ def test_base64_and_data_uri_decode():
 def tls_server(tmp_path_factory):
     """HTTPS on 127.0.0.1 serving /ok.png, /redirect, /big, /missing with a cert for images.test."""
     pytest.importorskip("cryptography")  # test-only: makes the self-signed certificate
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "images.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("images.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tls")
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (folder / "cert.pem").write_bytes(cert_pem)
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
     image = png_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            routes = {"/ok.png": (200, image), "/big": (200, b"\0" * 300_000), "/missing": (404, b"no")}
-            if self.path == "/redirect":
-                self.send_response(302)
-                self.send_header("Location", "https://127.0.0.1/secret")
-                self.end_headers()
-                return
-            status, data = routes.get(self.path, (404, b""))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client_ctx = ssl.create_default_context(cadata=cert_pem.decode())
-    yield server.server_address[1], client_ctx, image
-    server.shutdown()
-    server.server_close()
+    routes = {"/ok.png": (200, image), "/big": (200, b"\0" * 300_000), "/missing": (404, b"no")}
+    folder = tmp_path_factory.mktemp("tls")
+    with serve_tls("images.test", folder, routes, {"/redirect": "https://127.0.0.1/secret"}) as (
+        port,
+        ctx,
+        _,
+    ):
+        yield port, ctx, image
 
 
 def fetch(port, ctx, path, **kw):

@@ -59,7 +59,8 @@ def generate(
     report, timer = on_progress or (lambda _p: None), Timer()
     # 1. Plan the run once: size, segments, steps, guidance, shift, negative prompt
     plan = plan_run(request, settings, engine.plan_info())
-    speed.activate(engine.pipe, plan.speed_mode, settings, plan.steps)  # LoRA adapter, step cache
+    speed.activate(engine.pipe, plan.speed_mode, settings, plan.steps)  # fast LoRA adapter, step cache
+    loras = apply_loras(engine, request, plan.speed_mode == "fast")  # community LoRAs: adapters, weights
     seed = draw_seed(request.seed)
     timer.lap("plan")
     # 2. Prompts, one per segment: extended by a rewriter when asked (never fails)
@@ -83,11 +84,20 @@ def generate(
         timer.lap("interpolate")
     # 5. Write the MP4 (settings and lineage inside; joined to its parent), thumbnail and JSON sidecar
     report(Progress("encode", plan.total_steps, plan.total_steps))
-    result = describe(request, plan, engine, settings, seed, prompts, infos)
+    result = describe(request, plan, engine, settings, seed, prompts, infos, loras)
     parent = Path(request.parent.path) if request.parent else None
     write_outputs(frames, result, timer, parent)
     report(Progress("done", plan.total_steps, plan.total_steps))
     return result
+
+
+def apply_loras(engine: Engine, request: ValidRequest, fast: bool) -> list[dict]:
+    """The request's community LoRAs on (and any others off): what ran, for the metadata."""
+    if engine.loras is None:  # an Engine built by hand (tests): only the fast LoRA, if any
+        if request.loras:
+            raise ValueError("this engine has no LoRA state: load it with load_engine()")
+        return []
+    return engine.loras.apply(engine.pipe, request.loras, fast)
 
 
 def segment_prompts(request: ValidRequest, plan: RunPlan, settings: Settings) -> tuple[list[str], list[dict]]:
@@ -199,7 +209,7 @@ class StepReporter:
 
 def describe(
     request: ValidRequest, plan: RunPlan, engine: Engine, settings: Settings, seed: int,
-    prompts: list[str], infos: list[dict],
+    prompts: list[str], infos: list[dict], loras: list[dict] | None = None,
 ) -> GenerationResult:  # fmt: skip
     gen_id = uuid.uuid4().hex
     out = Path(settings.output_dir)
@@ -231,6 +241,7 @@ def describe(
             colour_match=settings.colour_match,
             **extras(request, plan),
             memory_plan=engine.memory_plan,
+            loras=loras or [],  # community LoRAs: name, sha256, scale, layout, source, how applied
             **engine.details,
         ),  # fmt: skip
         lineage=lineage(request, plan, seed, prompts, infos, settings.colour_match),

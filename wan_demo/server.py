@@ -106,6 +106,8 @@ def build(settings: Settings, group: distributed.Group | None = None) -> Server:
             from wan_demo.jobs.worker import Worker  # imports torch: only once a model exists
             from wan_demo.model.gpu import memory_stats
 
+            if engine.loras is not None:  # LoRA checks against the loaded transformer; one digest cache
+                jobs.loras = engine.loras.library
             # On ZeroGPU the GPU exists only inside a spaces.GPU call (see web/zerogpu.py)
             run = zerogpu.GpuBridge(engine).run if zerogpu.enabled() else None
             jobs.worker = Worker(store, engine, settings, run, storage=storage, metrics=jobs.metrics).start()

@@ -233,3 +233,13 @@ def without_ignored(values: dict[str, Any]) -> dict[str, Any]:
     if isinstance(guidance, (int, float)) and guidance <= 1.0 and mode != "fast":
         out["negative_prompt"] = None  # no CFG: the negative prompt did nothing
     return out
+
+
+# --- community LoRAs (a list per request: core/loras.py checks it; model/loras.py applies it) -----
+MAX_LORAS = 4  # per request, stacked beside the fast LoRA in fast mode (hosted APIs take 3)
+LORA_SCALE = Control(
+    "lora_scale", "scale", float, low=-4.0, high=4.0,
+    help="weight of one LoRA: 1 = as trained, 0 = off, negative = the opposite effect",
+    example=1.0,
+)  # fmt: skip
+LORA_SCALE_DEFAULT = 1.0  # a LoRA given without a scale

@@ -49,6 +49,24 @@ class GenerationRequest:
     nag_tau: Any = None
     nag_alpha: Any = None
     interpolate: Any = None  # 2 = twice the frames at twice the fps; None or 1 = off
+    # community LoRAs: up to 4 of {"path": library name | owner/repo/file.safetensors | https URL |
+    # sha256:<hex>, "scale": weight} (or LoraChoice / (path, scale)); None = none (core/loras.py)
+    loras: Any = None
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One community LoRA of a request. `source` as asked; the rest is filled when the file is found
+    and checked (model/lora_library.py resolve): then `sha256` names the exact file that runs."""
+
+    source: str  # library name, owner/repo/path.safetensors (hub), https URL, or sha256:<hex> (cached)
+    scale: float = 1.0
+    name: str = ""  # file name shown in the UI and metadata
+    sha256: str = ""  # hex digest of the file; "" until resolved
+    layout: str = ""  # trainer key layout it was recognised as ("wan", "musubi", "diffusers", ...)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,8 @@ class ParentClip:
         return {k: v for k, v in asdict(self).items() if k != "path"}
 
 
-# Fields of ValidRequest stored as JSON with a job (everything but the pixels and the parent clip).
+# Fields of ValidRequest stored as JSON with a job (everything but the pixels, the parent clip and
+# the LoRAs, which params() writes as a list of dicts when there are any).
 PARAM_FIELDS = (
     "prompt", "video_length_s", "seed", "prompt_extend", "negative_prompt", "steps", "guidance", "speed_mode",
     "prompt_2", "flow_shift", "fps", "nag_scale", "nag_tau", "nag_alpha", "interpolate",
@@ -102,6 +121,7 @@ class ValidRequest:
     nag_tau: float | None = None
     nag_alpha: float | None = None
     interpolate: int | None = None
+    loras: tuple[LoraChoice, ...] = ()  # community LoRAs, in the order they are stacked
 
     def params(self) -> dict[str, Any]:
         """JSON-safe fields (no pixels): stored with a job, shown in metadata and logs.
@@ -109,6 +129,8 @@ class ValidRequest:
         params = {name: getattr(self, name) for name in PARAM_FIELDS} | {
             "last_image": self.last_image is not None
         }
+        if self.loras:
+            params["loras"] = [lora.params() for lora in self.loras]
         return {**params, "parent": self.parent.params()} if self.parent is not None else params
 
     @classmethod
@@ -123,7 +145,8 @@ class ValidRequest:
         its end frame; an extend job's input file is its parent clip)."""
         parent = ParentClip(path=input_path, **params["parent"]) if params.get("parent") else None
         values = {name: params[name] for name in PARAM_FIELDS if name in params}
-        return cls(image=image, parent=parent, last_image=last_image, **values)
+        loras = tuple(LoraChoice(**lora) for lora in params.get("loras") or ())
+        return cls(image=image, parent=parent, last_image=last_image, loras=loras, **values)
 
 
 @dataclass(frozen=True)

@@ -44,13 +44,14 @@ MIN_WEBHOOK_SECRET = 32  # characters of Settings.webhook_secret: it keys every 
 PRESIGN_MAX_S = 7 * 24 * 3600  # S3 refuses presigned links valid longer than 7 days
 
 # --help sections and docs/settings.md headings, in this order: group -> what it holds
-MODEL, MEMORY, SPEED, GENERATION, PROMPT = "model", "memory", "speed", "generation", "prompt"
-OUTPUT, SERVER, OPERATIONS = "output", "server", "operations"
+MODEL, MEMORY, SPEED, LORAS, GENERATION = "model", "memory", "speed", "LoRAs", "generation"
+PROMPT, OUTPUT, SERVER, OPERATIONS = "prompt", "output", "server", "operations"
 REST, SCALE_OUT = "REST", "scale-out"
 GROUPS = {
     MODEL: "which weights, on which device, in which dtype",
     MEMORY: "how the model is placed in VRAM and host RAM (wan_demo/model/memory/)",
     SPEED: "speed modes, step cache, attention kernels, compile (wan_demo/model/speed.py)",
+    LORAS: "community LoRAs: the library, downloads, warm adapters, merge-on-load (docs/loras.md)",
     GENERATION: "the server's sampling defaults; a request may override them",
     PROMPT: "prompt extension backends (wan_demo/prompt/)",
     OUTPUT: "where results and the job store live, and how long they are kept",
@@ -113,6 +114,20 @@ class Settings:  # one opt() per setting: group, default, rules, then help=
         help="torch.compile the repeated transformer blocks, warmed up at start")
     attention_backend: str = opt(SPEED, "native", choices=C.ATTENTION_BACKENDS,
         help="attention kernels; flash and sage need their package (else native)")
+    # -- community LoRAs (see docs/loras.md, wan_demo/model/loras.py)
+    lora_dir: Path = opt(LORAS, Path("loras"),
+        help="the LoRA library: every .safetensors file in it is offered by name, read at each request")
+    lora_cache_gb: float = opt(LORAS, 20.0, unit="GB", low=0,
+        help="downloaded and uploaded LoRAs kept in data_dir/loras, least recently used dropped first")
+    lora_max_mb: int = opt(LORAS, 2048, unit="MB", low=1,
+        help="largest LoRA file accepted from a URL, the hub or an upload")
+    lora_fetch_timeout_s: float = opt(LORAS, 600.0, unit="seconds", above=0,
+        help="give up on one LoRA download (URL or hub) after this long")
+    lora_warm_gb: float = opt(LORAS, 2.0, unit="GB", low=0,
+        help="adapter weights kept loaded for reuse, least recently used dropped first; the memory plan "
+             "counts it")
+    lora_merge_after: int = opt(LORAS, 0, unit="runs", low=0,
+        help="merge a LoRA set into the weights after this many runs in a row with it; 0 = never")
     # -- sampling defaults (0 = the speed mode's default)
     steps: int = opt(GENERATION, 0, unit="steps", low=0, high=100,
         help="denoising steps per 5 s segment; 0 = the mode's (quality 40, fast 4)")

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from wan_demo.core.controls import CONTROLS, check_control, check_mode, short_repr
+from wan_demo.core.loras import check_loras
 from wan_demo.core.request import GenerationRequest, InvalidRequest, ParentClip, ValidRequest
 from wan_demo.core.settings import MAX_PROMPT_CHARS, SEED_MAX, SIZE_MULTIPLE, VIDEO_LENGTHS_S
 
@@ -137,6 +138,7 @@ def check_fields(request: GenerationRequest) -> dict[str, Any]:
         prompt_2=check_prompt_2(request.prompt_2, length),
         seed=check_seed(request.seed),
         prompt_extend=request.prompt_extend,
+        loras=check_loras(request.loras),  # forms and scales; the files: model/lora_library.py
         **controls,
     )
 

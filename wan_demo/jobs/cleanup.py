@@ -9,7 +9,8 @@ with several nodes one sweeps at a time and the others skip that turn:
 - stored input images older than that, unless their job is still queued or running;
 - finished job rows older than Settings.history_ttl_h (their files are gone long before), with
   their webhook events and the Idempotency-Keys that point at them;
-- Idempotency-Keys older than 24 h (a retry after that is a new request).
+- Idempotency-Keys older than 24 h (a retry after that is a new request);
+- cached LoRA files (data_dir/loras: downloads and uploads) unused for Settings.output_ttl_h.
 
 Cadence: every tenth of the shortest retention, at least every SWEEP_MAX_S and at most every
 SWEEP_MIN_S, so nothing outlives its retention by more than about 10 %; a run that filled a batch
@@ -28,6 +29,7 @@ from wan_demo.jobs.common import ACTIVE, IDEMPOTENCY_S, StoreUnavailable
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.local import LocalStorage
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.model.lora_library import LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ def sweep(
     keys = store.forget_keys(now - IDEMPOTENCY_S, batch)
     if keys:
         removed["keys"] = keys
+    loras = LoraLibrary(settings).sweep(now)
+    if loras:
+        removed["loras"] = loras
     return removed
 
 

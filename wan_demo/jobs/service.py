@@ -30,10 +30,12 @@ from wan_demo.jobs.directory import Directory
 from wan_demo.jobs.health import Drain, Draining, readiness
 from wan_demo.jobs.inputs import SourceImage, parent_clip, store_inputs
 from wan_demo.jobs.loading import FAILED, READY, LoadFailed, ModelLoader, Readiness
+from wan_demo.jobs.lora_requests import LoraRequests
 from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
+from wan_demo.model.lora_library import LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class WorkerHandle(Protocol):
     def state(self) -> str: ...
 
 
-class JobService:
+class JobService(LoraRequests):
     def __init__(
         self, store: JobStore, settings: Settings, engine_info: Callable[[], EngineInfo] | None = None,
         storage: Storage | None = None, metrics: Metrics | None = None,
@@ -61,6 +63,7 @@ class JobService:
         self.inputs_dir = Path(settings.data_dir) / "inputs"  # local storage only
         self.worker: WorkerHandle | None = None  # set when a Worker runs in this process
         self.loader: ModelLoader | None = None  # set when this process loads a model (jobs/loading.py)
+        self._loras: LoraLibrary | None = None  # the engine's when it runs here (server.build)
 
     def start(self) -> JobService:
         self.store.open()
@@ -124,6 +127,7 @@ class JobService:
         queued in one transaction or none is (the queue cap and the per-key limit count each job);
         they share a batch_id when there are several. Each job keeps its own copy of the inputs."""
         plans = [plan_run(r, self.settings, self.engine_info()) for r in requests]  # InvalidRequest
+        requests = [self.resolve_loras(r) for r in requests]  # library names, hub files, uploads
         per_owner = source == "rest"
         self.check_capacity(owner, per_owner, len(requests))
         batch_id = str(uuid.uuid4()) if len(requests) > 1 else None

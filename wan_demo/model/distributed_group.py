@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wan_demo.core.request import GenerationCancelled
+from wan_demo.core.request import GenerationCancelled, LoraChoice
 from wan_demo.core.settings import Settings
 from wan_demo.model import speed
 from wan_demo.model.pipeline import run_segment
@@ -123,8 +123,11 @@ class Group:
             self._choose_split(args["width"], args["height"], args["num_frames"])
             image = np.asarray(args["image"].convert("RGB"))
             state = generator.get_state().numpy().tobytes()
-            # generate.py switched the adapter on rank 0 only
-            fast = dict(lora_active=speed.has_fast_lora(engine.pipe) and speed.lora_active(engine.pipe))
+            # generate.py switched the adapters on rank 0 only: the followers mirror them
+            fast = dict(
+                lora_active=speed.has_fast_lora(engine.pipe) and speed.lora_active(engine.pipe),
+                loras=[c.params() for c in engine.loras.current[1]] if engine.loras else [],
+            )
             message = dict(
                 args={**args, "image": image}, generator=(generator.device.type, state), speed=fast
             )
@@ -155,8 +158,12 @@ class Group:
         generator = torch.Generator(device)
         generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
         self._choose_split(args["width"], args["height"], args["num_frames"])
-        if speed.has_fast_lora(engine.pipe):
-            speed.set_lora(engine.pipe, message["speed"]["lora_active"])  # same weights as rank 0
+        mirror = message["speed"]  # the same adapters and weights as rank 0
+        if engine.loras is not None:
+            chosen = tuple(LoraChoice(**p) for p in mirror.get("loras", []))
+            engine.loras.apply(engine.pipe, chosen, mirror["lora_active"])
+        elif speed.has_fast_lora(engine.pipe):
+            speed.set_lora(engine.pipe, mirror["lora_active"])
         self.join()
         on_step = self.synced(lambda _i: None, last_step=args["steps"] - 1)
         try:

@@ -6,6 +6,7 @@ plan (model.memory) and the start-up speed levers (model.speed_setup) once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class Engine:
     cost: CostModel = DEFAULT_COST  # seconds per forward etc.; the Worker refines it from real runs
     prompts: PromptEmbeddings = field(default_factory=PromptEmbeddings)  # encoded once per prompt
     image_embeds: ImageEmbedCache = field(default_factory=ImageEmbedCache)  # CLIP, once per picture
+    loras: Any = None  # model.loras.LoraState: community LoRAs (library, warm adapters, merged set)
 
     @property
     def banner(self) -> str:
@@ -106,6 +108,34 @@ def wants_tiny(settings: Settings, device: str) -> bool:
     return settings.model == "auto" and not device.startswith("cuda") and not settings.transformer_file
 
 
+def transformer_config(settings: Settings, tiny: bool | None = None) -> dict:
+    """The transformer config of the model `settings` name, without loading it (an API node checks
+    LoRA files against it): the tiny model's, a folder's config.json, the real model's known config,
+    or a hub repo's config.json. `tiny`: whether the served model is the tiny one (an API node knows
+    it from its workers); None = as load_engine would decide here."""
+    from wan_demo.model.memory.estimate import TRANSFORMER_CONFIG
+
+    if wants_tiny(settings, choose_device(settings)) if tiny is None else tiny:
+        from wan_demo.model.tiny import TRANSFORMER_CONFIG as TINY
+
+        return dict(TINY)
+    model = REAL_MODEL_ID if settings.model == "auto" else settings.model
+    if os.path.isfile(os.path.join(model, "transformer", "config.json")):
+        with open(os.path.join(model, "transformer", "config.json")) as f:
+            return json.load(f)
+    if model == REAL_MODEL_ID:
+        return dict(TRANSFORMER_CONFIG)
+    from diffusers import WanTransformer3DModel
+
+    try:
+        config = WanTransformer3DModel.load_config(
+            model, subfolder="transformer", local_files_only=settings.offline
+        )
+    except (OSError, ValueError):
+        return dict(TRANSFORMER_CONFIG)  # a repo that cannot be read now: the 14B model's widths
+    return dict(config)
+
+
 def load_engine(settings: Settings, plan: Any = None, on_progress: ProgressFn | None = None) -> Engine:
     """Load the pipeline once: tiny in-process model, or real weights from hub cache / folder.
 
@@ -121,6 +151,8 @@ def load_engine(settings: Settings, plan: Any = None, on_progress: ProgressFn | 
     import transformers
 
     from wan_demo.model import speed_setup, torchrun
+    from wan_demo.model.lora_merge import merge_possible
+    from wan_demo.model.loras import LoraState
     from wan_demo.model.memory import apply as memory_apply
     from wan_demo.model.memory import start as memory_start
     from wan_demo.model.memory.estimate import Shape
@@ -162,6 +194,7 @@ def load_engine(settings: Settings, plan: Any = None, on_progress: ProgressFn | 
     report(STAGES[3], 3 / len(STAGES))
     fast = speed_setup.setup(pipe, settings)  # LoRA, cache, attention backend, compile + warm-up
     engine.fast_available, engine.details["speed"] = fast.fast_available, fast.info()
+    engine.loras = LoraState(settings, dict(pipe.transformer.config), can_merge=merge_possible(plan.strategy))
     engine.details.update(
         torch=torch.__version__, diffusers=diffusers.__version__, transformers=transformers.__version__
     )

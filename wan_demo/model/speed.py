@@ -15,12 +15,13 @@ import os
 
 from wan_demo.core.choices import CACHES
 from wan_demo.core.settings import Settings
-from wan_demo.model import magcache
+from wan_demo.model import loras, magcache
+from wan_demo.model.loras import FAST_ADAPTER, adapters_enabled, adapters_in_compute_dtype
 from wan_demo.model.magcache import CALIBRATED_STEPS
 
 log = logging.getLogger(__name__)
 
-ADAPTER = "fast"  # peft adapter name of the step-distilled LoRA
+ADAPTER = FAST_ADAPTER  # peft adapter name of the step-distilled LoRA
 # Where to get the LoRA (pass as Settings.lora "owner/repo/path/in/repo.safetensors" or a local file)
 LIGHTX2V_REPO = "lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v"
 
@@ -37,28 +38,22 @@ def load_fast_lora(pipe, source: str) -> None:
     A file that is not a LoRA for this transformer fails start-up with one message naming it."""
     before = _lora_layers(pipe.transformer)
     try:
-        if os.path.exists(source):
-            pipe.load_lora_weights(source, adapter_name=ADAPTER)
-        elif len(parts := source.split("/")) > 2:
-            pipe.load_lora_weights("/".join(parts[:2]), weight_name="/".join(parts[2:]), adapter_name=ADAPTER)
-        else:
-            pipe.load_lora_weights(source, adapter_name=ADAPTER)
+        with loras.offload_paused(pipe):
+            _load(pipe, source)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise ValueError(f"lora {source!r}: cannot load it onto this transformer: {str(e)[:300]}") from None
     if not has_fast_lora(pipe) or _lora_layers(pipe.transformer) == before:
         raise ValueError(f"lora {source!r}: none of its keys match this transformer (another model's LoRA?)")
-    _adapter_in_compute_dtype(pipe.transformer)
+    adapters_in_compute_dtype(pipe.transformer)
 
 
-def _adapter_in_compute_dtype(transformer) -> None:
-    """peft gives the adapter its base layer's dtype: float8 under fp8 storage, where torch has no
-    matmul. Keep the adapter in the compute dtype (the storage hooks upcast the base layer to it)."""
-    import torch
-
-    compute = transformer.dtype if transformer.dtype.itemsize > 1 else torch.bfloat16
-    for name, param in transformer.named_parameters():
-        if ".lora_" in name and param.dtype.itemsize == 1 and param.dtype.is_floating_point:
-            param.data = param.data.to(compute)
+def _load(pipe, source: str) -> None:
+    if os.path.exists(source):
+        pipe.load_lora_weights(source, adapter_name=ADAPTER)
+    elif len(parts := source.split("/")) > 2:
+        pipe.load_lora_weights("/".join(parts[:2]), weight_name="/".join(parts[2:]), adapter_name=ADAPTER)
+    else:
+        pipe.load_lora_weights(source, adapter_name=ADAPTER)
 
 
 def _lora_layers(module) -> int:
@@ -72,19 +67,16 @@ def has_fast_lora(pipe) -> bool:
 
 def lora_active(pipe) -> bool:
     """The fast adapter is enabled (fast mode's weights)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in pipe.transformer.modules() if isinstance(m, BaseTunerLayer)]
-    return bool(layers) and not layers[0].disable_adapters
+    if not adapters_enabled(pipe):
+        return False
+    layers = [m for m in loras.tuner_layers(pipe.transformer) if ADAPTER in m.lora_A]
+    return bool(layers) and ADAPTER in layers[0].active_adapters
 
 
 def set_lora(pipe, fast: bool) -> None:
-    """Enable the adapter for fast mode, disable it for quality (cheap: flags, no weight changes)."""
-    if fast and not lora_active(pipe):
-        pipe.enable_lora()
-        pipe.set_adapters([ADAPTER], adapter_weights=[1.0])
-    elif not fast and lora_active(pipe):
-        pipe.disable_lora()
+    """The fast adapter alone for fast mode, no adapter for quality (cheap: flags, no weight changes;
+    community LoRAs are added by model/loras.py)."""
+    loras.activate(pipe, fast, [])
 
 
 # --- step cache ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -91,26 +92,41 @@ def fetch_url(
     resolver: Resolver | None = None,
     allow: Callable[[str], bool] = check_address,
     context: ssl.SSLContext | None = None,
+    timeout_s: float = URL_TIMEOUT_S,
+    sink: BinaryIO | None = None,
+    what: str = "image",
 ) -> bytes:
     """GET an https URL once: every resolved address must be global, the connection goes to a checked
-    address (no DNS rebinding), no redirects, a whole-fetch time cap and a byte cap."""
+    address (no DNS rebinding), no redirects, a whole-fetch time cap and a byte cap. With `sink` the
+    body is written there as it arrives (b"" is returned); `what` names it in messages."""
     if not settings.allow_url_inputs:
-        raise InvalidRequest(field, "URL inputs are disabled on this server; send base64 or a data URI")
+        instead = "send base64 or a data URI" if what == "image" else "use a library name or a hub file"
+        raise InvalidRequest(field, f"URL inputs are disabled on this server; {instead}")
     target = parse_url(url, field, ("https",))
     addresses = reachable(target, field, allow, resolver)
+    limits = Limits(field, what, max_bytes, timeout_s)
     try:
-        return _get(target, addresses[0], max_bytes, context or ssl.create_default_context(), field)
+        return _get(target, addresses[0], limits, context or ssl.create_default_context(), sink)
     except InvalidRequest:
         raise
     except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a bad header line
         raise InvalidRequest(field, f"could not fetch the URL ({type(e).__name__})") from None
 
 
-def _get(url: Url, ip: str, max_bytes: int, context: ssl.SSLContext, field: str) -> bytes:
-    deadline = time.monotonic() + URL_TIMEOUT_S
-    conn = PinnedHTTPS(url.hostname, ip, url.port, URL_TIMEOUT_S, context)
+@dataclass(frozen=True)
+class Limits:
+    field: str
+    what: str  # "image" | "LoRA file": named in messages
+    max_bytes: int
+    timeout_s: float
+
+
+def _get(url: Url, ip: str, limits: Limits, context: ssl.SSLContext, sink: BinaryIO | None = None) -> bytes:
+    deadline = time.monotonic() + limits.timeout_s
+    conn = PinnedHTTPS(url.hostname, ip, url.port, limits.timeout_s, context)
+    field, accept = limits.field, "image/*" if limits.what == "image" else "*/*"
     try:
-        conn.request("GET", url.target, headers={"User-Agent": "wan-demo/1", "Accept": "image/*"})
+        conn.request("GET", url.target, headers={"User-Agent": "wan-demo/1", "Accept": accept})
         resp = conn.getresponse()
         if 300 <= resp.status < 400:
             raise InvalidRequest(
@@ -121,11 +137,28 @@ def _get(url: Url, ip: str, max_bytes: int, context: ssl.SSLContext, field: str)
         chunks, size = [], 0
         while chunk := resp.read(64 * 1024):
             size += len(chunk)
-            if size > max_bytes:
-                raise InvalidRequest(field, f"image is too big; the limit is {max_bytes // (1024 * 1024)} MB")
+            if size > limits.max_bytes:
+                limit = limits.max_bytes // (1024 * 1024)
+                raise InvalidRequest(field, f"{limits.what} is too big; the limit is {limit} MB")
             if time.monotonic() > deadline:
-                raise InvalidRequest(field, f"URL took longer than {URL_TIMEOUT_S:g} s")
-            chunks.append(chunk)
+                raise InvalidRequest(field, f"URL took longer than {limits.timeout_s:g} s")
+            if sink is None:
+                chunks.append(chunk)
+            else:
+                sink.write(chunk)
         return b"".join(chunks)
     finally:
         conn.close()
+
+
+def lora_fetcher(settings: Settings, **guard) -> Callable[[str, BinaryIO], None]:
+    """The LoRA library's fetcher for https URLs (model/lora_library.Fetch): these URL rules, with
+    the LoRA size cap (Settings.lora_max_mb) and time cap (lora_fetch_timeout_s). `guard`: resolver,
+    allow, context (tests aim it at a local TLS server)."""
+
+    def fetch(url: str, sink: BinaryIO) -> None:
+        max_bytes = settings.lora_max_mb * 1024 * 1024
+        fetch_url(url, settings, "loras", max_bytes, timeout_s=settings.lora_fetch_timeout_s, sink=sink,
+                  what="LoRA file", **guard)  # fmt: skip
+
+    return fetch

@@ -40,6 +40,7 @@ def request_of(
         prompt_2=p.prompt_2,
         parent=parent,
         last_image=end.image if end is not None else None,
+        loras=None if p.loras is None else [item.model_dump() for item in p.loras],
         **controls,
     )
 
@@ -56,4 +57,8 @@ def payload_echo(p: SubmitPayload, valid, image: InputImage | None, end: InputIm
         path_last_image=end.echo if end else None, num_videos=p.num_videos if p.num_videos > 1 else None
     )
     extra |= {c.api_name: getattr(valid, c.name) for c in CONTROLS.values()}
+    if valid.loras:  # as asked, with the file that was found for it
+        extra["loras"] = [
+            dict(path=c.source, scale=c.scale, name=c.name, sha256=c.sha256) for c in valid.loras
+        ]
     return payload | {name: value for name, value in extra.items() if value is not None}

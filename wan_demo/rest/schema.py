@@ -11,18 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wan_demo.core import settings as limits
 from wan_demo.core.controls import CONTROLS, NUM_VIDEOS, Control
 from wan_demo.core.plan import frames_for
-from wan_demo.core.settings import (
-    API_MODEL_ID,
-    FPS,
-    MAX_PROMPT_CHARS,
-    NATIVE_HEIGHT,
-    NATIVE_WIDTH,
-    SEED_MAX,
-    VIDEO_LENGTHS_S,
-)
+from wan_demo.core.settings import API_MODEL_ID, FPS, MAX_PROMPT_CHARS, SEED_MAX, VIDEO_LENGTHS_S
 from wan_demo.jobs.common import WEBHOOK_EVENTS
+from wan_demo.rest import lora_schema
+from wan_demo.rest.lora_schema import LoraItem
 
 STATUS_DOC = "queued | processing | success | failed | cancelled (the last three never change)"
 MAX_WEBHOOK_URL = 2048
@@ -99,6 +94,7 @@ class SubmitPayload(BaseModel):
     num_videos: int = Field(
         1, description=NUM_VIDEOS.help, examples=[NUM_VIDEOS.example], json_schema_extra=_limits(NUM_VIDEOS)
     )
+    loras: list[LoraItem] | None = lora_schema.loras_field()  # additive, issue 23 (docs/loras.md)
 
 
 class SubmitBody(BaseModel):
@@ -241,9 +237,9 @@ def model_info() -> ModelInfo:
         id=API_MODEL_ID,
         name="Wan2.1 I2V 14B 480P",
         task="image-to-video",
-        resolution=f"{NATIVE_WIDTH}x{NATIVE_HEIGHT}",
-        width=NATIVE_WIDTH,
-        height=NATIVE_HEIGHT,
+        resolution=f"{limits.NATIVE_WIDTH}x{limits.NATIVE_HEIGHT}",
+        width=limits.NATIVE_WIDTH,
+        height=limits.NATIVE_HEIGHT,
         video_lengths=list(VIDEO_LENGTHS_S),
         fps=FPS,
         frames={str(s): frames_for(s) for s in VIDEO_LENGTHS_S},
@@ -282,6 +278,12 @@ def model_info() -> ModelInfo:
                 description=LAST_IMAGE_DOC,
             ),
             "num_videos": _parameter(NUM_VIDEOS).model_copy(update={"default": 1}),
+            "loras": Parameter(
+                type="array",
+                required=False,
+                description=lora_schema.PARAMETER_DOC,
+                constraints=lora_schema.CONSTRAINTS,
+            ),
         },  # fmt: skip
     )
 

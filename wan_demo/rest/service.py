@@ -28,7 +28,7 @@ from wan_demo.jobs import logs
 from wan_demo.jobs.common import IdempotentReplay, Job, ParentUnavailable, QueueFull, Status, TooManyActive
 from wan_demo.jobs.loading import LoadFailed
 from wan_demo.jobs.service import JobService
-from wan_demo.rest.inputs import InputImage, load_input_image
+from wan_demo.rest.inputs import InputImage, load_input_image, lora_fetcher
 from wan_demo.rest.keys import SETUP_HINT, KeyRing
 from wan_demo.rest.payload import body_hash, payload_echo, request_of, source_of
 from wan_demo.rest.ratelimit import SubmitLimit, Ticket, limited_message
@@ -63,6 +63,7 @@ class RestService:
         self.views = Views(jobs, settings)
         self.limit = SubmitLimit(settings.submits_per_min, jobs.store)  # counted in the shared store
         self.deliverer = Deliverer(jobs.store, settings, self.views.body, metrics=jobs.metrics)
+        self.fetch_lora = lora_fetcher(settings)  # LoRA URLs under the URL-input rules (tests aim it)
 
     def start(self) -> RestService:
         self.limit.start()
@@ -139,6 +140,8 @@ class RestService:
                 )
             with _payload_fields():
                 valid = validate(request_of(p, image, parent, end))
+                # the LoRA files found and checked before queueing: refusals name the file
+                valid = self.jobs.resolve_loras(valid, self.fetch_lora)
             requests = [replace(valid, seed=seed) for seed in batch_seeds(valid.seed, count)]
             payloads = [payload_echo(p, r, image, end) for r in requests]
             try:

@@ -81,6 +81,60 @@ def make_generate(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
     return generate
 
 
+def make_generate_with_loras(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
+    """The /generate_with_loras handler: /generate's parameters, then the community LoRAs."""
+
+    def generate_with_loras(
+        image: str | None,
+        prompt: str,
+        prompt_extend: bool = False,
+        seed: float = -1,
+        video_length: str = "5",
+        negative_prompt: str | None = None,
+        steps: float = 0,
+        guidance: float = 0,
+        speed_mode: str = AUTO,
+        prompt_2: str | None = None,
+        last_image: str | None = None,
+        nag_scale: float = 0,
+        nag_tau: float = 0,
+        nag_alpha: float = 0,
+        interpolate: bool = False,
+        loras: list | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> Iterator[Outputs]:
+        """Animate a still image into a short video with Wan2.1 image-to-video, with community LoRAs.
+
+        Args:
+            image: the first frame: a JPEG, PNG or WEBP picture (sides >= 16 px, aspect ratio <= 4:1).
+            prompt: what should happen in the video, in plain words (1-2000 characters).
+            prompt_extend: rewrite the prompt into a richer description before generating.
+            seed: -1 for a random seed, or 0..2147483647 to repeat a result.
+            video_length: clip length in seconds: "5" (81 frames) or "10" (161 frames) at 16 fps.
+            negative_prompt: what to avoid; empty = the model's default list of artifacts.
+            steps: denoising steps (1-100); 0 = the speed mode's default.
+            guidance: classifier-free guidance scale (up to 20); 0 = the speed mode's default.
+            speed_mode: "auto" (server default), "quality" (40 steps) or "fast" (distilled, 4 steps).
+            prompt_2: what happens in the second 5 s of a 10 s clip; empty = the same prompt.
+            last_image: optional end frame (same aspect ratio as image): the clip ends on it.
+            nag_scale: fast mode, negative guidance strength (NAG, 1-30); 0 = 11 when NAG runs.
+            nag_tau: fast mode, NAG norm cap (1-10); 0 = 2.5.
+            nag_alpha: fast mode, NAG blend (0-1); 0 = 0.25.
+            interpolate: true = twice the frames at 32 fps, same duration (161 frames for 5 s).
+            loras: up to 4 LoRAs, stacked in order: [{"path": a library name, owner/repo/file.safetensors
+                on the hub or sha256:<hex>, "scale": -4..4 (default 1)}].
+
+        Returns:
+            The MP4 video, its first-frame thumbnail (JPEG), the final prompt used and the seed used.
+        """
+        values = (prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode)
+        extra = (prompt_2, last_image, nag_scale, nag_tau, nag_alpha, interpolate)
+        job = submit(jobs, (image, *values, *extra), api_owner(), loras=loras or None)[0]
+        yield from api_stream(Follow(jobs, job, progress))
+
+    return generate_with_loras
+
+
 def make_extend(jobs: JobService) -> Callable[..., Iterator[Outputs]]:
     """The /extend handler: continue a video (one of ours or an uploaded MP4) with a new prompt."""
 

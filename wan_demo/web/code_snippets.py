@@ -42,6 +42,7 @@ class FormValues:
     nag_tau: float = 0.0
     nag_alpha: float = 0.0
     interpolate: bool = False
+    loras: tuple[dict, ...] = ()  # {"path", "scale"} per LoRA row in use (web/lora_panel.py)
 
     @classmethod
     def from_widgets(
@@ -96,12 +97,15 @@ def gradio_client_snippet(v: FormValues, url: str, image: str) -> str:
     args |= {name: repr(value) for name, value in v.nag().items()}
     if v.interpolate:
         args["interpolate"] = "True"
+    if v.loras:  # the LoRA endpoint: /generate's parameters, then the list of LoRAs
+        args["loras"] = repr([dict(lora) for lora in v.loras])
     lines = "".join(f"    {name}={value},\n" for name, value in args.items())
+    endpoint = "/generate_with_loras" if v.loras else "/generate"
     return (
         "from gradio_client import Client, handle_file\n\n"
         f"client = Client({url!r})\n"
         "video, thumbnail, final_prompt, seed_used = client.predict(\n"
-        f'{lines}    api_name="/generate",\n)\n'
+        f'{lines}    api_name="{endpoint}",\n)\n'
         "print(video, thumbnail, final_prompt, seed_used)\n"
     )
 
@@ -120,6 +124,8 @@ def rest_curl_snippet(v: FormValues, url: str, image: str) -> str:
     payload |= {name: value for name, value in controls.items() if value is not None}
     if v.last_image:
         payload["path_last_image"] = LAST_MARK
+    if v.loras:
+        payload["loras"] = [dict(lora) for lora in v.loras]
     body = json.dumps({"model": API_MODEL_ID, "payload": payload}, ensure_ascii=False)
     data = shlex.quote(body)
     for mark, file in ((IMAGE_MARK, image), (LAST_MARK, v.last_image)):  # "$(base64 ...)" in the JSON
@@ -144,6 +150,8 @@ def python_snippet(v: FormValues, image: str, model: str) -> str:
     if v.prompt_2:
         fields["prompt_2"] = v.prompt_2
     fields |= v.nag() | ({"interpolate": 2} if v.interpolate else {})
+    if v.loras:
+        fields["loras"] = [dict(lora) for lora in v.loras]
     lines = "".join(f"        {name}={value!r},\n" for name, value in fields.items())
     if v.last_image:
         lines += f"        last_image=Image.open({v.last_image!r}),\n"

@@ -53,6 +53,7 @@ def to_request(
     prompt_2: str | None = None,
     *extra: Any,
     decode: bool = True,
+    loras: list | None = None,
 ) -> tuple[GenerationRequest, bytes]:
     """Widget values -> an unchecked request and the upload's bytes. 0 steps / 0 guidance /
     "auto" mean the speed mode's defaults; `decode=False` leaves the image to the caller (the end
@@ -62,12 +63,13 @@ def to_request(
     data = Path(image).read_bytes()  # a file Gradio stored for this upload, never a user-given path
     return settings_request(decode_image(data) if decode else None, prompt, prompt_extend, seed, video_length,
                             negative_prompt, steps, guidance, speed_mode, prompt_2, *extra,
-                            decode=decode), data  # fmt: skip
+                            decode=decode, loras=loras), data  # fmt: skip
 
 
 def settings_request(image, prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance,
                      speed_mode, prompt_2=None, last_image=None, nag_scale=0, nag_tau=0, nag_alpha=0,
-                     interpolate=False, parent=None, decode=True) -> GenerationRequest:  # fmt: skip
+                     interpolate=False, parent=None, decode=True,
+                     loras=None) -> GenerationRequest:  # fmt: skip
     """The widget values every generation shares, as an unchecked request. The end frame is an
     uploaded file (decoded, or only probed with `decode=False`); 0 = unset for the NAG sliders;
     the interpolation checkbox means factor 2."""
@@ -93,6 +95,7 @@ def settings_request(image, prompt, prompt_extend, seed, video_length, negative_
         nag_tau=nag_tau or None,
         nag_alpha=nag_alpha or None,
         interpolate=2 if interpolate is True or interpolate == 2 else None,
+        loras=loras or None,  # [{"path", "scale"}] from the LoRA rows (web/lora_panel.py)
     )
 
 
@@ -130,11 +133,14 @@ def check_extend_inputs(video: str | None, *values) -> list[dict]:
     return _verdicts(EXTEND_FIELDS, check)
 
 
-def submit(jobs: JobService, values: tuple, owner: str, num_videos: Any = 1) -> list[Job]:
+def submit(
+    jobs: JobService, values: tuple, owner: str, num_videos: Any = 1, loras: list | None = None
+) -> list[Job]:
     """Validate once and queue for `owner` (web/owners.py): one job, or a batch of `num_videos`
-    with seeds seed, seed + 1, ... (random each for -1); errors become gr.Error with the rule."""
+    with seeds seed, seed + 1, ... (random each for -1); `loras`: the LoRA rows'
+    [{path, scale}]; errors become gr.Error with the rule."""
     with refusals():
-        request, data = to_request(*values)
+        request, data = to_request(*values, loras=loras)
         count = check_control(NUM_VIDEOS.name, num_videos or 1)  # a slider's 3.0 is 3; inf a field error
         source = SourceImage(data, request.image.format)  # kept as uploaded, not re-encoded
         valid = validate(request)

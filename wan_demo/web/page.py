@@ -113,13 +113,15 @@ class Page:
         negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
         prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
         nag_alpha: float = 0, interpolate: bool = False, request: gr.Request = None,
+        loras: list | None = None,
     ) -> tuple[str, str, str]:  # fmt: skip
-        """The three snippets for the form as it is now."""
+        """The three snippets for the form as it is now (`loras`: the LoRA rows in use)."""
         form = code_snippets.FormValues.from_widgets(
             prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2,
             code_snippets.image_name(last_image) if last_image else "", nag_scale, nag_tau, nag_alpha,
             interpolate,
         )  # fmt: skip
+        form = replace(form, loras=tuple(loras or ()))
         headers = getattr(request, "headers", None) or {}
         scheme = headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme", None)
         url = code_snippets.base_url(self.settings.public_url, headers.get("host"), scheme)

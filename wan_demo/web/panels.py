@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from wan_demo.web.history import PageView
+from wan_demo.web.lora_panel import code_with_loras
 from wan_demo.web.page import Page
 from wan_demo.web.session import Session
 
@@ -117,9 +118,10 @@ def wire_runs(session: Session, page: Page, m: Memory, runs: list[tuple], then_f
         then_follow(submitted.success(page.history_at, [m.token, m.page_state], history, **PRIVATE))
 
 
-def wire(page: Page, m: Memory, form: list, shown: list, cancel_btn: gr.Button, then_follow) -> None:
+def wire(page: Page, m: Memory, form: list, shown: list, cancel_btn: gr.Button, then_follow,
+         loras: list | None = None) -> None:  # fmt: skip
     """Cancel, history, restore, delete, code. `form` is the /generate inputs (image first), `shown`
-    what the follower updates (session.follow's outputs)."""
+    what the follower updates (session.follow's outputs), `loras` the LoRA rows (web/lora_panel.py)."""
     history = [m.gallery, m.page_label, m.ids, m.page_state]
     cancel_btn.click(page.cancel, [m.token, m.view], [m.message], queue=False, **PRIVATE)
     then_follow(m.gallery.select(page.open_item, [m.token, m.view, m.ids], [m.job_box, m.message], **PRIVATE))
@@ -136,7 +138,8 @@ def wire(page: Page, m: Memory, form: list, shown: list, cancel_btn: gr.Button, 
     m.buttons["restore"].click(page.restore_job, [m.token, m.view], [*form, final_prompt, message], **PRIVATE)
     restored = [*form[1:], final_prompt, message, m.restore_file]
     m.restore_file.upload(page.restore_file, [m.restore_file], restored, **PRIVATE)
-    m.code_button.click(page.code, form, m.codes, **PRIVATE)
+    code = code_with_loras(page.code, len(form)) if loras else page.code
+    m.code_button.click(code, [*form, *(loras or [])], m.codes, **PRIVATE)
 
 
 def wire_load(demo: gr.Blocks, page: Page, m: Memory, then_follow) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wan_demo.core.controls import without_ignored
+from wan_demo.core.controls import MAX_LORAS, without_ignored
+from wan_demo.core.loras import SHA256_RE, check_scale
 from wan_demo.core.plan import DEFAULT_NEGATIVE_PROMPT, SEGMENT_SECONDS
 from wan_demo.core.request import GenerationRequest, InvalidRequest
 from wan_demo.core.settings import MAX_PROMPT_CHARS
@@ -52,6 +53,7 @@ class Restored:
     nag_tau: float = 0.0
     nag_alpha: float = 0.0
     interpolate: bool = False
+    loras: tuple[tuple[str, str, float], ...] = ()  # (sha256, name, scale): web/lora_panel.py shows them
 
     def form(self, fast_available: bool) -> tuple[Any, ...]:
         """prompt, prompt_extend, seed, video_length, negative_prompt, steps, guidance, speed_mode,
@@ -92,6 +94,7 @@ def from_metadata(meta: Any) -> Restored:
             nag_alpha=ran["nag_alpha"], interpolate=interpolation.get("factor"),
         ),
         meta.get("final_prompt"),
+        settings.get("loras"),
     )  # fmt: skip
 
 
@@ -114,7 +117,7 @@ def from_job(job: Job, read: Callable[[str], bytes] = lambda loc: Path(loc).read
         nag_scale=asked["nag_scale"], nag_tau=asked["nag_tau"], nag_alpha=asked["nag_alpha"],
         interpolate=p.get("interpolate"),
     )  # fmt: skip
-    return _checked(raw, job.final_prompt)
+    return _checked(raw, job.final_prompt, p.get("loras"))
 
 
 def from_file(path: str | Path, max_bytes: int) -> Restored:
@@ -133,11 +136,12 @@ def _length_of(meta: dict, settings: dict) -> Any:
     return (frames - 1) // 80 * SEGMENT_SECONDS if isinstance(frames, int) else None
 
 
-def _checked(raw: GenerationRequest, final_prompt: Any) -> Restored:
+def _checked(raw: GenerationRequest, final_prompt: Any, loras: Any = None) -> Restored:
     """The one field check of every request; anything out of range means nothing to restore."""
     try:
         fields = check_fields(raw)
         final = check_text("final_prompt", final_prompt or fields["prompt"], FINAL_PROMPT_CHARS, False)
+        ran = _loras(loras)
     except InvalidRequest as e:
         raise NoSettings(f"{NO_SETTINGS} (the stored {e.field} is not valid)") from None
     return Restored(
@@ -155,4 +159,21 @@ def _checked(raw: GenerationRequest, final_prompt: Any) -> Restored:
         nag_tau=fields["nag_tau"] or 0.0,
         nag_alpha=fields["nag_alpha"] or 0.0,
         interpolate=fields["interpolate"] == 2,
+        loras=ran,
     )
+
+
+def _loras(value: Any) -> tuple[tuple[str, str, float], ...]:
+    """(sha256, name, scale) of each LoRA that ran, from untrusted metadata: the request's checks."""
+    if not value:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_LORAS or not all(isinstance(v, dict) for v in value):
+        raise InvalidRequest("loras", f"must be a list of at most {MAX_LORAS} entries")
+    out = []
+    for i, lora in enumerate(value):
+        sha = lora.get("sha256")
+        if not isinstance(sha, str) or not SHA256_RE.match(f"sha256:{sha}"):
+            raise InvalidRequest(f"loras[{i}]", "has no valid sha256")
+        name = check_text(f"loras[{i}]", lora.get("name") or sha[:12], 200, required=True)
+        out.append((sha, name, check_scale(f"loras[{i}]", lora.get("scale"))))
+    return tuple(out)

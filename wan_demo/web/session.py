@@ -77,13 +77,14 @@ class Session:
         length: str, negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
         prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
         nag_alpha: float = 0, interpolate: bool = False, num_videos: float = 1,
-        profile: gr.OAuthProfile | None = None,
+        profile: gr.OAuthProfile | None = None, loras: list | None = None,
     ) -> tuple[str, str]:  # fmt: skip
         """The form as a job of this visitor (a batch with num_videos > 1: the page shows the
-        first, the batch strip all of them): (job id for the URL, message)."""
+        first, the batch strip all of them): (job id for the URL, message). `loras`: the LoRA
+        rows (web/lora_panel.py passes them)."""
         values = (image, prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2, last_image,
                   nag_scale, nag_tau, nag_alpha, interpolate)  # fmt: skip
-        jobs = submit(self.jobs, values, self.owner(token, profile), num_videos)
+        jobs = submit(self.jobs, values, self.owner(token, profile), num_videos, loras)
         view.job_id, view.batch_id = jobs[0].request_id, jobs[0].batch_id or ""
         return jobs[0].request_id, ""
 
@@ -92,18 +93,19 @@ class Session:
         length: str, negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
         prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
         nag_alpha: float = 0, interpolate: bool = False, num_videos: float = 1,
-        profile: gr.OAuthProfile | None = None,
+        profile: gr.OAuthProfile | None = None, loras: list | None = None,
     ) -> tuple[str, str]:  # fmt: skip
         """The same settings with a fresh random seed (for each video of a batch)."""
         values = (image, prompt, extend, -1, length, negative, steps, guidance, mode, prompt_2, last_image,
                   nag_scale, nag_tau, nag_alpha, interpolate, num_videos)  # fmt: skip
-        return self.submit(token, view, *values, profile=profile)
+        return self.submit(token, view, *values, profile=profile, loras=loras)
 
     def extend_shown(
         self, token: Any, view: PageView, prompt: str, extend: bool, seed: float | None, length: str,
         negative: str | None, steps: float | None, guidance: float | None, mode: str | None,
         prompt_2: str | None, last_image: str | None = None, nag_scale: float = 0, nag_tau: float = 0,
         nag_alpha: float = 0, interpolate: bool = False, profile: gr.OAuthProfile | None = None,
+        loras: list | None = None,
     ) -> tuple[str, str]:  # fmt: skip
         """The result shown, continued with the "Next prompt" and the form's other settings."""
         owner = self.owner(token, profile)
@@ -112,7 +114,7 @@ class Session:
             parent = self.jobs.parent(shown.request_id, owner, Path(folder))  # copied here from a bucket
             values = (prompt, extend, seed, length, negative, steps, guidance, mode, prompt_2, last_image,
                       nag_scale, nag_tau, nag_alpha, interpolate)  # fmt: skip
-            request = settings_request(last_frame(Path(parent.path)), *values, parent=parent)
+            request = settings_request(last_frame(Path(parent.path)), *values, parent=parent, loras=loras)
             job = self.jobs.submit(validate(request), owner, "ui")
         view.job_id = job.request_id
         return job.request_id, ""

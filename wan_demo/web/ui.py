@@ -21,8 +21,8 @@ from wan_demo.core.plan import EngineInfo
 from wan_demo.core.settings import SEED_MAX, VIDEO_LENGTHS_S, Settings
 from wan_demo.jobs.loading import FAILED, LOADING, Readiness
 from wan_demo.jobs.service import JobService
-from wan_demo.web import batch, panels
-from wan_demo.web.api import example_runner, make_extend, make_generate
+from wan_demo.web import batch, lora_panel, panels
+from wan_demo.web.api import example_runner, make_extend, make_generate, make_generate_with_loras
 from wan_demo.web.components import guarded_upload
 from wan_demo.web.handlers import AUTO, check_extend_inputs, check_inputs
 from wan_demo.web.owners import oauth_enabled
@@ -199,6 +199,7 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
                     1, NUM_VIDEOS.high, value=1, step=1, label="Videos (a batch: seed, seed + 1, ...)",
                     elem_id="num-videos",
                 )  # fmt: skip
+                loras = lora_panel.build(jobs.loras)  # LoRA rows: extra inputs of the page's own events
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -220,15 +221,19 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
             )
 
         strip_view.wire(*strip, token, view, job_box, message, then_follow)
+        # each page run takes the form (and the batch size), then the LoRA rows (web/lora_panel.py)
+        picked, n = loras.widgets, len(inputs) + 1
+        check, with_loras = lora_panel.check_with_loras(session.check, n), lora_panel.with_loras
         runs = [
-            (generate_btn, session.submit, [*inputs, num_videos], session.check),
-            (new_seed, session.new_seed, [*inputs, num_videos], session.check),
-            (extend, session.extend_shown, [next_prompt, *inputs[2:]], None),  # shown result + next prompt
-        ]
+            (generate_btn, with_loras(session.submit, n), [*inputs, num_videos, *picked], check),
+            (new_seed, with_loras(session.new_seed, n), [*inputs, num_videos, *picked], check),
+            (extend, with_loras(session.extend_shown, n - 2), [next_prompt, *inputs[2:], *picked], None),
+        ]  # (extend: the shown result + the next prompt)
         panels.wire_runs(session, page, memory, runs, then_follow)
         use_last.click(session.use_last_frame, [token, view], inputs[0], api_visibility="private")
-        panels.wire(page, memory, inputs, shown, cancel_btn, then_follow)
+        panels.wire(page, memory, inputs, shown, cancel_btn, then_follow, loras=picked)
         panels.wire_load(demo, page, memory, then_follow)
+        lora_panel.wire(lora_panel.LoraPanel(jobs), loras, memory, demo)
         # Handlers only follow their job; the worker runs one at a time, so they need not queue here.
         run = dict(concurrency_id="generation", concurrency_limit=settings.queue_max_size + 1)
         # The public API: plain outputs, on triggers nobody clicks (the page uses the events above).
@@ -238,6 +243,11 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
         api_generate.click(generate, inputs, outputs, api_name="generate", validator=check_inputs, **api)
         api_extend.click(make_extend(jobs), [outputs[0], *inputs[1:]], outputs, api_name="extend",
                          validator=check_extend_inputs, **api)  # fmt: skip
+        # /generate's parameters, then the list of LoRAs (a separate endpoint: /generate keeps its parameters)
+        api_loras, api_with_loras = gr.JSON(visible=False, label="LoRAs"), gr.Button(visible=False)
+        check_loras = lora_panel.check_api_inputs(check_inputs)
+        api_with_loras.click(make_generate_with_loras(jobs), [*inputs, api_loras], outputs,
+                             api_name="generate_with_loras", validator=check_loras, **api)  # fmt: skip
         rows = load_examples()
         if rows:
             image, prompt, _, seed, length = inputs[:5]

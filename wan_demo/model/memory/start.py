@@ -66,8 +66,9 @@ def plan_for(
         from wan_demo.model.gguf import main_type
 
         weights = memory_weights.weights_for_file(main_type(pipe.transformer)).name
-    sizes = sizes_of_pipe(pipe)
-    return choose(budget, sizes, shape or Shape(), dims_of(pipe), forced, weights, prompt_model_gb(settings))
+    sizes, lora_host_gb = with_lora_budget(settings, sizes_of_pipe(pipe), weights)
+    extra = prompt_model_gb(settings) + lora_host_gb
+    return choose(budget, sizes, shape or Shape(), dims_of(pipe), forced, weights, extra)
 
 
 def planned_sizes(settings: Settings) -> dict[str, ComponentSize]:
@@ -94,12 +95,33 @@ def preflight(settings: Settings, device: str, shape: Shape, ranks_per_host: int
 
     def plan_with(name: str) -> Plan:
         sizes = planned_sizes(settings) if name == file_weights(settings.transformer_file) else base
-        return choose(budget, sizes, shape, REAL_DIMS, settings.memory_mode, name, extra)
+        sizes, lora_host_gb = with_lora_budget(settings, sizes, name)
+        return choose(budget, sizes, shape, REAL_DIMS, settings.memory_mode, name, extra + lora_host_gb)
 
     plan = plan_with(file_weights(settings.transformer_file))
     if not plan.fits and settings.memory_mode == "auto":
         raise MemoryError(memory_weights.no_fit_message(plan, plan_with))
     return plan
+
+
+def with_lora_budget(settings: Settings, sizes: dict, weights: str) -> tuple[dict, float]:
+    """The planner's term for community LoRAs (model/loras.py memory_terms): the warm adapters'
+    budget, Settings.lora_warm_gb (with merge-on-load also the growth of requantized layers), joins
+    the transformer's tensors, one share per block as peft places adapters; the originals that
+    merge-on-load keeps to switch back are host RAM (returned, for choose's extra_host_gb)."""
+    from wan_demo.model.lora_merge import growth
+    from wan_demo.model.loras import memory_terms
+    from wan_demo.model.memory.sizes import Tensor
+
+    sizes = memory_weights.with_weights(sizes, weights)  # first: estimate() would replace a bf16 list
+    t = sizes["transformer"]
+    device_gb, host_gb = memory_terms(settings, t.weights_gb(), growth(weights))
+    if device_gb <= 0:
+        return sizes, host_gb
+    blocks, leaf = max(t.n_blocks, 1), max((x.leaf for x in t.tensors), default=0) + 1
+    share = int(device_gb * 1e9 / blocks)
+    extra = tuple(Tensor(share // 2, share, False, b if t.n_blocks else -1, leaf + b) for b in range(blocks))
+    return {**sizes, "transformer": ComponentSize(t.name, t.tensors + extra, t.n_blocks)}, host_gb
 
 
 def _local_path(source: str) -> str:
