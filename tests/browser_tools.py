@@ -108,7 +108,9 @@ def form_sent(page) -> dict:
 
     with page.expect_request(ours) as request:
         page.click("#show-code")
-    return dict(zip(FORM, json.loads(request.value.post_data)["data"], strict=True))
+    data = json.loads(request.value.post_data)["data"]  # the form, then the LoRA rows (web/lora_panel.py)
+    assert len(data) >= len(FORM), (len(data), FORM)
+    return dict(zip(FORM, data[: len(FORM)], strict=True))
 
 
 JOB_PARAM = "new URLSearchParams(location.search).get('job')"
