@@ -172,3 +172,47 @@ def test_a_batch_uses_one_submit_per_video(engine, tmp_path):
         assert service.jobs.list(service.keys.owner_of(f"Bearer {KEY_A}"))[1] == 2
         one = c.post(BASE, json=body(PNG, seed=10), headers=auth())
         assert one.status_code == 200 and remaining(one) == 0
+
+
+def test_a_dripping_server_cannot_stretch_a_fetch_past_its_time_cap(tmp_path):
+    """One byte every 0.3 s with a 1 s cap: the fetch ends by the cap (the socket's per-receive
+    timeout alone would let it run as long as the server keeps dripping)."""
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from tlstools import self_signed
+
+    from wan_demo.core.request import InvalidRequest
+    from wan_demo.core.settings import Settings
+    from wan_demo.rest.inputs import fetch_url
+
+    cert, key, pem = self_signed("drip.example", tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, sent = listener.getsockname()[1], []
+
+    def drip() -> None:
+        conn = server_ctx.wrap_socket(listener.accept()[0], server_side=True)
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        try:
+            for _ in range(40):  # up to 12 s of dripping
+                time.sleep(0.3)
+                conn.sendall(b"x")
+                sent.append(1)
+        except OSError:
+            return  # the client hung up: what the cap should do
+        finally:
+            conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    settings = Settings(allow_url_inputs=True)
+    context = ssl.create_default_context(cadata=pem)
+    with pytest.raises(InvalidRequest, match=r"took longer than 1 s"):
+        fetch_url(f"https://drip.example:{port}/x", settings, max_bytes=10**6, timeout_s=1.0,
+                  resolver=lambda *_: ["127.0.0.1"], allow=lambda a: True, context=context)  # fmt: skip
+    listener.close()
+    assert len(sent) < 20  # stopped by the cap, not by the server running out of drips

@@ -38,7 +38,7 @@ def test_no_worker_yet_submits_still_queue(api_node, image):
     assert fresh(api_node).banner == NO_WORKER and api_node.workers_alive() == 0
     job = api_node.submit(ask(image, "waits"), "ui", "ui")
     assert api_node.store.get(job.request_id).status == "queued"
-    assert "no worker is running" in _banner_now(api_node).value.lower()
+    assert "no worker is running" in _banner_now(api_node)[0].value.lower()
 
 
 def test_workers_published_info_plans_the_submit(api_node, image):

@@ -123,3 +123,9 @@ def test_compile_warms_up_at_load(tmp_path, image):
     engine = load_engine(s)
     assert engine.details["speed"]["compiled"]
     assert generate(ask(image, "a cat"), engine, s).num_frames == 81
+
+
+def test_the_fast_adapter_has_one_name():
+    from wan_demo.model import loras, speed
+
+    assert speed.ADAPTER == loras.FAST_ADAPTER == "fast"

@@ -64,7 +64,7 @@ def docs_status_snippet(port: int) -> dict:
     text = (ROOT / "docs" / "speed.md").read_text()
     code = re.search(r"<!-- speed-model-status -->\s*```bash\n(.*?)```", text, re.S).group(1)
     code = code.replace("127.0.0.1:7860", f"127.0.0.1:{port}")
-    env = {**os.environ, "WAN_DEMO_KEY": KEY_A}
+    env = {**os.environ, "KEY": KEY_A}
     run = subprocess.run(
         ["bash", "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
     )

@@ -29,7 +29,6 @@ from wan_demo.jobs.common import ACTIVE, IDEMPOTENCY_S, StoreUnavailable
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.local import LocalStorage
 from wan_demo.jobs.store.base import JobStore
-from wan_demo.model.lora_library import LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ def sweep(
     keys = store.forget_keys(now - IDEMPOTENCY_S, batch)
     if keys:
         removed["keys"] = keys
+    from wan_demo.model.lora_library import LoraLibrary  # torch (safetensors headers): not at import
+
     loras = LoraLibrary(settings).sweep(now)
     if loras:
         removed["loras"] = loras

@@ -1,16 +1,20 @@
 """The job service's LoRA library: the one that checks LoRA files of submitted requests against the
-served transformer (model/lora_library.py), and the resolving of a request's LoRAs before it queues."""
+served transformer (model/lora_library.py), and the resolving of a request's LoRAs before it queues.
+The library (it reads safetensors headers with torch) is imported when first used: the web server
+starts without torch."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wan_demo.core.plan import EngineInfo
 from wan_demo.core.request import ValidRequest
 from wan_demo.core.settings import Settings
-from wan_demo.model.engine import transformer_config
-from wan_demo.model.lora_library import Fetch, LoraLibrary
+
+if TYPE_CHECKING:
+    from wan_demo.model.lora_library import Fetch, LoraLibrary
 
 
 class LoraRequests:
@@ -24,6 +28,9 @@ class LoraRequests:
     def loras(self) -> LoraLibrary:
         """The LoRA library and cache (model/lora_library.py); built from Settings on an API node."""
         if self._loras is None:  # the served model: the tiny one when the engine info says so
+            from wan_demo.model.engine import transformer_config
+            from wan_demo.model.lora_library import LoraLibrary
+
             self._loras = LoraLibrary(
                 self.settings, lambda: transformer_config(self.settings, self.engine_info().is_tiny)
             )

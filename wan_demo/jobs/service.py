@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wan_demo.core.plan import EngineInfo, plan_run
 from wan_demo.core.request import ParentClip, ValidRequest
@@ -35,7 +35,9 @@ from wan_demo.jobs.metrics import Metrics
 from wan_demo.jobs.storage.base import Storage, make_storage
 from wan_demo.jobs.storage.common import write_durably
 from wan_demo.jobs.store.base import JobStore
-from wan_demo.model.lora_library import LoraLibrary
+
+if TYPE_CHECKING:
+    from wan_demo.model.lora_library import LoraLibrary
 
 log = logging.getLogger(__name__)
 

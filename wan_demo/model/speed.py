@@ -15,13 +15,12 @@ import os
 
 from wan_demo.core.choices import CACHES
 from wan_demo.core.settings import Settings
-from wan_demo.model import loras, magcache
-from wan_demo.model.loras import FAST_ADAPTER, adapters_enabled, adapters_in_compute_dtype
+from wan_demo.model import magcache
 from wan_demo.model.magcache import CALIBRATED_STEPS
 
 log = logging.getLogger(__name__)
 
-ADAPTER = FAST_ADAPTER  # peft adapter name of the step-distilled LoRA
+ADAPTER = "fast"  # peft adapter name of the step-distilled LoRA (= model/loras.FAST_ADAPTER: tested)
 # Where to get the LoRA (pass as Settings.lora "owner/repo/path/in/repo.safetensors" or a local file)
 LIGHTX2V_REPO = "lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v"
 
@@ -38,13 +37,13 @@ def load_fast_lora(pipe, source: str) -> None:
     A file that is not a LoRA for this transformer fails start-up with one message naming it."""
     before = _lora_layers(pipe.transformer)
     try:
-        with loras.offload_paused(pipe):
+        with _loras().offload_paused(pipe):
             _load(pipe, source)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise ValueError(f"lora {source!r}: cannot load it onto this transformer: {str(e)[:300]}") from None
     if not has_fast_lora(pipe) or _lora_layers(pipe.transformer) == before:
         raise ValueError(f"lora {source!r}: none of its keys match this transformer (another model's LoRA?)")
-    adapters_in_compute_dtype(pipe.transformer)
+    _loras().adapters_in_compute_dtype(pipe.transformer)
 
 
 def _load(pipe, source: str) -> None:
@@ -67,16 +66,24 @@ def has_fast_lora(pipe) -> bool:
 
 def lora_active(pipe) -> bool:
     """The fast adapter is enabled (fast mode's weights)."""
-    if not adapters_enabled(pipe):
+    if not _loras().adapters_enabled(pipe):
         return False
-    layers = [m for m in loras.tuner_layers(pipe.transformer) if ADAPTER in m.lora_A]
+    layers = [m for m in _loras().tuner_layers(pipe.transformer) if ADAPTER in m.lora_A]
     return bool(layers) and ADAPTER in layers[0].active_adapters
 
 
 def set_lora(pipe, fast: bool) -> None:
     """The fast adapter alone for fast mode, no adapter for quality (cheap: flags, no weight changes;
     community LoRAs are added by model/loras.py)."""
-    loras.activate(pipe, fast, [])
+    _loras().activate(pipe, fast, [])
+
+
+def _loras():
+    """model/loras.py, imported when a LoRA is used: it imports torch, and this module is imported by
+    the web server (model/distributed_group.py), which starts without torch."""
+    from wan_demo.model import loras
+
+    return loras
 
 
 # --- step cache ---------------------------------------------------------------------------------

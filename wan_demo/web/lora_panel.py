@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -20,10 +20,12 @@ from wan_demo.core.controls import LORA_SCALE, LORA_SCALE_DEFAULT, MAX_LORAS
 from wan_demo.core.loras import SUFFIX, check_loras
 from wan_demo.core.request import InvalidRequest
 from wan_demo.jobs.service import JobService
-from wan_demo.model.lora_library import LoraLibrary
 from wan_demo.web import restore
 from wan_demo.web.handlers import refusals
 from wan_demo.web.history import History, owner_of
+
+if TYPE_CHECKING:  # the library imports torch: loaded through JobService.loras when the page is built
+    from wan_demo.model.lora_library import LoraLibrary
 
 PRIVATE = {"api_visibility": "private"}
 

@@ -142,14 +142,17 @@ def file_weights(transformer_file: str) -> str:
 def prompt_model_gb(settings: Settings) -> float:
     """Host RAM the local prompt model takes when prompt extension may load it: its weight files
     when they are in a local folder, else the default model's estimated size; 0 when it never loads
-    (auto mode loads it only from a local folder or the hub cache, and only with CUDA)."""
+    (auto mode loads it only from a local folder or the hub cache, and only with CUDA: counted then)."""
     if settings.prompt_extender not in ("local", "auto"):
         return 0.0
     folder = Path(settings.prompt_model)
     if folder.is_dir():
         return sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e9
-    if settings.prompt_extender == "auto":
-        return 0.0  # auto never downloads a VLM; a hub-cached one is counted when it loads
+    if settings.prompt_extender == "auto":  # auto never downloads a VLM, but loads a hub-cached one
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(settings.prompt_model, "config.json")
+        return PROMPT_MODEL_GB if isinstance(cached, str) else 0.0
     return PROMPT_MODEL_GB
 
 
