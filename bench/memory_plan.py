@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from wan_demo.model.memory import host
 from wan_demo.model.memory import weights as memory_weights
@@ -29,6 +30,9 @@ from wan_demo.model.memory.sizes import real_sizes
 from wan_demo.model.memory.start import recommend
 
 CARDS_GB = (80, 48, 24, 16, 12, 8)
+# The full-size rehearsals' peaks (measured on CPU + computed pinned bytes, GB, CUDA runtime left out):
+# python -m bench.rehearsal --json; the runs' per-phase results beside it (rehearsal-<row>.json)
+REHEARSAL = Path(__file__).parent / "results" / "rehearsal.json"
 HOST_RAM_GB = (64, 32, 16)
 
 
@@ -51,9 +55,9 @@ def row(vram: int, ram: int, shape: Shape, measured: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rehearsal", help="JSON written by python -m bench.rehearsal --json")
+    parser.add_argument("--rehearsal", default=str(REHEARSAL), help="JSON written by bench.rehearsal --json")
     a = parser.parse_args()
-    measured = json.load(open(a.rehearsal)) if a.rehearsal else {}
+    measured = json.loads(Path(a.rehearsal).read_text()) if a.rehearsal else {}
     sizes = real_sizes()
     print("Components (meta device, real configs; pinned = torch's power-of-two pinned copies):")
     for s in sizes.values():

@@ -5,6 +5,7 @@ names what today's planner picks."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -164,13 +165,13 @@ def test_gpu_quick_start_table_is_what_the_planner_picks(name):
 
 
 def test_full_plan_table_is_what_bench_memory_plan_prints():
-    from bench.memory_plan import CARDS_GB, HOST_RAM_GB, row
+    from bench.memory_plan import CARDS_GB, HOST_RAM_GB, REHEARSAL, row
     from wan_demo.model.memory.estimate import Shape
 
-    page = read("docs/gpu-and-memory.md")
+    page, measured = read("docs/gpu-and-memory.md"), json.loads(REHEARSAL.read_text())
     for card in CARDS_GB:
         for ram in HOST_RAM_GB:
-            assert row(card, ram, Shape(), {}) in page, (card, ram)  # {}: no rehearsal figures
+            assert row(card, ram, Shape(), measured) in page, (card, ram)  # with the rehearsals' figures
 
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")

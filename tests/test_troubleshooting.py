@@ -139,8 +139,7 @@ def test_memory_errors():
 
 
 def test_speed_errors():
-    from wan_demo.model import distributed, speed
+    from wan_demo.model import distributed
 
-    quoted("error: " + raised(lambda: speed.cache_config(Settings(cache="magcache")), ValueError))
     group = SimpleNamespace(settings=Settings(cache="fbcache"))
     quoted("error: " + raised(lambda: distributed.attach(SimpleNamespace(), group), ValueError))

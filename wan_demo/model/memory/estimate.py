@@ -72,6 +72,11 @@ VAE_CHUNK_FRAMES = 4  # the causal VAE decodes one latent frame = 4 video frames
 # (CPU convolutions keep im2col buffers; cuDNN may need less: conservative on GPUs).
 VAE_FULLRES_COPIES = 13.2
 MEASURED_VAE_MIB = {"untiled": 7717, "tiled": 1299}
+# What grows with the frame count (the decoded video, kept and concatenated: 3 fp32 channels, for any
+# VAE width): bench/activations.py --vae-growth, narrow VAEs, 5 -> 81 frames at 480x832, measured on
+# CPU: +389 / +411 MiB untiled (base_dim 24 / 12) = 1.18 copies of the 76 added frames.
+VAE_VIDEO_COPIES = 1.18
+MEASURED_FRAMES = 5  # MEASURED_VAE_MIB's runs: 2 latent frames
 VAE_TILE_PX = 256 * 256  # diffusers' default Wan VAE tile (256 px, stride 192) when tiling is on
 
 
@@ -105,6 +110,9 @@ def transformer_activations_gb(shape: Shape, dim: int, ffn_dim: int) -> float:
 
 
 def vae_activations_gb(shape: Shape, base_dim: int, tiling: bool) -> float:
-    """Peak of the VAE encode (conditioning video) or decode: one 4-frame chunk at full resolution."""
+    """Peak of the VAE encode (conditioning video) or decode: one 4-frame chunk at full resolution,
+    plus the video it builds (tiled: the same video term; its own 81-frame run is not measured yet)."""
     area = min(shape.height * shape.width, VAE_TILE_PX) if tiling else shape.height * shape.width
-    return VAE_CHUNK_FRAMES * area * base_dim * VAE_FULLRES_COPIES * 4 / GB
+    chunk = VAE_CHUNK_FRAMES * area * base_dim * VAE_FULLRES_COPIES * 4
+    video = max(shape.num_frames - MEASURED_FRAMES, 0) * 3 * shape.height * shape.width * 4 * VAE_VIDEO_COPIES
+    return (chunk + video) / GB
