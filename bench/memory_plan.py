@@ -69,7 +69,7 @@ def main() -> None:
         t = memory_weights.transformer_size(w.name)
         published = memory_weights.PUBLISHED_GB.get(w.name)
         listed = f", {published} GB published" if published else ""
-        print(f"  {w.name:7s} {t.weights_gb():5.2f} GB file (computed){listed}, "
+        print(f"  {w.name:7s} {t.weights_gb():5.2f} GB as loaded (computed: plain tensors in bf16){listed}, "
               f"pinned copy {t.pinned_gb():5.2f} GB")  # fmt: skip
     shape = Shape()
     print(f"\nSegment: {shape.num_frames} frames at {shape.height}x{shape.width} = {shape.tokens} tokens")
