@@ -1,7 +1,8 @@
 """A `limits` storage whose hits are counted in the job store (jobs/store/sql_ops.py: the `rate_hits`
 table), so every API node on one database shares each key's moving window: a node sees every
-other node's counted submits (submits in flight on other nodes are not seen: rest/ratelimit.py). Only the moving-window strategy (rest/ratelimit.py's) is supported; the plain
-counter methods `limits` requires of every storage answer from the same table.
+other node's counted submits (submits in flight on other nodes are not seen: rest/ratelimit.py).
+Only the moving-window strategy (rest/ratelimit.py's) is supported; the plain counter methods
+`limits` requires of every storage answer from the same table.
 
 `limits` registers storages by URI scheme; this one has none (it is built around an open JobStore,
 not from a URI), and its errors are the store's: StoreUnavailable (REST answers 503).
