@@ -197,7 +197,7 @@ def test_a_dripping_server_cannot_stretch_a_fetch_past_its_time_cap(tmp_path):
     def drip() -> None:
         conn = server_ctx.wrap_socket(listener.accept()[0], server_side=True)
         conn.recv(4096)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n")
         try:
             for _ in range(40):  # up to 12 s of dripping
                 time.sleep(0.3)

@@ -127,6 +127,7 @@ def _get(url: Url, ip: str, limits: Limits, context: ssl.SSLContext, sink: Binar
     field, accept = limits.field, "image/*" if limits.what == "image" else "*/*"
     try:
         conn.request("GET", url.target, headers={"User-Agent": "wan-demo/1", "Accept": accept})
+        sock = conn.sock  # kept: an answer with "Connection: close" takes it from conn
         resp = conn.getresponse()
         if 300 <= resp.status < 400:
             raise InvalidRequest(
@@ -135,7 +136,7 @@ def _get(url: Url, ip: str, limits: Limits, context: ssl.SSLContext, sink: Binar
         if resp.status != 200:
             raise InvalidRequest(field, f"URL answered HTTP {resp.status}")
         chunks, size = [], 0
-        while chunk := _read_by(conn, resp, deadline, limits):
+        while chunk := _read_by(sock, resp, deadline, limits):
             size += len(chunk)
             if size > limits.max_bytes:
                 limit = limits.max_bytes // (1024 * 1024)
@@ -151,14 +152,14 @@ def _get(url: Url, ip: str, limits: Limits, context: ssl.SSLContext, sink: Binar
         conn.close()
 
 
-def _read_by(conn, resp, deadline: float, limits: Limits) -> bytes:
+def _read_by(sock, resp, deadline: float, limits: Limits) -> bytes:
     """The next bytes of the body (at most 64 KiB, b"" at its end), waiting no later than `deadline`: a
     server dripping a byte at a time cannot stretch the fetch past the whole-fetch cap."""
     left = deadline - time.monotonic()
     try:
         if left <= 0:
             raise TimeoutError
-        conn.sock.settimeout(left)  # every wait for the network ends at the deadline
+        sock.settimeout(left)  # every wait for the network ends at the deadline
         return resp.read1(64 * 1024)  # one receive, not "until 64 KiB"
     except TimeoutError:
         raise InvalidRequest(limits.field, f"URL took longer than {limits.timeout_s:g} s") from None

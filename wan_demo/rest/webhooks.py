@@ -214,8 +214,9 @@ class Deliverer:
         deadline = time.monotonic() + TIMEOUT_S
         try:
             conn.request("POST", target.target, body=body, headers=headers)
+            sock = conn.sock  # kept: an answer with "Connection: close" takes it from conn
             answer = conn.getresponse()
-            answer.read(ANSWER_BYTES)
+            _drop_answer(sock, answer, deadline)
         except TimeoutError:
             return None, f"no answer within {TIMEOUT_S:g} s"
         except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed answer
@@ -229,3 +230,18 @@ class Deliverer:
         return answer.status, f"HTTP {answer.status}" + (
             " (redirects are not followed)" if answer.status < 400 else ""
         )
+
+
+def _drop_answer(sock, answer, deadline: float) -> None:
+    """Read (and drop) up to ANSWER_BYTES of a receiver's answer, waiting no later than `deadline`: a
+    receiver dripping a byte at a time cannot hold a deliverer past TIMEOUT_S (TimeoutError)."""
+    left = ANSWER_BYTES
+    while left > 0:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            raise TimeoutError
+        sock.settimeout(wait)
+        chunk = answer.read1(left)
+        if not chunk:
+            return
+        left -= len(chunk)
