@@ -182,7 +182,10 @@ def test_the_login_button_appears_only_with_oauth(monkeypatch, engine, settings,
     # Off a Space Gradio asks the hub who is logged in on this machine; that cannot run here.
     fake = {"userinfo": {"preferred_username": "alice"}, "access_token": "x", "scope": "", "expires_at": 0}
     monkeypatch.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: fake)
-    jobs = JobService(SqliteJobStore(settings.data_dir / "j.sqlite3"), settings, engine.plan_info)
-    demo = ui.build_ui(jobs, engine.plan_info(), settings)
+    jobs = JobService(SqliteJobStore(settings.data_dir / "j.sqlite3"), settings, engine.plan_info).start()
+    try:  # the page lists the LoRA library, whose cache index lives in the job store
+        demo = ui.build_ui(jobs, engine.plan_info(), settings)
+    finally:
+        jobs.close()
     buttons = [b for b in demo.blocks.values() if isinstance(b, gr.LoginButton)]
     assert len(buttons) == int(oauth) and demo.expects_oauth == oauth

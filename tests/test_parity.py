@@ -204,14 +204,14 @@ def test_quality_with_magcache_matches_reference(engine_for, tiny_folder, qualit
     ours = run_ours(engine, settings)
     pipe = ref.load(tiny_folder, ref.QUALITY, cache="magcache")
     image = ref.resize(IMAGE, PARITY_AREA)
-    frames = ref.run(pipe, image, PROMPT, ref.readme_negative_prompt(), ref.QUALITY, ref.generator(SEED))
+    frames = ref.run(pipe, image, PROMPT, ref.documented_negative_prompt(), ref.QUALITY, ref.generator(SEED))
     np.testing.assert_array_equal(ours.frames, frames, err_msg=used(ours))
     assert not np.array_equal(frames, quality_reference[1])  # the cache did skip computations
     assert ours.result.settings["speed"]["cache"] == "magcache"
 
 
 def test_docs_state_the_magcache_defaults():
-    speed_doc = " ".join((ref.README.parent / "docs" / "speed.md").read_text().split())
+    speed_doc = " ".join((ref.DOCS / "speed.md").read_text().split())
     m = ref.MAGCACHE
     stated = f"threshold {m['threshold']}, K {m['max_skip_steps']}, retention {m['retention_ratio']}"
     assert stated in speed_doc
