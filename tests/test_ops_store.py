@@ -96,6 +96,30 @@ def test_submit_limit_through_limits_counts_in_the_store(two_nodes):
     assert refused["RateLimit-Limit"] == "50" and refused["RateLimit-Remaining"] == "50"
 
 
+def test_submits_in_flight_on_two_nodes_hold_their_slots(two_nodes):
+    """Admitting is holding, in the shared window: with a budget of 2, four submits in flight at once
+    on two nodes get 2 tickets in total (the audit of issue 27 saw all 4 admitted), and a batch's
+    videos are held when the body is read. A refusal or a server failure gives its submit slot back;
+    a queued submit keeps it."""
+    nodes = [SubmitLimit(2, store).start() for store in two_nodes]
+    held = [nodes[i % 2].admit("key_a") for i in range(4)]  # none settled yet
+    assert [isinstance(t, Budget) for t in held] == [False, False, True, True]
+    assert (
+        held[2] is nodes[0].submits
+        and nodes[1].headers(nodes[1].submits, "key_a")["RateLimit-Remaining"] == "0"
+    )
+    assert nodes[1].settle(held[1], REFUSED)["RateLimit-Remaining"] == "1"  # its slot is back
+    nodes[0].settle(held[0], None)  # the server's fault: counts nowhere
+    refused = nodes[0].headers(nodes[0].refused, "key_a")
+    assert refused["RateLimit-Remaining"] == "19"  # only the refusal counts there
+    batch = nodes[1].admit("key_a")
+    assert nodes[1].charge(batch, 2) and isinstance(nodes[0].admit("key_a"), Budget)  # 2 held
+    assert nodes[1].settle(batch, QUEUED)["RateLimit-Remaining"] == "0"
+    late = nodes[0].admit("key_b")  # another key: its own window
+    assert not nodes[0].charge(late, 3) and late.spent is nodes[0].submits  # more than fits
+    assert nodes[0].settle(late, REFUSED)["RateLimit-Remaining"] == "2"
+
+
 def test_stats_for_metrics(two_nodes):
     a, _ = two_nodes
     assert a.stats() == {"jobs": {}, "oldest_queued_s": 0.0, "outbox": 0}

@@ -1,6 +1,6 @@
 """A `limits` storage whose hits are counted in the job store (jobs/store/sql_ops.py: the `rate_hits`
 table), so every API node on one database shares each key's moving window: a node sees every
-other node's counted submits (submits in flight on other nodes are not seen: rest/ratelimit.py).
+other node's counted submits and, as held hits, the submits in flight there (rest/ratelimit.py).
 Only the moving-window strategy (rest/ratelimit.py's) is supported; the plain counter methods
 `limits` requires of every storage answer from the same table.
 
@@ -33,6 +33,14 @@ class JobStoreStorage(Storage, MovingWindowSupport):
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         return self.store.rate_window(key, float(expiry))
+
+    # -- reservations (not in `limits`): hits a submit in flight holds until its answer is known -----
+    def reserve(self, key: str, limit: int, expiry: int, amount: int, hold: str) -> bool:
+        """acquire_entry, with the hits tagged `hold` so `release` can take them back."""
+        return self.store.rate_acquire(key, limit, float(expiry), amount, hold)
+
+    def release(self, key: str, hold: str) -> None:
+        self.store.rate_release(key, hold)
 
     # -- the rest of `limits`' Storage interface ---------------------------------------------------
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:

@@ -13,26 +13,28 @@ The accounting rule:
   requests no longer lock a key out for a minute;
 - an answer that is the server's fault (5xx, e.g. the job database restarting) counts nowhere.
 Both budgets are checked before the work (a spent budget answers 429 without reading the body), the
-submit budget again once the body says how many videos it asks for, and counted when the answer is
-known. Submits still in flight on this node count as taken, so parallel submits from one key cannot
-overshoot a budget on one node; across nodes each node sees the others' counted submits only.
+submit budget again once the body says how many videos it asks for. Checking is holding: a submit in
+flight holds one slot of each budget (and a batch its videos) in the shared window, in the same
+transaction that checks for room, so parallel submits from one key cannot overshoot a budget, on one
+node or across nodes. When the answer is known the slots it counts in stay and the others are given
+back (a crashed node's held slots count until they leave the window: too strict for a minute, never
+too lenient).
 
 Every submit answer for a valid key (2xx, 4xx, 5xx) carries the IETF draft's RateLimit-Limit /
 RateLimit-Remaining / RateLimit-Reset / RateLimit-Policy headers: the submit budget's, or on a 429
 the budget that is spent (with Retry-After: when its oldest counted submit leaves the window).
 
 Where counts live (`Windows`): in the job store (rest/limitstore.py, the `rate_hits` table), so every
-API node on one database shares each key's windows; without a store (unit use), `limits`' memory
-storage of this process. Building opens nothing; `start()` creates the storage.
+API node on one database shares each key's windows. Building opens nothing; `start()` creates the
+storage.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import Counter
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +49,6 @@ WINDOW_S = 60  # the budgets are per minute
 REFUSED_FACTOR = 10  # the refused-submit budget is this many times the submit budget
 SUBMIT_PATH = "/apikey/requests"  # POST here is a submit (below the /api/v1 mount)
 QUEUED, REFUSED = "queued", "refused"  # what a submit's answer counts as
-UNCAPPED = 2**31 - 1  # `limit` of a hit that must count whatever the window holds (the job is queued)
 SCOPE_KEY = "wan_demo.submit"  # the ASGI scope entry holding a submit's Ticket
 
 
@@ -63,19 +64,18 @@ class Ticket:
     """One submit in flight: who, how many jobs it would queue, and the budget that refused it."""
 
     owner: str
-    cost: int = 1  # reserved in the submit budget until settled (a batch: its number of videos)
+    hold: str  # tags the slots it holds in the store's windows until settled
+    cost: int = 1  # held in the submit budget (a batch: its number of videos)
     spent: Budget | None = None  # set when the submit budget has no room for `cost` (answer 429)
 
 
 class Windows:
-    """Moving-window counts per (budget, owner) in a `limits` storage (the moving-window calls only)."""
+    """Moving-window counts per (budget, owner) in the job store, through its `limits` storage."""
 
-    def __init__(self, store=None) -> None:
-        from limits import storage
-
+    def __init__(self, store) -> None:
         from wan_demo.rest.limitstore import JobStoreStorage
 
-        self.storage = JobStoreStorage(store) if store is not None else storage.MemoryStorage()
+        self.storage = JobStoreStorage(store)
 
     @staticmethod
     def _key(budget: Budget, owner: str) -> str:
@@ -83,33 +83,26 @@ class Windows:
 
         return RateLimitItemPerMinute(budget.per_min).key_for(budget.name, owner)
 
-    def _window(self, budget: Budget, owner: str) -> tuple[float, int]:
-        return self.storage.get_moving_window(self._key(budget, owner), budget.per_min, WINDOW_S)
+    def reserve(self, budget: Budget, owner: str, n: int, hold: str) -> bool:
+        """Hold `n` more submits of the window if they fit (one transaction: no node can overshoot)."""
+        return self.storage.reserve(self._key(budget, owner), budget.per_min, WINDOW_S, n, hold)
 
-    def room(self, budget: Budget, owner: str, n: int) -> bool:
-        """True when `n` more submits fit in the window."""
-        return self._window(budget, owner)[1] + n <= budget.per_min
-
-    def hit(self, budget: Budget, owner: str, n: int = 1) -> None:
-        """Count `n` submits whatever the window holds (room was checked before the work)."""
-        self.storage.acquire_entry(self._key(budget, owner), UNCAPPED, WINDOW_S, n)
+    def release(self, budget: Budget, owner: str, hold: str) -> None:
+        self.storage.release(self._key(budget, owner), hold)
 
     def stats(self, budget: Budget, owner: str) -> tuple[float, int]:
         """(unix seconds when the oldest counted submit leaves the window, submits left)."""
-        first, count = self._window(budget, owner)
+        first, count = self.storage.get_moving_window(self._key(budget, owner), budget.per_min, WINDOW_S)
         return first + WINDOW_S, budget.per_min - count
 
 
 class SubmitLimit:
-    def __init__(self, per_min: int, store=None):
+    def __init__(self, per_min: int, store):
         self.per_min = per_min  # 0 = no limit (both budgets off)
-        self.store = store  # the JobStore that counts (shared by every API node on it); None: memory
+        self.store = store  # the JobStore that counts (shared by every API node on it)
         self.submits = Budget("submits", per_min, "submits")
         self.refused = Budget("refused", per_min * REFUSED_FACTOR, "refused submits (4xx or replays)")
         self._windows: Windows | None = None
-        self._lock = threading.Lock()
-        self._requests: Counter[str] = Counter()  # submits in flight per owner (refused budget)
-        self._jobs: Counter[str] = Counter()  # jobs they reserve (submit budget)
 
     @property
     def enabled(self) -> bool:
@@ -121,41 +114,35 @@ class SubmitLimit:
         return self
 
     def admit(self, owner: str) -> Ticket | Budget:
-        """Before the work: a Ticket reserving one job until `settle`, or the budget that is spent."""
+        """Before the work: a Ticket holding one slot of each budget until `settle`, or the budget
+        that is spent."""
         self.start()
-        with self._lock:
-            wanted = ((self.submits, self._jobs[owner] + 1), (self.refused, self._requests[owner] + 1))
-            for budget, n in wanted:
-                if not self._windows.room(budget, owner, n):
-                    return budget
-            self._requests[owner] += 1
-            self._jobs[owner] += 1
-        return Ticket(owner)
+        ticket = Ticket(owner, hold=uuid.uuid4().hex)
+        if not self._windows.reserve(self.submits, owner, 1, ticket.hold):
+            return self.submits
+        if not self._windows.reserve(self.refused, owner, 1, ticket.hold):
+            self._windows.release(self.submits, owner, ticket.hold)
+            return self.refused
+        return ticket
 
     def charge(self, ticket: Ticket, cost: int) -> bool:
-        """The body asks for `cost` jobs: reserve them, or mark the ticket spent (False: answer 429)."""
-        with self._lock:
-            owner, extra = ticket.owner, cost - ticket.cost
-            if extra > 0 and not self._windows.room(self.submits, owner, self._jobs[owner] + extra):
-                ticket.spent = self.submits
-                return False
-            self._jobs[owner] += extra
-            ticket.cost = cost
+        """The body asks for `cost` jobs: hold them, or mark the ticket spent (False: answer 429)."""
+        extra = cost - ticket.cost
+        if extra > 0 and not self._windows.reserve(self.submits, ticket.owner, extra, ticket.hold):
+            ticket.spent = self.submits
+            return False
+        ticket.cost = max(cost, ticket.cost)
         return True
 
     def settle(self, ticket: Ticket, outcome: str | None) -> dict[str, str]:
-        """The answer is known: count it (QUEUED: `cost` submits, REFUSED: one refusal, None: the
-        server's own failure, nothing) and return the headers it carries."""
+        """The answer is known: keep the held slots it counts in (QUEUED: the submit budget's `cost`,
+        REFUSED: the refusal's one; None, the server's own failure: neither), give back the rest, and
+        return the headers the answer carries."""
         owner = ticket.owner
-        with self._lock:
-            for held, n in ((self._requests, 1), (self._jobs, ticket.cost)):
-                held[owner] -= n
-                if held[owner] <= 0:
-                    del held[owner]
-            if outcome == QUEUED:
-                self._windows.hit(self.submits, owner, ticket.cost)
-            elif outcome == REFUSED:
-                self._windows.hit(self.refused, owner)
+        if outcome != QUEUED:
+            self._windows.release(self.submits, owner, ticket.hold)
+        if outcome != REFUSED:
+            self._windows.release(self.refused, owner, ticket.hold)
         if ticket.spent is not None:
             return self.headers(ticket.spent, owner, limited=True)
         return self.headers(self.submits, owner)

@@ -98,6 +98,10 @@ MIGRATIONS = (
     ALTER TABLE requests ADD COLUMN last_image_path TEXT;
     CREATE INDEX requests_batch ON requests (owner, batch_id) WHERE batch_id IS NOT NULL;
     """,
+    # 5 -> 6: rate-limit hits held by a submit in flight (released if it queues nothing: sql_ops.py)
+    """
+    ALTER TABLE rate_hits ADD COLUMN hold TEXT;
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 # The owner's row is locked too, so concurrent workers take different owners' jobs; SKIP LOCKED

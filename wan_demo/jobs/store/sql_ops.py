@@ -6,6 +6,7 @@ and wake-ups (jobs/store/base.py is the interface).
   while fewer than `limit` hits of that key lie within the last `window_s` seconds), counted in the
   `rate_hits` table on the database's clock, one transaction per hit under a per-key lock, so every
   API node on the database shares one count (rest/limitstore.py adapts it to `limits`).
+  `rate_release` takes back hits tagged with a `hold` (a submit that ends up queueing nothing).
 - `_notify(db, channel, payload)`: called inside a writing transaction (a submit, a cancel, a new
   outbox row); subscribers hear it once that transaction commits. PostgreSQL: `pg_notify`, heard by
   every process's listener (jobs/store/listener.py); SQLite: the subscribers of this process only.
@@ -55,8 +56,12 @@ class SqlOps(SqlReads):
     def _lock_key(self, db: Any, key: str) -> None:
         """Serialise hits of one key across processes (SQLite's write lock already does)."""
 
-    def rate_acquire(self, key: str, limit: int, window_s: float, amount: int = 1) -> bool:
-        """Count `amount` hits of `key` if that keeps it within `limit` per `window_s`; else count none."""
+    def rate_acquire(
+        self, key: str, limit: int, window_s: float, amount: int = 1, hold: str | None = None
+    ) -> bool:
+        """Count `amount` hits of `key` if that keeps it within `limit` per `window_s`; else count none.
+        `hold` tags the hits so `rate_release` can take them back (a submit in flight reserves its
+        hits up front, so nodes racing on one key see each other's reservations)."""
         if amount > limit:
             return False
         with self._tx() as db:
@@ -66,8 +71,13 @@ class SqlOps(SqlReads):
             if held + amount > limit:
                 return False
             for _ in range(amount):
-                db.execute(f"INSERT INTO rate_hits (key, at) VALUES (?, {self.NOW})", (key,))
+                db.execute(f"INSERT INTO rate_hits (key, at, hold) VALUES (?, {self.NOW}, ?)", (key, hold))
             return True
+
+    def rate_release(self, key: str, hold: str) -> None:
+        """Take back the hits `rate_acquire` counted for `key` with this `hold` (none: a no-op)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rate_hits WHERE key = ? AND hold = ?", (key, hold))
 
     def rate_window(self, key: str, window_s: float) -> tuple[float, int]:
         """(time of the oldest hit in the window, hits in it), database clock; (now, 0) when empty."""

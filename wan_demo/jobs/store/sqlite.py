@@ -105,6 +105,10 @@ MIGRATIONS = (
     ALTER TABLE requests ADD COLUMN last_image_path TEXT;
     CREATE INDEX IF NOT EXISTS requests_batch ON requests (owner, batch_id) WHERE batch_id IS NOT NULL
     """,
+    # 8 -> 9: rate-limit hits held by a submit in flight (released if it queues nothing: sql_ops.py)
+    """
+    ALTER TABLE rate_hits ADD COLUMN hold TEXT
+    """,
 )
 # The pick rule: round-robin over owners (jobs/store/sql_events.py), that owner's oldest job first.
 PICK_NEXT = (
