@@ -11,12 +11,15 @@ A value the app did not take (a keystroke lost while the page was busy) is set a
 ATTEMPTS times; then the test fails showing the snippet.
 
 Jobs are followed by state as well: `start_job` presses Generate and waits until the page's URL
-carries the new job.
+carries the new job; `wait_while_running` waits for a run's end for as long as the page shows it
+moving ("step N/M", the live preview), so a busy CPU makes a test slower, never failed.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 from wan_demo.web.handlers import INPUT_FIELDS
@@ -34,6 +37,8 @@ CONTROLS = {  # the Python snippet's name -> (element id, kind)
     "next_prompt": ("#extend-prompt", "text"),  # Extend's prompt (not part of the Generate form)
 }
 ADVANCED = ("steps", "guidance")  # inside the "Advanced" accordion
+STALL_S = 120  # a run whose page shows no change for this long is stuck (a tiny-model step: < 5 s)
+PROGRESS = re.compile(r"step \d+/\d+")
 BUTTON_ID = "id => window.gradio_config.components.find(c => c.props?.elem_id === id)?.id"
 
 
@@ -122,3 +127,20 @@ def start_job(page, button: str = "#generate") -> str:
     page.click(button)
     page.wait_for_function(f"before => {JOB_PARAM} && {JOB_PARAM} !== before", arg=before, polling=100)
     return page.evaluate(JOB_PARAM)
+
+
+def wait_while_running(page, done: str, arg=None, each=None, stall_s: float = STALL_S) -> None:
+    """Wait until the JS condition `done` (a function of `arg` when given) holds, for as long as the
+    run shows progress: fails only when neither the step counter nor the live preview changed for
+    `stall_s` seconds, whatever the run's total time. `each(preview_src)` sees every poll."""
+    check = done if arg is None else f"(({done}))({json.dumps(arg)})"
+    last, since = None, time.monotonic()
+    while not page.evaluate(check):
+        preview = page.evaluate("document.querySelector('#preview img')?.getAttribute('src') ?? null")
+        if each is not None:
+            each(preview)
+        seen = (PROGRESS.findall(page.inner_text("body")), preview)
+        if seen != last:
+            last, since = seen, time.monotonic()
+        assert time.monotonic() - since < stall_s, f"no progress for {stall_s} s (last: {last}): {done}"
+        page.wait_for_timeout(200)

@@ -44,6 +44,7 @@ def showing(page) -> dict:
 
 def take(out: Path) -> dict:
     """Run the app, catch it mid-generation, write the PNG to `out`; returns what the page showed."""
+    from browser_tools import set_form, start_job
     from playwright.sync_api import sync_playwright
     from ui_server import CHROMIUM, CHROMIUM_ARGS, running_app
 
@@ -63,10 +64,8 @@ def take(out: Path) -> dict:
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(app.url)
             page.wait_for_selector("#generate")
-            page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-            page.fill("#prompt textarea", PROMPT)
-            page.fill("#seed input", "42")
-            page.click("#generate")
+            set_form(page, EXAMPLE, prompt=PROMPT, seed=42)
+            start_job(page)
             page.wait_for_selector("#preview img[src]")
             page.wait_for_function(AT_STEP, arg=MIN_STEP)
             page.evaluate("window.scrollTo(0, 0)")  # typing and clicking scrolled the form into view

@@ -7,11 +7,10 @@ screenshots land in tests/artifacts/ (gitignored) for a human to look at.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from browser_tools import set_form, start_job
+from browser_tools import set_form, start_job, wait_while_running
 from conftest import make_image
 from ui_server import CHROMIUM, CHROMIUM_ARGS, running_app
 
@@ -59,8 +58,8 @@ def test_missing_prompt_is_flagged_on_the_field(page, tmp_path):
 def test_upload_prompt_generate_shows_the_video(page):
     set_form(page, EXAMPLE, prompt="The sun slowly sinks into a calm sea", seed=42)
     start_job(page)
+    wait_while_running(page, "document.querySelector('#seed-used input').value === '42'")
     page.wait_for_selector("#output-video video[src]")
-    page.wait_for_function("document.querySelector('#seed-used input').value === '42'")
     assert page.input_value("#final-prompt textarea") == "The sun slowly sinks into a calm sea"
     page.wait_for_function("document.querySelector('#output-video video').readyState >= 2")  # frame decoded
     ARTIFACTS.mkdir(exist_ok=True)
@@ -77,16 +76,10 @@ def test_progress_shows_steps_and_cancel_ends_the_run(page):
     page.wait_for_selector("text=/step \\d+\\/200/", state="detached")
 
 
-def preview_sources(page, until: str, timeout_s: float = 240) -> list[str]:
+def preview_sources(page, until: str) -> list[str]:
     """Distinct sources the live preview showed before `until` (a JS condition) became true."""
     seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(until):
-        assert time.monotonic() < deadline, f"{until} never became true"
-        src = page.evaluate("document.querySelector('#preview img')?.getAttribute('src') ?? null")
-        if src and src not in seen:
-            seen.append(src)
-        time.sleep(0.2)
+    wait_while_running(page, until, each=lambda src: src and src not in seen and seen.append(src))
     return seen
 
 
@@ -109,5 +102,5 @@ def test_live_preview_changes_during_a_run_and_extend_makes_a_longer_video(page)
     set_form(page, steps=4, next_prompt="The sky turns dark blue and the first stars appear")
     start_job(page, "#extend")
     longer = "first => (v => v && v.getAttribute('src') !== first && v.duration > 10)(document.querySelector('#output-video video'))"  # noqa: E501
-    page.wait_for_function(longer, arg=first, timeout=240_000)  # 161 frames at 16 fps = 10.06 s
+    wait_while_running(page, longer, arg=first)  # 161 frames at 16 fps = 10.06 s
     page.screenshot(path=str(ARTIFACTS / "ui_extended.png"), full_page=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_tools import open_section, set_control, set_form, start_job
+from browser_tools import open_section, set_control, set_form, start_job, wait_while_running
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import free_port, running_app
 
@@ -61,7 +61,7 @@ def current_step(page) -> tuple[int, int]:
 
 
 def wait_for_video(page, seed: int) -> None:
-    page.wait_for_selector("#output-video video[src]")
+    wait_while_running(page, "document.querySelector('#output-video video[src]') !== null")
     page.wait_for_function(f"document.querySelector('#seed-used input').value === '{seed}'")
 
 

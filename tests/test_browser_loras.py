@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from browser_tools import set_form, start_job, wait_while_running
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import running_app
 
@@ -59,12 +60,10 @@ def test_pick_weight_generate_restore_and_add(tmp_path):
         page.wait_for_selector("#lora-library >> text=motion.safetensors")  # the library, listed
         pick(page, 0, "motion.safetensors")
         weight(page, 0, "0.6")
-        page.set_input_files("#input-image input[type=file]", str(EXAMPLE))
-        page.fill("#prompt textarea", "the sea moves")
-        page.fill("#seed input", "11")
-        page.click("#generate")
+        set_form(page, EXAMPLE, prompt="the sea moves", seed=11)
+        start_job(page)
+        wait_while_running(page, "document.querySelector('#seed-used input').value === '11'")
         page.wait_for_selector("#output-video video[src]")
-        page.wait_for_function("document.querySelector('#seed-used input').value === '11'")
         video = next((Path(app.settings.output_dir) / "ui").glob("*.mp4"))
         (ran,) = read_mp4_metadata(video)["settings"]["loras"]
         assert (ran["name"], ran["scale"], ran["applied"]) == ("motion.safetensors", 0.6, "unfused adapter")
