@@ -38,7 +38,7 @@ CONTROLS = {  # the Python snippet's name -> (element id, kind)
 }
 ADVANCED = ("steps", "guidance")  # inside the "Advanced" accordion
 STALL_S = 120  # a run whose page shows no change for this long is stuck (a tiny-model step: < 5 s)
-PROGRESS = re.compile(r"step \d+/\d+")
+STEP = re.compile(r"step (\d+)/(\d+)")  # the progress line: step done / steps
 BUTTON_ID = "id => window.gradio_config.components.find(c => c.props?.elem_id === id)?.id"
 
 
@@ -139,7 +139,7 @@ def wait_while_running(page, done: str, arg=None, each=None, stall_s: float = ST
         preview = page.evaluate("document.querySelector('#preview img')?.getAttribute('src') ?? null")
         if each is not None:
             each(preview)
-        seen = (PROGRESS.findall(page.inner_text("body")), preview)
+        seen = (STEP.findall(page.inner_text("body")), preview)
         if seen != last:
             last, since = seen, time.monotonic()
         assert time.monotonic() - since < stall_s, f"no progress for {stall_s} s (last: {last}): {done}"

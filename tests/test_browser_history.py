@@ -9,12 +9,11 @@ Launch flags and Chromium as in tests/test_browser.py.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_tools import open_section, set_control, set_form, start_job, wait_while_running
+from browser_tools import STEP, open_section, set_control, set_form, start_job, wait_while_running
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import free_port, running_app
 
@@ -22,7 +21,6 @@ from wan_demo.media.video import write_mp4
 
 TIMEOUT_MS = 120_000  # page actions and generations (tiny model: seconds, slower on a busy CPU)
 PROMPT = 'A "quoted" cat — 猫が歩く'
-STEP = re.compile(r"step (\d+)/(\d+)")
 NOT_FOUND = "Not found."
 
 pytestmark = [
