@@ -24,7 +24,8 @@ from pathlib import Path
 
 from wan_demo.web.handlers import INPUT_FIELDS
 
-ATTEMPTS = 3  # times a control is set before the test fails
+ATTEMPTS = 3  # times a control (or the form) is set before the test fails
+SET_WAIT_MS = 20_000  # a set value shows within this (ms; a tiny re-render, even on a busy CPU)
 # The form in the order "Show code" (and Generate, which adds the batch size) sends it: the public
 # /generate order, read from the app (issue 24 appended fields); the snippet's name for the length
 FORM = tuple("video_length_s" if name == "video_length" else name for name in INPUT_FIELDS)
@@ -50,29 +51,38 @@ def open_section(page, title: str, inside: str) -> None:
 
 
 def set_control(page, name: str, value) -> None:
-    """One control, as a user sets it; returns once its committed value shows."""
+    """One control, as a user sets it; returns once its committed value shows. A value that does not
+    show within SET_WAIT_MS (a keystroke lost while the page re-rendered) is set again."""
+    from playwright.sync_api import TimeoutError as PageTimeout
+
     element, kind = CONTROLS[name]
-    if name in ADVANCED:
-        open_section(page, "Advanced", f"{element} input[type=number]")
     text = str(value)
     if kind == "radio":
-        page.click(f"{element} >> text={text}")
-        checked = f"document.querySelector('{element} input[type=radio][value=\"{text}\"]')?.checked === true"
-        page.wait_for_function(checked, polling=100)
-        return
-    field = {
-        "text": f"{element} textarea",
-        "number": f"{element} input",
-        "slider": f"{element} input[type=number]",
-    }
-    page.fill(field[kind], text)
-    if kind in ("number", "slider"):
-        page.press(field[kind], "Enter")  # the slider takes a typed value on Enter (or on blur)
-    shown = f"{element} input[type=range]" if kind == "slider" else field[kind]
-    # polling on a timer: animation frames may not run in a headless page
-    page.wait_for_function(
-        "([s, v]) => document.querySelector(s)?.value === v", arg=[shown, text], polling=100
-    )
+        field = f'{element} input[type=radio][value="{text}"]'
+        shown = f"document.querySelector('{field}')?.checked === true"
+    else:
+        field = {
+            "text": f"{element} textarea",
+            "number": f"{element} input",
+            "slider": f"{element} input[type=number]",
+        }[kind]
+        at = f"{element} input[type=range]" if kind == "slider" else field
+        shown = f"document.querySelector('{at}')?.value === {json.dumps(text)}"
+    for attempt in range(ATTEMPTS):
+        if name in ADVANCED:
+            open_section(page, "Advanced", f"{element} input[type=number]")
+        if kind == "radio":
+            page.click(f"{element} >> text={text}")
+        else:
+            page.fill(field, text)
+            if kind in ("number", "slider"):  # a typed number commits on Enter, or on blur (Tab)
+                page.press(field, "Enter" if attempt == 0 else "Tab")
+        try:  # polling on a timer: animation frames may not run in a headless page
+            page.wait_for_function(shown, polling=100, timeout=SET_WAIT_MS)
+            return
+        except PageTimeout:
+            continue
+    raise AssertionError(f"{name}: the page does not show {text!r} after {ATTEMPTS} tries ({shown})")
 
 
 def set_form(page, image: Path | None = None, **values) -> None:
