@@ -69,9 +69,11 @@ class LoraRows:
         return [w for pair in zip(self.dropdowns, self.sliders, strict=True) for w in pair]
 
 
-def build(library: LoraLibrary) -> LoraRows:
+def build() -> LoraRows:
+    """The rows, empty: each page load fills the choices and the table (`wire`), so building the page
+    reads no LoRA file and imports no torch (the page answers before the model loads)."""
     with gr.Accordion("LoRAs: motion and effect LoRAs, up to 4 stacked", open=False, elem_id="loras"):
-        options, dropdowns, sliders = choices(library), [], []
+        options, dropdowns, sliders = [], [], []
         for i in range(MAX_LORAS):
             with gr.Row(equal_height=True):
                 dropdowns.append(
@@ -84,7 +86,7 @@ def build(library: LoraLibrary) -> LoraRows:
             type="filepath", elem_id="lora-upload", height=90,
         )  # fmt: skip
         refresh = gr.Button("Refresh the list", size="sm", elem_id="lora-refresh")
-        listing = gr.Markdown(table(library), elem_id="lora-library")
+        listing = gr.Markdown("Reading the LoRA library ...", elem_id="lora-library")
     return LoraRows(dropdowns, sliders, upload, refresh, listing)
 
 

@@ -199,7 +199,7 @@ def build_ui(jobs: JobService, engine: EngineInfo, settings: Settings) -> gr.Blo
                     1, NUM_VIDEOS.high, value=1, step=1, label="Videos (a batch: seed, seed + 1, ...)",
                     elem_id="num-videos",
                 )  # fmt: skip
-                loras = lora_panel.build(jobs.loras)  # LoRA rows: extra inputs of the page's own events
+                loras = lora_panel.build()  # LoRA rows: extra inputs of the page's own events
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
