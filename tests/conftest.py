@@ -1,7 +1,10 @@
 """Shared fixtures: one tiny engine per test session (importing torch + diffusers costs ~4 s).
 
-Tiers: the default run is the fast tier. `-m slow` selects real-size runs (skipped unless
-selected or RUN_SLOW=1); `-m browser` selects headless-Chromium tests (skipped without chromium).
+Tiers: the default run is the fast tier (`python -m pytest -q`). Tests of another tier carry its
+marker and are skipped unless it is selected with `-m <tier>` (or RUN_<TIER>=1); `.ci/run` runs each:
+- `slow`: real-size runs (minutes);
+- `browser`: headless Chromium clicking through the page (skipped without Debian chromium);
+- `system`: whole processes started, killed and restarted (SIGKILL, restarts, clusters, torchrun).
 """
 
 from __future__ import annotations
@@ -18,21 +21,34 @@ from wan_demo.core.settings import Settings
 from wan_demo.core.validate import validate
 
 TEST_AREA = 64 * 64  # tiny model output budget in tests: 81 frames at 64x64 take ~2 s
+TIERS = {  # marker -> what its tests do
+    "slow": "real-size runs (minutes)",
+    "browser": "headless Chromium tests; need Debian chromium",
+    "system": "whole processes started, killed or restarted (SIGKILL, restarts, clusters, torchrun)",
+}
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: real-size runs (minutes); select with -m slow or RUN_SLOW=1")
-    config.addinivalue_line("markers", "browser: headless Chromium tests; need Debian chromium")
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}; select with -m {tier} or RUN_{tier.upper()}=1")
+
+
+def tier_selected(config, tier: str) -> bool:
+    expression = config.getoption("-m") or ""
+    named = tier in expression and f"not {tier}" not in expression
+    return named or os.environ.get(f"RUN_{tier.upper()}") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
-    selected = config.getoption("-m") or ""
-    if "slow" in selected and "not slow" not in selected or os.environ.get("RUN_SLOW") == "1":
-        return
-    skip = pytest.mark.skip(reason="slow tier: select with -m slow or RUN_SLOW=1")
+    skips = {
+        tier: pytest.mark.skip(reason=f"{tier} tier: select with -m {tier} or RUN_{tier.upper()}=1")
+        for tier in TIERS
+        if not tier_selected(config, tier)
+    }
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        for tier, skip in skips.items():
+            if item.get_closest_marker(tier) is not None:
+                item.add_marker(skip)
 
 
 def make_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:

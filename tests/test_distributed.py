@@ -134,6 +134,7 @@ def segment(engine, on_step=lambda _i: None, seed: int = 7) -> np.ndarray:
     return run_segment(engine, image=make_image(), generator=generator, on_step=on_step, **SEGMENT)
 
 
+@pytest.mark.system  # a second rank in its own process
 def test_two_ranks_match_one_process_cancel_and_shutdown(two_ranks, engine):
     cp_engine, group, follower = two_ranks
     assert cp_engine.parallel is group and "Ulysses context parallel x2" in cp_engine.memory_plan
@@ -155,6 +156,7 @@ def test_two_ranks_match_one_process_cancel_and_shutdown(two_ranks, engine):
     assert follower.wait(timeout=30) == 0
 
 
+@pytest.mark.system  # a second rank in its own process
 @pytest.mark.parametrize("two_ranks", [(5.0, True)], indirect=True)
 def test_stalled_rank_fails_the_request_instead_of_hanging(two_ranks):
     cp_engine, group, follower = two_ranks

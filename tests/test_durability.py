@@ -86,6 +86,7 @@ def wait_processing(client: httpx.Client, ids: list[str], timeout: float = 60) -
     return False
 
 
+@pytest.mark.system  # SIGKILL and restarts of `python app.py`
 def test_sigkill_mid_job_loses_nothing(tmp_path):
     port = free_port()
     env = server_env(tmp_path, port)

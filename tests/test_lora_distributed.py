@@ -18,6 +18,8 @@ from wan_demo.model import distributed
 from wan_demo.model.engine import load_engine
 from wan_demo.model.tiny import build_tiny_pipeline
 
+pytestmark = pytest.mark.system  # a second rank in its own process
+
 
 @pytest.fixture
 def library(tmp_path):

@@ -19,6 +19,8 @@ from conftest import make_image
 
 from bench.services import TempPostgres, free_port, postgres_bin, temp_s3
 
+pytestmark = pytest.mark.system  # a cluster of processes, SIGKILLed and restarted
+
 BASE = "/api/v1/apikey"
 LEASE_S = 8.0  # short, so a lost worker's job is taken over within seconds (restarts take ~2 s)
 TERMINAL = {"success", "failed", "cancelled"}

@@ -180,6 +180,7 @@ def test_a_receiver_down_for_the_first_tries_gets_them_after_a_retry(node, secre
     assert view["webhook"]["attempts"] >= 3 and view["webhook"]["last_status"] == 204
 
 
+@pytest.mark.system  # SIGKILL and a restart
 def test_a_pending_delivery_survives_sigkill_and_is_delivered_after_restart(node, secret):
     receiver = node["receiver"]
     receiver.down()
