@@ -209,12 +209,13 @@ def test_expected_info_needs_no_torch():
 
 def test_building_the_page_imports_no_torch(tmp_path):
     """The page must not wait for torch and diffusers (seconds): they load with the model. Importing
-    the server and building the whole page (the LoRA rows included) imports neither."""
+    the server, building the whole page (the LoRA rows included) and a clean-up run (the sweeper
+    starts before the page is built, on every role) import neither."""
     code = (
         "import sys; from wan_demo import server; from wan_demo.core.settings import Settings\n"
         f"s = server.build(Settings(model='tiny', device='cpu', output_dir={str(tmp_path / 'out')!r},"
         f" data_dir={str(tmp_path / 'data')!r})).start()\n"
-        "server.ui.build_ui(s.jobs, s.jobs.engine_info(), s.settings); s.stop()\n"
+        "server.ui.build_ui(s.jobs, s.jobs.engine_info(), s.settings); s.sweeper.run_once(); s.stop()\n"
         "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -71,9 +71,9 @@ def sweep(
     keys = store.forget_keys(now - IDEMPOTENCY_S, batch)
     if keys:
         removed["keys"] = keys
-    from wan_demo.model.lora_library import LoraLibrary  # torch (safetensors headers): not at import
+    from wan_demo.model.lora_cache import LoraCache  # file names and times only: no torch (API nodes)
 
-    loras = LoraLibrary(settings).sweep(now)
+    loras = LoraCache.of(settings).sweep(now)
     if loras:
         removed["loras"] = loras
     return removed

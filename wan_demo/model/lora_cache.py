@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from wan_demo.core.settings import Settings
+
 SUFFIX = ".safetensors"
 INDEX = "index.json"  # {"names": {sha: name}, "sources": {source: sha}}
 PART_MAX_AGE_S = 3600.0  # an interrupted download's part file is removed after this long
@@ -35,6 +37,11 @@ class LoraCache:
     def __init__(self, folder: Path, max_gb: float, ttl_h: float):
         self.folder, self.max_gb, self.ttl_h = Path(folder), max_gb, ttl_h
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, settings: Settings) -> LoraCache:
+        """The cache Settings name: data_dir/loras, lora_cache_gb, kept as long as outputs."""
+        return cls(Path(settings.data_dir) / "loras", settings.lora_cache_gb, settings.output_ttl_h)
 
     def path(self, sha: str) -> Path:
         return self.folder / f"{sha}{SUFFIX}"

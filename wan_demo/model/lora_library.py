@@ -47,9 +47,7 @@ class LoraLibrary:
         """`config`: the served transformer's config (or a function giving it; the check needs it)."""
         self.settings, self._config = settings, config
         self.folder = Path(settings.lora_dir)
-        self.cache = LoraCache(
-            Path(settings.data_dir) / "loras", settings.lora_cache_gb, settings.output_ttl_h
-        )
+        self.cache = LoraCache.of(settings)
         self.max_bytes = settings.lora_max_mb * 2**20
         self._digests: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256)
         self._verdicts: dict[str, LoraInfo | LoraFileError] = {}  # sha256 -> inspect() result
