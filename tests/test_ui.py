@@ -126,3 +126,31 @@ def test_issue_24_widgets_become_request_fields(picture, tmp_path):
     make_image(64, 96).save(tall)
     with pytest.raises(InvalidRequest, match="last_image: 64x96 .* must have the input image's aspect ratio"):
         validate(to_request(*values(picture, last_image=str(tall)))[0])
+
+
+def test_lora_rows_take_a_pick_from_a_session_the_server_does_not_know(settings, engine):
+    """The rows are built empty and filled by each page load; a tab whose server session is gone (a
+    restart, another API node, an evicted session) still sends its pick, and a session that ran the
+    load event is offered the library's files."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from bench.lora_files import write_lightx2v
+    from wan_demo import server
+
+    library = settings.output_dir.parent / "loras"
+    library.mkdir()
+    write_lightx2v(engine.pipe.transformer, library / "motion.safetensors")
+    s = server.build(settings.replace(lora_dir=library)).start()
+    try:
+        demo = server.ui.build_ui(s.jobs, s.jobs.engine_info(), s.settings)
+        row = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "lora-0")
+        load = next(f for f in demo.fns.values() if f.name == "refresh" and ("load" in str(f.targets)))
+        unknown = SessionState(demo)
+        assert unknown[row._id].preprocess("motion.safetensors") == "motion.safetensors"
+        loaded = SessionState(demo)
+        asyncio.run(demo.process_api(load, [], state=loaded))
+        assert ("motion.safetensors", "motion.safetensors") in loaded[row._id].choices
+    finally:
+        s.stop()

@@ -77,7 +77,16 @@ def build() -> LoraRows:
         for i in range(MAX_LORAS):
             with gr.Row(equal_height=True):
                 dropdowns.append(
-                    gr.Dropdown(options, value=None, label=f"LoRA {i + 1}", elem_id=f"lora-{i}", scale=3)
+                    # any value passes Gradio's own check: a tab whose server session is gone (a restart,
+                    # another API node) still sends its pick; resolve_loras refuses unknown files by name
+                    gr.Dropdown(
+                        options,
+                        value=None,
+                        label=f"LoRA {i + 1}",
+                        elem_id=f"lora-{i}",
+                        scale=3,
+                        allow_custom_value=True,
+                    )
                 )
                 sliders.append(gr.Slider(LORA_SCALE.low, LORA_SCALE.high, value=LORA_SCALE_DEFAULT, step=0.05,
                                          label="Weight", elem_id=f"lora-scale-{i}", scale=2))  # fmt: skip
@@ -199,7 +208,7 @@ def wire(panel: LoraPanel, rows: LoraRows, memory, demo: gr.Blocks) -> None:
     the form's own restore handlers, which do not know the rows)."""
     outputs = [*rows.dropdowns, rows.table]
     rows.refresh.click(panel.refresh, None, outputs, queue=False, **PRIVATE)
-    demo.load(panel.refresh, None, outputs, **PRIVATE)
+    demo.load(panel.refresh, None, outputs, queue=False, **PRIVATE)  # not behind a full queue
     added = [*outputs, rows.upload, memory.message]
     rows.upload.upload(panel.add, [rows.upload, *rows.dropdowns], added, **PRIVATE)
     memory.buttons["restore"].click(panel.restore_job, [memory.token, memory.view], rows.widgets, **PRIVATE)
