@@ -20,9 +20,11 @@ node or across nodes. When the answer is known the slots it counts in stay and t
 back (a crashed node's held slots count until they leave the window: too strict for a minute, never
 too lenient).
 
-Every submit answer for a valid key (2xx, 4xx, 5xx) carries the IETF draft's RateLimit-Limit /
-RateLimit-Remaining / RateLimit-Reset / RateLimit-Policy headers: the submit budget's, or on a 429
-the budget that is spent (with Retry-After: when its oldest counted submit leaves the window).
+Every submit answer for a valid key (2xx, 4xx, and a 5xx a handler answers, such as 503 while the
+job database restarts) carries the IETF draft's RateLimit-Limit / RateLimit-Remaining /
+RateLimit-Reset / RateLimit-Policy headers: the submit budget's, or on a 429 the budget that is spent
+(with Retry-After: when its oldest counted submit leaves the window). A crash (an exception no handler
+took) is answered 500 by InternalErrors outside this middleware, without them; its slots are released.
 
 Where counts live (`Windows`): in the job store (rest/limitstore.py, the `rate_hits` table), so every
 API node on one database shares each key's windows. Building opens nothing; `start()` creates the
