@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_tools import set_form, start_job, wait_while_running
+from browser_tools import press_until, set_form, start_job, wait_while_running
 from conftest import make_image
 from ui_server import CHROMIUM, CHROMIUM_ARGS, running_app
 
@@ -49,8 +49,7 @@ def test_missing_prompt_is_flagged_on_the_field(page, tmp_path):
     picture = tmp_path / "input.png"
     make_image(96, 64).save(picture)
     set_form(page, picture, prompt="")
-    page.click("#generate")
-    page.wait_for_selector("text=must not be empty")
+    press_until(page, "#generate", "text=must not be empty")  # refused: nothing queues
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui_validation.png"), full_page=True)
 
