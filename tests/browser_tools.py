@@ -132,22 +132,28 @@ def form_sent(page) -> dict:
     return dict(zip(FORM, data[: len(FORM)], strict=True))
 
 
-def press_until(page, button: str, shown: str) -> None:
-    """Press `button` until the selector `shown` appears, SET_WAIT_MS each time, up to ATTEMPTS times
-    (warning when it took more than one). Only for a press the server refuses (a form that fails its
-    check queues nothing), so pressing again is what a user does and cannot start a second job."""
+def press_until(page, button: str, shown: str = "", until: str = "") -> None:
+    """Press `button` until the selector `shown` appears (or the JS condition `until` holds), SET_WAIT_MS
+    each time, up to ATTEMPTS times, warning when it took more than one. Only for a press that starts
+    no job (a form refused by its check, Restore filling the form): pressing again is what a user does
+    and changes nothing else."""
     from playwright.sync_api import TimeoutError as PageTimeout
 
     for attempt in range(ATTEMPTS):
         page.click(button)
         try:
-            page.wait_for_selector(shown, timeout=SET_WAIT_MS)
+            if until:
+                page.wait_for_function(until, polling=100, timeout=SET_WAIT_MS)
+            else:
+                page.wait_for_selector(shown, timeout=SET_WAIT_MS)
         except PageTimeout:
             continue
         if attempt:
-            warnings.warn(f"{shown!r} showed only after pressing {button} {attempt + 1} times", stacklevel=2)
+            warnings.warn(
+                f"{shown or until!r} held only after pressing {button} {attempt + 1} times", stacklevel=2
+            )
         return
-    raise AssertionError(f"{shown!r} did not show after pressing {button} {ATTEMPTS} times")
+    raise AssertionError(f"{shown or until!r} did not hold after pressing {button} {ATTEMPTS} times")
 
 
 JOB_PARAM = "new URLSearchParams(location.search).get('job')"

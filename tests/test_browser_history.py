@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_tools import STEP, open_section, set_control, set_form, start_job, wait_while_running
+from browser_tools import (
+    STEP,
+    open_section,
+    press_until,
+    set_control,
+    set_form,
+    start_job,
+    wait_while_running,
+)
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import free_port, running_app
 
@@ -87,8 +95,8 @@ def test_reload_history_restore_privacy_and_delete(browser, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "ui_history.png"), full_page=True)
 
         set_form(page, prompt="something else", seed=7)
-        page.click("#restore")  # the open result's settings back into the form
-        page.wait_for_function("document.querySelector('#seed input').value === '42'")
+        # the open result's settings back into the form
+        press_until(page, "#restore", until="document.querySelector('#seed input').value === '42'")
         assert page.input_value("#prompt textarea") == PROMPT
         open_section(page, "Advanced", "#steps input[type=number]")  # closed again after the reload
         page.wait_for_function("document.querySelector('#steps input[type=range]').value === '100'")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_tools import set_form, start_job, wait_while_running
+from browser_tools import press_until, set_form, start_job, wait_while_running
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, EXAMPLE
 from ui_server import running_app
 
@@ -69,8 +69,11 @@ def test_pick_weight_generate_restore_and_add(tmp_path):
         assert (ran["name"], ran["scale"], ran["applied"]) == ("motion.safetensors", 0.6, "unfused adapter")
 
         weight(page, 0, "1.5")  # change the rows, then restore the result's settings
-        page.click("#restore")
-        page.wait_for_function("document.querySelector('#lora-scale-0 input[type=range]').value === '0.6'")
+        press_until(
+            page,
+            "#restore",
+            until="document.querySelector('#lora-scale-0 input[type=range]').value === '0.6'",
+        )
         assert page.input_value("#lora-0 input") == "motion.safetensors"
         assert page.input_value("#seed input") == "11"
 
