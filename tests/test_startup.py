@@ -209,17 +209,21 @@ def test_expected_info_needs_no_torch():
 
 def test_building_the_page_imports_no_torch(tmp_path):
     """The page must not wait for torch and diffusers (seconds): they load with the model. Importing
-    the server, building the whole page (the LoRA rows included) and a clean-up run (the sweeper
-    starts before the page is built, on every role) import neither."""
+    the server, building the whole page (the LoRA rows included), the rows' refresh at page load
+    while the LoRA folder is empty, and a clean-up run (the sweeper starts before the page is built,
+    on every role) import neither."""
     code = (
         "import sys; from wan_demo import server; from wan_demo.core.settings import Settings\n"
+        "from wan_demo.web.lora_panel import LoraPanel\n"
         f"s = server.build(Settings(model='tiny', device='cpu', output_dir={str(tmp_path / 'out')!r},"
-        f" data_dir={str(tmp_path / 'data')!r})).start()\n"
-        "server.ui.build_ui(s.jobs, s.jobs.engine_info(), s.settings); s.sweeper.run_once(); s.stop()\n"
+        f" data_dir={str(tmp_path / 'data')!r}, lora_dir={str(tmp_path / 'loras')!r})).start()\n"
+        "server.ui.build_ui(s.jobs, s.jobs.engine_info(), s.settings); s.sweeper.run_once()\n"
+        "print(LoraPanel(s.jobs).refresh()[-1]); s.stop()\n"
         "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    *_, listing, imported = out.stdout.strip().splitlines()
+    assert imported == "[]" and "holds no .safetensors files yet" in listing
 
 
 @pytest.mark.browser

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wan_demo.core.plan import EngineInfo
@@ -14,6 +15,7 @@ from wan_demo.core.request import ValidRequest
 from wan_demo.core.settings import Settings
 
 if TYPE_CHECKING:
+    from wan_demo.model.lora_cache import EmptyLibrary
     from wan_demo.model.lora_library import Fetch, LoraLibrary
 
 
@@ -35,6 +37,17 @@ class LoraRequests:
                 self.settings, lambda: transformer_config(self.settings, self.engine_info().is_tiny)
             )
         return self._loras
+
+    @property
+    def lora_listing(self) -> LoraLibrary | EmptyLibrary:
+        """What the page's LoRA rows list: the library once built or once its folder holds a file to
+        check; before that a view of the added files only, so a page visit imports no torch."""
+        from wan_demo.model.lora_cache import EmptyLibrary, LoraCache, library_files
+
+        folder = Path(self.settings.lora_dir)
+        if self._loras is None and not library_files(folder):
+            return EmptyLibrary(folder, LoraCache.of(self.settings))
+        return self.loras
 
     @loras.setter
     def loras(self, library: LoraLibrary) -> None:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from wan_demo.core.loras import SUFFIX, source_kind
 from wan_demo.core.request import InvalidRequest, LoraChoice
 from wan_demo.core.settings import Settings
-from wan_demo.model.lora_cache import LoraCache, sha256_file
+from wan_demo.model.lora_cache import LoraCache, library_files, sha256_file
 from wan_demo.model.lora_files import LoraFileError, LoraInfo, inspect, linear_shapes
 
 Fetch = Callable[[str, BinaryIO], None]  # (https URL, file to write into): the REST layer's fetcher
@@ -65,9 +65,7 @@ class LoraLibrary:
         return [self._entry(p) for p in self._files()]
 
     def _files(self) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(p for p in self.folder.iterdir() if p.suffix == SUFFIX and p.is_file())
+        return library_files(self.folder)
 
     def _entry(self, path: Path) -> Entry:
         sha = self.digest(path)

@@ -24,19 +24,20 @@ from wan_demo.web import restore
 from wan_demo.web.handlers import refusals
 from wan_demo.web.history import History, owner_of
 
-if TYPE_CHECKING:  # the library imports torch: loaded through JobService.loras when the page is built
+if TYPE_CHECKING:  # the library imports torch: built through JobService.loras when first needed
+    from wan_demo.model.lora_cache import EmptyLibrary
     from wan_demo.model.lora_library import LoraLibrary
 
 PRIVATE = {"api_visibility": "private"}
 
 
-def choices(library: LoraLibrary) -> list[tuple[str, str]]:
+def choices(library: LoraLibrary | EmptyLibrary) -> list[tuple[str, str]]:
     """(label, value) of every usable LoRA: library files by name, added ones by sha256."""
     usable = [(e.name, e.name) for e in library.listing() if not e.problem]
     return usable + [(f"{name} (added)", f"sha256:{sha}") for sha, name in library.cached()]
 
 
-def table(library: LoraLibrary) -> str:
+def table(library: LoraLibrary | EmptyLibrary) -> str:
     """The library as a Markdown table: name, size, sha256, layout, rank, layers, notes or problem."""
     entries = library.listing()
     if not entries:
@@ -106,8 +107,8 @@ class LoraPanel:
         self.jobs, self.history = jobs, History(jobs)
 
     def refresh(self) -> list:
-        options = choices(self.jobs.loras)
-        return [*(gr.update(choices=options) for _ in range(MAX_LORAS)), table(self.jobs.loras)]
+        listing = self.jobs.lora_listing  # an empty library folder: no torch for a page visit
+        return [*(gr.update(choices=choices(listing)) for _ in range(MAX_LORAS)), table(listing)]
 
     def add(self, path: str | None, *rows: str | None) -> list:
         """An uploaded file, checked and kept: offered in every row and picked in the first free one."""
