@@ -5,6 +5,7 @@ server listens on a free port)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -16,9 +17,18 @@ from wan_demo.media.video import count_frames
 
 EXPORT = "export WAN=http://127.0.0.1:7860 WAN_KEY=change-me"  # how both blocks start
 
-pytestmark = pytest.mark.skipif(
-    not all(map(shutil.which, ("curl", "base64", "jq"))), reason="needs curl, base64 and jq"
-)
+MISSING = [tool for tool in ("curl", "base64", "jq") if not shutil.which(tool)]
+
+
+@pytest.fixture(autouse=True)
+def tools():
+    """README's examples need curl, base64 and jq: skipped without them, except in CI, which installs
+    them (.ci/run), so a failed install fails here instead of passing as a skip."""
+    if MISSING:
+        message = f"README's curl examples need {', '.join(MISSING)} on PATH (Debian packages curl, jq)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def run_block(script: str, engine, tmp_path) -> subprocess.CompletedProcess:
