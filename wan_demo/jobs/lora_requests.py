@@ -1,13 +1,12 @@
 """The job service's LoRA library: the one that checks LoRA files of submitted requests against the
 served transformer (model/lora_library.py), and the resolving of a request's LoRAs before it queues.
-The library (it reads safetensors headers with torch) is imported when first used: the web server
-starts without torch."""
+The library is imported when first used, and imports torch only once it checks a file against the
+model (model/lora_files.py): the web server starts, and a page lists an empty LoRA folder, without it."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wan_demo.core.plan import EngineInfo
@@ -15,7 +14,6 @@ from wan_demo.core.request import ValidRequest
 from wan_demo.core.settings import Settings
 
 if TYPE_CHECKING:
-    from wan_demo.model.lora_cache import EmptyLibrary
     from wan_demo.model.lora_library import Fetch, LoraLibrary
 
 
@@ -37,17 +35,6 @@ class LoraRequests:
                 self.settings, lambda: transformer_config(self.settings, self.engine_info().is_tiny)
             )
         return self._loras
-
-    @property
-    def lora_listing(self) -> LoraLibrary | EmptyLibrary:
-        """What the page's LoRA rows list: the library once built or once its folder holds a file to
-        check; before that a view of the added files only, so a page visit imports no torch."""
-        from wan_demo.model.lora_cache import EmptyLibrary, LoraCache, library_files
-
-        folder = Path(self.settings.lora_dir)
-        if self._loras is None and not library_files(folder):
-            return EmptyLibrary(folder, LoraCache.of(self.settings))
-        return self.loras
 
     @loras.setter
     def loras(self, library: LoraLibrary) -> None:

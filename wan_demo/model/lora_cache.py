@@ -15,7 +15,6 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from wan_demo.core.settings import Settings
@@ -32,13 +31,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def library_files(folder: Path) -> list[Path]:
-    """Every *.safetensors in a LoRA library folder, by name (none when the folder does not exist)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX and p.is_file())
 
 
 class LoraCache:
@@ -124,18 +116,3 @@ class LoraCache:
         tmp = self.folder / f".{INDEX}.{uuid.uuid4().hex}"
         tmp.write_text(json.dumps(index, ensure_ascii=False))
         os.replace(tmp, self.folder / INDEX)  # atomic: a reader sees the old or the new index
-
-
-@dataclass(frozen=True)
-class EmptyLibrary:
-    """What the page lists while the library folder holds no file: nothing to check against the model,
-    so no LoraLibrary (torch, diffusers' converter) is built for a page visit; added files are listed."""
-
-    folder: Path
-    cache: LoraCache
-
-    def listing(self) -> list:
-        return []
-
-    def cached(self) -> list[tuple[str, str]]:
-        return self.cache.listing()

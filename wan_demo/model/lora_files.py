@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from wan_demo.model.lora_verdict import LoraFileError, LoraInfo
 
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -30,23 +31,6 @@ PICKLE = "is a pickle checkpoint (torch.save); only .safetensors files are accep
 DROPPED = re.compile(r"(norm[^.]*\.diff(_b)?|\.diff_m)$")  # deltas diffusers drops (published: zeros)
 MUSUBI = re.compile(r"^lora_unet_blocks_(\d+)_(self_attn|cross_attn)_(q|k|v|o|k_img|v_img)\.|"
                     r"^lora_unet_blocks_(\d+)_ffn_(0|2)\.")  # fmt: skip
-
-
-class LoraFileError(ValueError):
-    """A file that is not a usable LoRA for this model; `problem` says why (the caller names the file)."""
-
-    def __init__(self, problem: str):
-        super().__init__(problem)
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class LoraInfo:
-    layout: str  # "wan" | "musubi" | "diffusers"
-    targets: int  # model layers it changes
-    rank: int  # the largest rank among them
-    t2v: bool  # no image cross-attention keys: diffusers adds zero add_k/add_v adapters (a T2V LoRA)
-    notes: tuple[str, ...] = ()  # what is not applied, and why
 
 
 def read_header(path: Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int, int]], dict]:

@@ -21,8 +21,8 @@ from typing import BinaryIO
 from wan_demo.core.loras import SUFFIX, source_kind
 from wan_demo.core.request import InvalidRequest, LoraChoice
 from wan_demo.core.settings import Settings
-from wan_demo.model.lora_cache import LoraCache, library_files, sha256_file
-from wan_demo.model.lora_files import LoraFileError, LoraInfo, inspect, linear_shapes
+from wan_demo.model.lora_cache import LoraCache, sha256_file
+from wan_demo.model.lora_verdict import LoraFileError, LoraInfo
 
 Fetch = Callable[[str, BinaryIO], None]  # (https URL, file to write into): the REST layer's fetcher
 Config = dict | Callable[[], dict]  # the served transformer's config, or how to get it when needed
@@ -57,6 +57,8 @@ class LoraLibrary:
             self._config = self._config()
         if self._config is None:
             raise RuntimeError("this LoRA library was built without the model's config")
+        from wan_demo.model.lora_files import linear_shapes  # torch: only once a file is checked
+
         return linear_shapes(self._config)
 
     # -- the library folder
@@ -65,7 +67,9 @@ class LoraLibrary:
         return [self._entry(p) for p in self._files()]
 
     def _files(self) -> list[Path]:
-        return library_files(self.folder)
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.suffix == SUFFIX and p.is_file())
 
     def _entry(self, path: Path) -> Entry:
         sha = self.digest(path)
@@ -83,6 +87,8 @@ class LoraLibrary:
         return known[2]
 
     def verdict(self, path: Path, sha: str) -> LoraInfo | LoraFileError:
+        from wan_demo.model.lora_files import inspect  # torch: listing and sweeping need none
+
         if sha not in self._verdicts:
             try:
                 self._verdicts[sha] = inspect(path, self.shapes())

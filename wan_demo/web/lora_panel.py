@@ -24,20 +24,19 @@ from wan_demo.web import restore
 from wan_demo.web.handlers import refusals
 from wan_demo.web.history import History, owner_of
 
-if TYPE_CHECKING:  # the library imports torch: built through JobService.loras when first needed
-    from wan_demo.model.lora_cache import EmptyLibrary
+if TYPE_CHECKING:  # built through JobService.loras; it imports torch once it checks a file
     from wan_demo.model.lora_library import LoraLibrary
 
 PRIVATE = {"api_visibility": "private"}
 
 
-def choices(library: LoraLibrary | EmptyLibrary) -> list[tuple[str, str]]:
+def choices(library: LoraLibrary) -> list[tuple[str, str]]:
     """(label, value) of every usable LoRA: library files by name, added ones by sha256."""
     usable = [(e.name, e.name) for e in library.listing() if not e.problem]
     return usable + [(f"{name} (added)", f"sha256:{sha}") for sha, name in library.cached()]
 
 
-def table(library: LoraLibrary | EmptyLibrary) -> str:
+def table(library: LoraLibrary) -> str:
     """The library as a Markdown table: name, size, sha256, layout, rank, layers, notes or problem."""
     entries = library.listing()
     if not entries:
@@ -74,14 +73,14 @@ def build() -> LoraRows:
     """The rows, empty: each page load fills the choices and the table (`wire`), so building the page
     reads no LoRA file and imports no torch (the page answers before the model loads)."""
     with gr.Accordion("LoRAs: motion and effect LoRAs, up to 4 stacked", open=False, elem_id="loras"):
-        options, dropdowns, sliders = [], [], []
+        dropdowns, sliders = [], []
         for i in range(MAX_LORAS):
             with gr.Row(equal_height=True):
                 dropdowns.append(
                     # any value passes Gradio's own check: a tab whose server session is gone (a restart,
                     # another API node) still sends its pick; resolve_loras refuses unknown files by name
                     gr.Dropdown(
-                        options,
+                        [],
                         value=None,
                         label=f"LoRA {i + 1}",
                         elem_id=f"lora-{i}",
@@ -107,8 +106,8 @@ class LoraPanel:
         self.jobs, self.history = jobs, History(jobs)
 
     def refresh(self) -> list:
-        listing = self.jobs.lora_listing  # an empty library folder: no torch for a page visit
-        return [*(gr.update(choices=choices(listing)) for _ in range(MAX_LORAS)), table(listing)]
+        options = choices(self.jobs.loras)
+        return [*(gr.update(choices=options) for _ in range(MAX_LORAS)), table(self.jobs.loras)]
 
     def add(self, path: str | None, *rows: str | None) -> list:
         """An uploaded file, checked and kept: offered in every row and picked in the first free one."""
