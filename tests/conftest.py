@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import itertools
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from ui_server import CHROMIUM  # Debian's; browser tests skip without it, except in CI (.ci/run)
 
 from wan_demo.core.request import GenerationRequest, ValidRequest
 from wan_demo.core.settings import Settings
 from wan_demo.core.validate import validate
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; browser tests skip without it, except in CI (.ci/run)
 TEST_AREA = 64 * 64  # tiny model output budget in tests: 81 frames at 64x64 take ~2 s
 TIERS = {  # marker -> what its tests do
     "slow": "real-size runs (minutes)",
@@ -42,7 +41,7 @@ def tier_selected(config, tier: str) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("CI") and tier_selected(config, "browser") and not Path(CHROMIUM).exists():
+    if os.environ.get("CI") and tier_selected(config, "browser") and not CHROMIUM.exists():
         raise pytest.UsageError(f"the browser tier needs Debian chromium at {CHROMIUM} (package chromium)")
     skips = {
         tier: pytest.mark.skip(reason=f"{tier} tier: select with -m {tier} or RUN_{tier.upper()}=1")

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from apitools import BASE, KEY_A, auth, b64_image, body, wait_status
 from conftest import make_image
-from ui_server import LOAD_TIMEOUT_S, app_settings
+from ui_server import CHROMIUM, LOAD_TIMEOUT_S, app_settings
 
 from wan_demo import server as server_module
 from wan_demo.core.settings import API_MODEL_ID, Settings
@@ -227,14 +227,12 @@ def test_building_the_page_imports_no_torch(tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(
-    not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium at /usr/bin/chromium"
-)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian chromium at {CHROMIUM}")
 def test_the_open_page_follows_the_load_without_a_reload(tmp_path):
     """Headless Chromium: the banner says the model is loading, then (its timer polling) shows the
     loaded model in place, in the same page."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
+    from test_browser import CHROMIUM_ARGS
 
     gate = threading.Event()
     with launched(tmp_path, gate) as (server, _), sync_api.sync_playwright() as p:
