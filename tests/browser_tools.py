@@ -54,8 +54,6 @@ def open_section(page, title: str, inside: str) -> None:
 def set_control(page, name: str, value) -> None:
     """One control, as a user sets it; returns once its committed value shows. A value that does not
     show within SET_WAIT_MS (a keystroke lost while the page re-rendered) is set again."""
-    from playwright.sync_api import TimeoutError as PageTimeout
-
     element, kind = CONTROLS[name]
     text = str(value)
     if kind == "radio":
@@ -69,7 +67,8 @@ def set_control(page, name: str, value) -> None:
         }[kind]
         at = f"{element} input[type=range]" if kind == "slider" else field
         shown = f"document.querySelector('{at}')?.value === {json.dumps(text)}"
-    for attempt in range(ATTEMPTS):
+
+    def act() -> None:
         if name in ADVANCED:
             open_section(page, "Advanced", f"{element} input[type=number]")
         if kind == "radio":
@@ -78,14 +77,11 @@ def set_control(page, name: str, value) -> None:
             page.fill(field, text)
             if kind in ("number", "slider"):  # a typed number commits on Enter
                 page.press(field, "Enter")
-        try:  # polling on a timer: animation frames may not run in a headless page
-            page.wait_for_function(shown, polling=100, timeout=SET_WAIT_MS)
-        except PageTimeout:
-            continue
-        if attempt:  # passed, but say so: a value that needs setting twice may be an app bug
-            warnings.warn(f"{name}: {text!r} showed only after {attempt + 1} tries", stacklevel=2)
-        return
-    raise AssertionError(f"{name}: the page does not show {text!r} after {ATTEMPTS} tries ({shown})")
+
+    def wait() -> None:  # polling on a timer: animation frames may not run in a headless page
+        page.wait_for_function(shown, polling=100, timeout=SET_WAIT_MS)
+
+    until_held(act, wait, f"{name}: {text!r} shown ({shown})")
 
 
 def set_form(page, image: Path | None = None, **values) -> None:
@@ -133,27 +129,34 @@ def form_sent(page) -> dict:
 
 
 def press_until(page, button: str, shown: str = "", until: str = "") -> None:
-    """Press `button` until the selector `shown` appears (or the JS condition `until` holds), SET_WAIT_MS
-    each time, up to ATTEMPTS times, warning when it took more than one. Only for a press that starts
-    no job (a form refused by its check, Restore filling the form): pressing again is what a user does
-    and changes nothing else."""
+    """Press `button` until the selector `shown` appears (or the JS condition `until` holds). Only for a
+    press that starts no job (a form refused by its check, Restore filling the form): pressing again
+    is what a user does and changes nothing else."""
+
+    def wait() -> None:
+        if until:
+            page.wait_for_function(until, polling=100, timeout=SET_WAIT_MS)
+        else:
+            page.wait_for_selector(shown, timeout=SET_WAIT_MS)
+
+    until_held(lambda: page.click(button), wait, f"{shown or until!r} after pressing {button}")
+
+
+def until_held(act, wait, what: str) -> None:
+    """`act()`, then `wait()` up to SET_WAIT_MS (a Playwright wait); again when it times out, up to
+    ATTEMPTS times. A pass that took more than one try warns: it may be an app bug, never silent."""
     from playwright.sync_api import TimeoutError as PageTimeout
 
     for attempt in range(ATTEMPTS):
-        page.click(button)
+        act()
         try:
-            if until:
-                page.wait_for_function(until, polling=100, timeout=SET_WAIT_MS)
-            else:
-                page.wait_for_selector(shown, timeout=SET_WAIT_MS)
+            wait()
         except PageTimeout:
             continue
         if attempt:
-            warnings.warn(
-                f"{shown or until!r} held only after pressing {button} {attempt + 1} times", stacklevel=2
-            )
+            warnings.warn(f"{what}: held only after {attempt + 1} tries", stacklevel=3)
         return
-    raise AssertionError(f"{shown or until!r} did not hold after pressing {button} {ATTEMPTS} times")
+    raise AssertionError(f"{what}: did not hold after {ATTEMPTS} tries")
 
 
 JOB_PARAM = "new URLSearchParams(location.search).get('job')"
